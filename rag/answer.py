@@ -1,0 +1,284 @@
+"""Cited answers: the extractive answerer (the offline default) and the answer types.
+
+The extractive answerer quotes, verbatim, the sentence or few sentences of the retrieved
+passages that best answer the question, each followed by its citation [n]. When the
+evidence is weak it refuses plainly and lists the closest passages as possibly related.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+
+from rag.bm25 import tokenize
+from rag.chunking import split_sentences
+from rag.config import Settings
+from rag.retrieve import Hit, HybridRetriever
+from rag.textnorm import norm
+
+REFUSAL = "根据现有文档无法回答这个问题。"
+
+# Refusal model: logistic over evidence features. Fitted by `rag calibrate` (see
+# eval/reports/refusal_calibration.md); these are the fitted values.
+REFUSAL_WEIGHTS = {
+    "bias": -6.0,
+    "dense_top": 6.0,
+    "coverage": 4.0,
+    "type_ok": 0.8,
+    "bm25_top1": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    chunk_id: str
+    doc_id: str
+    title: str
+    source: str
+    date: str | None
+    start: int  # passage offsets in the document's original text
+    end: int
+    text: str  # the whole cited passage
+    quotes: tuple[tuple[int, int], ...] = ()  # quoted sentences' offsets in the document
+
+
+@dataclass(frozen=True)
+class AnswerSentence:
+    text: str
+    citation: int  # n of its citation
+    start: int  # offsets in the document's original text
+    end: int
+    supported: bool | None = True  # extractive quotes are supported by construction
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    refused: bool
+    citations: list[Citation]
+    sentences: list[AnswerSentence]
+    retrieved: list[Hit]
+    confidence: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    notice: str = ""
+    rewritten_question: str | None = None
+    generator: str = "extractive"
+
+    def to_json(self) -> dict:
+        return {
+            "question": self.question,
+            "rewritten_question": self.rewritten_question,
+            "answer": self.text,
+            "refused": self.refused,
+            "confidence": round(self.confidence, 4),
+            "generator": self.generator,
+            "notice": self.notice,
+            "sentences": [asdict(s) for s in self.sentences],
+            "citations": [
+                {
+                    "n": c.n,
+                    "doc_id": c.doc_id,
+                    "title": c.title,
+                    "source": c.source,
+                    "date": c.date,
+                    "start": c.start,
+                    "end": c.end,
+                    "text": c.text,
+                    "quotes": [list(q) for q in c.quotes],
+                }
+                for c in self.citations
+            ],
+            "retrieved": [
+                {
+                    "chunk_id": h.chunk_id,
+                    "doc_id": h.doc_id,
+                    "score": round(h.score, 6),
+                    "dense_rank": h.dense_rank,
+                    "bm25_rank": h.bm25_rank,
+                    "start": h.start,
+                    "end": h.end,
+                    "text": h.text,
+                }
+                for h in self.retrieved
+            ],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
+
+
+# ------------------------------------------------------------------ question analysis
+_NUM_Q = re.compile(r"多少|几[个名次年天人岁项座条部处家种届期位万亿]|几|数量|比例|百分之|多大|多高|多长|多远|多重|面积|人口|规模")
+_DATE_Q = re.compile(r"何时|什么时候|哪一?年|哪个月|哪一?天|几月|几号|日期|时间|年份|何年")
+_WHO_Q = re.compile(r"谁|哪位|何人|什么人|哪个人|姓名|名字")
+_LIST_Q = re.compile(r"哪些|哪几|有什么|包括|分别")
+_WHERE_Q = re.compile(r"哪里|在哪|何处|什么地方|哪个(?:城市|地方|国家|省|市|区)")
+
+_NUM = re.compile(r"\d|[一二三四五六七八九十百千万亿两半]+[个名次年天人岁项座条部处家种届期位%％]")
+_DATE = re.compile(r"\d{2,4}\s*年|\d{1,2}\s*月\s*\d{0,2}|[一二三四五六七八九十〇零]{2,4}年|\d{1,2}日")
+_LIST = re.compile(r"[、，,；;].*[、，,；;]")
+
+
+def answer_type(question: str) -> str:
+    q = norm(question)
+    if _DATE_Q.search(q):
+        return "date"
+    if _NUM_Q.search(q):
+        return "number"
+    if _WHO_Q.search(q):
+        return "person"
+    if _WHERE_Q.search(q):
+        return "place"
+    if _LIST_Q.search(q):
+        return "list"
+    return "other"
+
+
+def type_match(kind: str, sentence_norm: str) -> float:
+    if kind == "number":
+        return 1.0 if _NUM.search(sentence_norm) else 0.0
+    if kind == "date":
+        return 1.0 if _DATE.search(sentence_norm) else 0.0
+    if kind == "list":
+        return 1.0 if _LIST.search(sentence_norm) else 0.3
+    return 0.5
+
+
+# ------------------------------------------------------------------ the answerer
+@dataclass(frozen=True)
+class _Cand:
+    hit_i: int
+    start: int  # offsets in the document
+    end: int
+    text: str
+    score: float
+    coverage: float
+    type_ok: float
+
+
+class ExtractiveAnswerer:
+    """Picks verbatim sentences from retrieved passages; needs no LLM."""
+
+    name = "extractive"
+
+    def __init__(self, retriever: HybridRetriever, settings: Settings | None = None):
+        self.retriever = retriever
+        self.settings = settings or retriever.settings
+
+    # scoring ----------------------------------------------------------------
+    def _idf(self, tokens: list[str]) -> dict[str, float]:
+        bm = self.retriever.index.bm25
+        n = max(len(bm), 1)
+        out = {}
+        for t in set(tokens):
+            j = bm.vocab.get(t)
+            df = 0 if j is None else bm.df[j]
+            out[t] = math.log1p((n - df + 0.5) / (df + 0.5))
+        return out
+
+    def _candidates(self, question: str, hits: list[Hit], kind: str) -> list[_Cand]:
+        q_toks = tokenize(question)
+        idf = self._idf(q_toks)
+        total = sum(idf.values()) or 1.0
+        q_norm = norm(question)
+        q_bigrams = {q_norm[i : i + 2] for i in range(len(q_norm) - 1)}
+        cands = []
+        for i, h in enumerate(hits):
+            prior = 1.0 / (1 + i)
+            for s, e in split_sentences(h.text):
+                sent = h.text[s:e]
+                sn = norm(sent)
+                if len(sn) < 4:
+                    continue
+                stoks = set(tokenize(sn, normalized=True))
+                cov = sum(w for t, w in idf.items() if t in stoks or t in sn) / total
+                bis = {sn[j : j + 2] for j in range(len(sn) - 1)}
+                bi = len(q_bigrams & bis) / max(len(q_bigrams), 1)
+                tm = type_match(kind, sn)
+                length_pen = 0.15 * max(0.0, (len(sn) - 120) / 120)
+                score = 1.0 * cov + 0.6 * bi + 0.35 * tm * (kind != "other") + 0.5 * prior - length_pen
+                cands.append(_Cand(i, h.start + s, h.start + e, sent, score, cov, tm))
+        return cands
+
+    def confidence(self, hits: list[Hit], best: _Cand | None) -> float:
+        if not hits or best is None:
+            return 0.0
+        w = REFUSAL_WEIGHTS
+        z = (
+            w["bias"]
+            + w["dense_top"] * (hits[0].dense_score or 0.0)
+            + w["coverage"] * best.coverage
+            + w["type_ok"] * best.type_ok
+            + w["bm25_top1"] * (1.0 if hits[0].bm25_rank == 1 else 0.0)
+        )
+        return 1.0 / (1.0 + math.exp(-z))
+
+    # answering --------------------------------------------------------------
+    def answer(self, question: str, top_k: int | None = None, **filters) -> Answer:
+        t0 = time.perf_counter()
+        res = self.retriever.search(question, top_k=top_k, **filters)
+        t1 = time.perf_counter()
+        ans = self.compose(question, res.hits)
+        ans.timings_ms.update(res.timings_ms)
+        ans.timings_ms["retrieve_ms"] = (t1 - t0) * 1e3
+        ans.timings_ms["generate_ms"] = (time.perf_counter() - t1) * 1e3
+        ans.timings_ms["total_ms"] = (time.perf_counter() - t0) * 1e3
+        return ans
+
+    def compose(self, question: str, hits: list[Hit]) -> Answer:
+        """Choose and cite sentences from `hits`; refuse when the evidence is weak."""
+        kind = answer_type(question)
+        cands = sorted(self._candidates(question, hits, kind), key=lambda c: -c.score)
+        best = cands[0] if cands else None
+        conf = self.confidence(hits, best)
+        if best is None or conf < self.settings.refusal_threshold:
+            return self._refusal(question, hits, conf)
+
+        chosen = [best]
+        budget = 100  # characters: short answers, the passage is one click away
+        for c in cands[1 : 6]:
+            if len(chosen) >= self.settings.max_answer_sentences:
+                break
+            used = sum(len(x.text) for x in chosen)
+            same_passage_next = any(c.hit_i == x.hit_i and 0 <= c.start - x.end <= 2 for x in chosen)
+            if (
+                c.score >= 0.85 * best.score
+                and used + len(c.text) <= budget
+                and (same_passage_next or kind == "list")
+                and not any(c.start < x.end and x.start < c.end for x in chosen)
+            ):
+                chosen.append(c)
+        chosen.sort(key=lambda c: (c.hit_i, c.start))
+        return self._cited(question, hits, chosen, conf)
+
+    def _citation(self, n: int, h: Hit, quotes=()) -> Citation:
+        meta = self.retriever.index.doc_meta(h.doc_id)
+        return Citation(
+            n, h.chunk_id, h.doc_id, meta.get("title") or h.doc_id, meta.get("source") or "",
+            meta.get("date"), h.start, h.end, h.text, tuple(quotes),
+        )
+
+    def _cited(self, question, hits, chosen: list[_Cand], conf: float) -> Answer:
+        order: list[int] = []
+        for c in chosen:
+            if c.hit_i not in order:
+                order.append(c.hit_i)
+        n_of = {hi: n for n, hi in enumerate(order, start=1)}
+        citations = [
+            self._citation(
+                n_of[hi], hits[hi], [(c.start, c.end) for c in chosen if c.hit_i == hi]
+            )
+            for hi in order
+        ]
+        sentences = [AnswerSentence(c.text, n_of[c.hit_i], c.start, c.end) for c in chosen]
+        text = "".join(f"{c.text}[{n_of[c.hit_i]}]" for c in chosen)
+        return Answer(question, text, False, citations, sentences, hits, conf)
+
+    def _refusal(self, question, hits, conf: float) -> Answer:
+        related = [self._citation(n, h) for n, h in enumerate(hits[:3], start=1)]
+        return Answer(
+            question, REFUSAL, True, related, [], hits, conf,
+            notice="以下段落可能相关，但不足以回答这个问题。" if related else "",
+        )

@@ -1,0 +1,233 @@
+"""The `rag` command: ingest, ask, chat, info (and eval, when installed).
+
+User mistakes end in one clear line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rag.config import Settings
+from rag.errors import RagError
+
+
+def _err(msg: str) -> None:
+    print(f"rag: {msg}", file=sys.stderr)
+
+
+def _settings(args) -> Settings:
+    return Settings.load(
+        getattr(args, "config", None),
+        index_dir=getattr(args, "index", None),
+        top_k=getattr(args, "top_k", None),
+        embed_model=getattr(args, "embed_model", None),
+    )
+
+
+# ---------------------------------------------------------------------------- ingest
+def cmd_ingest(args) -> int:
+    from rag.index import ingest
+
+    s = _settings(args)
+    if args.explain:
+        return _explain(args.explain)
+    report = ingest(args.paths, s, prune=args.prune, rebuild=args.rebuild, progress=not args.quiet)
+    for r in report.results:
+        if r.status == "failed":
+            print(f"failed: {r.source}: {r.reason}", file=sys.stderr)
+        elif r.status != "unchanged" or args.verbose:
+            print(f"{r.status}: {r.source} ({r.chunks} chunks)")
+    print(report.summary())
+    if report.embedded_chunks:
+        rate = report.embedded_chunks / max(report.embed_seconds, 1e-9)
+        print(f"embedded {report.embedded_chunks} chunks in {report.embed_seconds:.1f} s ({rate:.1f} chunks/s)")
+    return 0 if report.ingested_anything else 2
+
+
+def _explain(path: str) -> int:
+    from rag.clean import clean_text, explain
+    from rag.errors import LoadError
+    from rag.loaders import load_file
+
+    p = Path(path)
+    try:
+        raws = load_file(p, p.parent)
+    except LoadError as e:
+        _err(str(e))
+        return 2
+    for raw in raws:
+        cleaned = clean_text(raw.text)
+        print(f"{raw.source} ({raw.format}, {raw.encoding}): kept {cleaned.kept_lines} lines")
+        print(explain(cleaned))
+    return 0
+
+
+# ---------------------------------------------------------------------------- ask / chat
+def _system(args):
+    from rag.pipeline import load_system
+
+    return load_system(_settings(args))
+
+
+def _filters(args) -> dict:
+    f = {}
+    if getattr(args, "doc", None):
+        f["doc_ids"] = args.doc
+    if getattr(args, "date_from", None):
+        f["date_from"] = args.date_from
+    if getattr(args, "date_to", None):
+        f["date_to"] = args.date_to
+    return f
+
+
+def print_answer(ans, as_json: bool, out=sys.stdout) -> None:
+    if as_json:
+        print(json.dumps(ans.to_json(), ensure_ascii=False), file=out)
+        return
+    if ans.rewritten_question and ans.rewritten_question != ans.question:
+        print(f"（理解为：{ans.rewritten_question}）", file=out)
+    if ans.notice and not ans.refused:
+        print(ans.notice, file=out)
+    print(ans.text, file=out)
+    if ans.citations:
+        print("\n可能相关的段落：" if ans.refused else "\n引用：", file=out)
+        for c in ans.citations:
+            date = f"，{c.date}" if c.date else ""
+            snippet = c.text if len(c.text) <= 120 else c.text[:120] + "……"
+            print(f"[{c.n}] 《{c.title}》{date}，第 {c.start}–{c.end} 字：{snippet}", file=out)
+
+
+def _read_batch(path: str):
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise RagError(f"{p}: question file not found") from None
+    except UnicodeDecodeError:
+        raise RagError(f"{p}: not UTF-8 text; save the question file as UTF-8") from None
+    for no, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+                yield obj.get("id", no), obj["question"]
+            except (json.JSONDecodeError, KeyError):
+                raise RagError(f"{p}:{no}: not a JSON object with a \"question\" field") from None
+        else:
+            yield no, line
+
+
+def cmd_ask(args) -> int:
+    system = _system(args)
+    if args.batch:
+        for qid, q in _read_batch(args.batch):
+            ans = system.ask(q, top_k=args.top_k, **_filters(args))
+            row = {"id": qid, **ans.to_json()}
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        return 0
+    if not args.question:
+        raise RagError("give a question, e.g. rag ask \"威海精致城市建设有哪些做法？\", or --batch FILE")
+    ans = system.ask(args.question, top_k=args.top_k, **_filters(args))
+    print_answer(ans, args.json)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from rag.chat import ChatSession
+
+    system = _system(args)
+    session = ChatSession(system)
+    print("输入问题，回车提问；输入 /exit 退出，/new 开始新对话。", file=sys.stderr)
+    while True:
+        try:
+            q = input("问> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if not q:
+            continue
+        if q in ("/exit", "/quit", "exit", "quit"):
+            return 0
+        if q == "/new":
+            session.reset()
+            continue
+        print_answer(session.ask(q, top_k=args.top_k), args.json)
+        print()
+
+
+def cmd_info(args) -> int:
+    from rag.index import index_info
+
+    print(json.dumps(index_info(_settings(args).index_path), ensure_ascii=False, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rag", description="Ask questions about your own documents.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--index", help="index directory (default .rag/index or $RAG_INDEX)")
+    common.add_argument("--config", help="settings file (TOML)")
+    common.add_argument("--embed-model", help="sentence-transformers model name or local folder")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    ing = sub.add_parser("ingest", parents=[common], help="add or update documents in the index")
+    ing.add_argument("paths", nargs="*", help="files or folders")
+    ing.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
+    ing.add_argument("--rebuild", action="store_true", help="ignore the existing index")
+    ing.add_argument("--explain", metavar="FILE", help="show what cleaning drops from FILE")
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    ing.add_argument("-v", "--verbose", action="store_true", help="also list unchanged files")
+    ing.set_defaults(func=cmd_ingest)
+
+    def retrieval_args(sp):
+        sp.add_argument("--top-k", type=int, help="passages to retrieve")
+        sp.add_argument("--json", action="store_true", help="one JSON object per answer")
+        sp.add_argument("--doc", action="append", help="only this document id (repeatable)")
+        sp.add_argument("--date-from", help="only documents dated on or after (YYYY[-MM[-DD]])")
+        sp.add_argument("--date-to", help="only documents dated on or before (YYYY[-MM[-DD]])")
+
+    ask = sub.add_parser("ask", parents=[common], help="answer one question, or a file of them")
+    ask.add_argument("question", nargs="?")
+    ask.add_argument("--batch", metavar="FILE", help="questions, one per line or JSONL")
+    retrieval_args(ask)
+    ask.set_defaults(func=cmd_ask)
+
+    chat = sub.add_parser("chat", parents=[common], help="interactive chat in the terminal")
+    retrieval_args(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    info = sub.add_parser("info", parents=[common], help="describe the index")
+    info.set_defaults(func=cmd_info)
+
+    try:
+        from rag.eval.cli import add_eval_parser
+    except ImportError:
+        pass
+    else:
+        add_eval_parser(sub, common)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "cmd", None) == "ingest" and not args.paths and not args.explain:
+        _err("give at least one file or folder, e.g. rag ingest corpus/")
+        return 2
+    try:
+        return args.func(args)
+    except RagError as e:
+        _err(str(e))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""One settings object: defaults here, overridable from a TOML file and from the CLI.
+
+Every index manifest and every evaluation report embeds `Settings.to_dict()`, so a
+figure can always be traced back to the configuration that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rag.errors import ConfigError
+
+DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
+
+
+def _default_cache_dir() -> str:
+    return os.environ.get("RAG_CACHE_DIR", str(Path.home() / ".cache" / "rag"))
+
+
+def _default_index_dir() -> str:
+    return os.environ.get("RAG_INDEX", ".rag/index")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # where things live
+    index_dir: str = field(default_factory=_default_index_dir)
+    cache_dir: str = field(default_factory=_default_cache_dir)
+    # loading
+    max_file_mb: float = 50.0
+    clean: bool = True
+    # chunking (defaults chosen by measurement, see README "Chunking")
+    chunk_size: int = 300
+    chunk_overlap: int = 1  # sentences carried over into the next chunk
+    # embeddings
+    embed_model: str = DEFAULT_EMBED_MODEL
+    embed_batch_size: int = 32
+    embed_device: str = "cpu"
+    query_prefix: str | None = None  # None: chosen from the model name (e5 -> "query: ")
+    passage_prefix: str | None = None
+    # vector index: exact search up to this many chunks, HNSW above
+    ann_min_chunks: int = 200_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    # retrieval
+    top_k: int = 5
+    candidate_depth: int = 50
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    # answering
+    llm: str = "extractive"  # extractive | openai | ollama | llamacpp
+    llm_model: str | None = None
+    llm_base_url: str | None = None
+    llm_model_path: str | None = None
+    llm_timeout_s: float = 60.0
+    llm_retries: int = 1
+    max_answer_sentences: int = 3
+    refusal_threshold: float = 0.5
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied; None values are ignored (unset CLI flags)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, **overrides: Any) -> Settings:
+        """Defaults, then the TOML file at `path` (or $RAG_CONFIG), then `overrides`."""
+        s = cls()
+        path = path or os.environ.get("RAG_CONFIG")
+        if path:
+            p = Path(path)
+            try:
+                data = tomllib.loads(p.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise ConfigError(f"{p}: settings file not found") from None
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"{p}: not valid TOML ({e})") from None
+            data = data.get("rag", data)  # allow a [rag] table or top-level keys
+            s = s.replace(**data)
+        return s.replace(**overrides)
+
+    @property
+    def index_path(self) -> Path:
+        return Path(self.index_dir).expanduser()
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser()

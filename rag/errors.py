@@ -1,0 +1,28 @@
+"""The few narrow exception types. Each message names the thing, the reason and the fix."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class: anything the CLI reports as one clear line instead of a traceback."""
+
+
+class ConfigError(RagError, ValueError):
+    """A setting or argument is wrong."""
+
+
+class LoadError(RagError):
+    """A file could not be ingested. `path` and `reason` are shown to the user as one line."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class IndexStoreError(RagError):
+    """The index is missing, locked, from another schema, or damaged."""
+
+
+class ModelError(RagError):
+    """An embedding model or LLM could not be loaded or called."""

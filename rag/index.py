@@ -1,0 +1,530 @@
+"""The persistent hybrid index (FAISS + BM25 + chunk table) and incremental ingestion.
+
+Layout of an index directory::
+
+    DIR/CURRENT            name of the live version folder (replaced atomically)
+    DIR/.lock              held by the one ingest allowed at a time
+    DIR/v-<stamp>/         manifest.json, chunks.json, texts.jsonl, vectors.faiss,
+                           bm25_tf.npz, bm25_vocab.json
+
+An ingest writes a complete new version folder, fsyncs it, then swaps CURRENT with
+os.replace: a crash at any point leaves the previous version loadable. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+
+from rag.bm25 import BM25Index, tokenize
+from rag.chunking import chunk_id, chunk_spans
+from rag.config import Settings
+from rag.errors import IndexStoreError, LoadError
+from rag.store import FaissStore
+from rag.textnorm import norm
+
+SCHEMA_VERSION = 1
+CLEANED_FORMATS = {"txt", "md", "html", "pdf", "docx"}
+
+
+class Chunk(NamedTuple):
+    row: int
+    id: str
+    doc_id: str
+    text: str
+    start: int
+    end: int
+
+
+# --------------------------------------------------------------------------- reading
+class HybridIndex:
+    """One loaded, immutable version of the index."""
+
+    def __init__(self, folder: Path, manifest: dict, table: dict, bm25: BM25Index, vectors):
+        self.folder = folder
+        self.manifest = manifest
+        self.ids: list[str] = table["ids"]
+        self.doc_ids: list[str] = table["doc_ids"]
+        self.starts: list[int] = table["starts"]
+        self.ends: list[int] = table["ends"]
+        self.texts: list[str] = table["texts"]
+        self.bm25 = bm25
+        self.vectors: FaissStore = vectors
+        self.row_of = {cid: i for i, cid in enumerate(self.ids)}
+        self._doc_rows: dict[str, list[int]] | None = None
+
+    @classmethod
+    def open(cls, index_dir: str | Path, settings: Settings | None = None) -> HybridIndex:
+        """Load the live version of the index in `index_dir`."""
+        settings = settings or Settings()
+        folder = current_version(Path(index_dir))
+        if folder is None:
+            raise IndexStoreError(
+                f"{index_dir}: no index here yet; build one with `rag ingest PATH --index {index_dir}`"
+            )
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+            if manifest.get("schema_version") != SCHEMA_VERSION:
+                raise IndexStoreError(
+                    f"{folder}: index schema {manifest.get('schema_version')} is not "
+                    f"{SCHEMA_VERSION}; rebuild it with `rag ingest PATH --rebuild`"
+                )
+            table = json.loads((folder / "chunks.json").read_text(encoding="utf-8"))
+            n = len(table["ids"])
+            if not all(len(table[k]) == n for k in ("doc_ids", "starts", "ends", "texts")):
+                raise IndexStoreError(f"{folder}/chunks.json: columns differ in length")
+            bm25 = BM25Index.load(folder, settings.bm25_k1, settings.bm25_b)
+            vectors = FaissStore.load(
+                folder,
+                table["ids"],
+                table["doc_ids"],
+                manifest["embedding"]["dim"],
+                ann_min=settings.ann_min_chunks,
+                hnsw_m=settings.hnsw_m,
+                ef_search=settings.hnsw_ef_search,
+            )
+        except IndexStoreError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise IndexStoreError(
+                f"{folder}: the index is damaged or was tampered with ({type(e).__name__}: {e}); "
+                "rebuild it with `rag ingest PATH --rebuild`"
+            ) from None
+        if len(bm25) != n:
+            raise IndexStoreError(f"{folder}: BM25 has {len(bm25)} rows for {n} chunks; rebuild")
+        return cls(folder, manifest, table, bm25, vectors)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def docs(self) -> dict[str, dict]:
+        return self.manifest["docs"]
+
+    def chunk(self, row: int) -> Chunk:
+        return Chunk(
+            row, self.ids[row], self.doc_ids[row], self.texts[row], self.starts[row], self.ends[row]
+        )
+
+    def node(self, row: int) -> TextNode:
+        """The chunk as a llama-index TextNode with its document's metadata."""
+        c = self.chunk(row)
+        meta = {**self.doc_meta(c.doc_id), "doc_id": c.doc_id}
+        node = TextNode(
+            id_=c.id,
+            text=c.text,
+            start_char_idx=c.start,
+            end_char_idx=c.end,
+            metadata=meta,
+            excluded_embed_metadata_keys=list(meta),
+            excluded_llm_metadata_keys=[k for k in meta if k not in ("title", "date")],
+        )
+        node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=c.doc_id)
+        return node
+
+    def doc_meta(self, doc_id: str) -> dict:
+        d = self.docs.get(doc_id, {})
+        return {k: d.get(k) for k in ("title", "source", "date", "author", "source_name")}
+
+    def doc_rows(self, doc_id: str) -> list[int]:
+        if self._doc_rows is None:
+            rows: dict[str, list[int]] = {}
+            for i, d in enumerate(self.doc_ids):
+                rows.setdefault(d, []).append(i)
+            self._doc_rows = rows
+        return self._doc_rows.get(doc_id, [])
+
+    def document_text(self, doc_id: str) -> str:
+        """The whole (cleaned, original-script) text of a document, read lazily."""
+        d = self.docs.get(doc_id)
+        if d is None:
+            raise KeyError(doc_id)
+        with open(self.folder / "texts.jsonl", "rb") as f:
+            f.seek(d["text_offset"])
+            return json.loads(f.readline())["text"]
+
+
+def current_version(index_dir: Path) -> Path | None:
+    cur = index_dir / "CURRENT"
+    try:
+        name = cur.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    folder = index_dir / name
+    if not name or "/" in name or not (folder / "manifest.json").exists():
+        raise IndexStoreError(f"{cur} points at {name!r}, which is missing; rebuild the index")
+    return folder
+
+
+# --------------------------------------------------------------------------- writing
+@dataclass(frozen=True)
+class FileResult:
+    source: str
+    status: str  # added | updated | unchanged | failed | removed
+    doc_id: str = ""
+    reason: str = ""
+    chunks: int = 0
+
+
+@dataclass
+class IngestReport:
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    total_chunks: int = 0
+    total_docs: int = 0
+    embedded_chunks: int = 0
+    embed_seconds: float = 0.0
+    index_dir: str = ""
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def ingested_anything(self) -> bool:
+        return any(r.status in ("added", "updated", "unchanged") for r in self.results)
+
+    def summary(self) -> str:
+        parts = [f"{s} {self.count(s)}" for s in ("added", "updated", "unchanged", "removed", "failed")]
+        return (
+            f"{', '.join(parts)} | index: {self.total_docs} documents, {self.total_chunks} chunks "
+            f"in {self.index_dir} ({self.seconds:.1f} s)"
+        )
+
+
+@contextlib.contextmanager
+def index_lock(index_dir: Path, wait_s: float = 30.0, log: Callable[[str], None] = print) -> Iterator[None]:
+    """One writer at a time: a second ingest waits up to `wait_s`, then refuses clearly."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(index_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise IndexStoreError(
+                        f"{index_dir}: another ingest is still writing this index; "
+                        "try again when it has finished"
+                    ) from None
+                if not told:
+                    log(f"{index_dir}: another ingest is running; waiting up to {wait_s:.0f} s")
+                    told = True
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _content_hash(text: str, meta: dict, settings: Settings) -> str:
+    key = json.dumps(
+        {"text": text, "meta": meta, "chunk": [settings.chunk_size, settings.chunk_overlap]},
+        ensure_ascii=False,
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _embed_input(title: str | None, text: str) -> str:
+    """What the embedder sees: the title gives a chunk its document's topic."""
+    return f"{title}\n{text}" if title and not text.startswith(title) else text
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(path, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _prepare(raw, settings: Settings) -> tuple[str, dict]:
+    """Cleaned text and metadata of one loaded document."""
+    from rag.clean import clean_text
+
+    text = raw.text
+    if settings.clean and raw.format in CLEANED_FORMATS:
+        text = clean_text(text).text
+    if not text.strip():
+        raise LoadError(raw.source, "no text left after removing page clutter")
+    meta = dict(raw.meta)
+    return text, meta
+
+
+def _under(source: str, roots: list[Path]) -> bool:
+    p = Path(source.split("#", 1)[0]).resolve()
+    return any(p == r or r in p.parents for r in roots)
+
+
+def ingest(
+    paths: Iterable[str | Path],
+    settings: Settings,
+    embedder=None,
+    prune: bool = False,
+    rebuild: bool = False,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    crash_hook: Callable[[str], None] | None = None,
+) -> IngestReport:
+    """Bring the index in `settings.index_dir` up to date with the files under `paths`.
+
+    Unchanged documents are skipped, changed ones re-chunked and re-embedded, and with
+    `prune` documents whose files are gone (under the given paths) are removed.
+    `crash_hook(stage)` is called between write stages; tests use it to simulate crashes.
+    """
+    from rag.loaders import discover, load_file
+
+    log = log or (lambda m: print(m, file=sys.stderr))
+    t0 = time.perf_counter()
+    index_dir = settings.index_path
+    report = IngestReport(index_dir=str(index_dir))
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.exists():
+            report.results.append(FileResult(str(p), "failed", reason="no such file or folder"))
+
+    with index_lock(index_dir, log=log):
+        old = None
+        if not rebuild and current_version(index_dir) is not None:
+            old = HybridIndex.open(index_dir, settings)
+        if embedder is None:
+            from rag.pipeline import make_embedder
+
+            embedder = make_embedder(settings)
+        old_docs: dict[str, dict] = dict(old.docs) if old else {}
+        if old is not None and not _compatible(old.manifest, settings, embedder):
+            log("Embedding model or chunking settings changed: re-indexing every document.")
+            old_docs, old = {}, None
+
+        # 1. load, clean, compare -------------------------------------------------
+        seen: set[str] = set()
+        new_docs: dict[str, dict] = {}
+        new_texts: dict[str, str] = {}
+        for file, root in discover([p for p in paths if p.exists()]):
+            try:
+                raws = load_file(file, root, max_bytes=int(settings.max_file_mb * 2**20))
+            except LoadError as e:
+                report.results.append(FileResult(str(file), "failed", reason=e.reason))
+                continue
+            for raw in raws:
+                try:
+                    if raw.doc_id in seen:
+                        raise LoadError(raw.source, f"duplicate document id {raw.doc_id!r}; rename one file")
+                    text, meta = _prepare(raw, settings)
+                except LoadError as e:
+                    report.results.append(FileResult(raw.source, "failed", raw.doc_id, e.reason))
+                    continue
+                seen.add(raw.doc_id)
+                h = _content_hash(text, meta, settings)
+                prev = old_docs.get(raw.doc_id)
+                if prev is not None and prev["content_hash"] == h:
+                    report.results.append(
+                        FileResult(raw.source, "unchanged", raw.doc_id, chunks=len(prev["chunk_ids"]))
+                    )
+                    continue
+                new_docs[raw.doc_id] = {
+                    "source": raw.source,
+                    "format": raw.format,
+                    "encoding": raw.encoding,
+                    "file_hash": raw.file_hash,
+                    "content_hash": h,
+                    "title": meta.get("title") or raw.doc_id,
+                    "date": meta.get("date"),
+                    "author": meta.get("author"),
+                    "source_name": meta.get("source_name"),
+                    "meta": meta,
+                    "n_chars": len(text),
+                    "_status": "updated" if prev is not None else "added",
+                }
+                new_texts[raw.doc_id] = text
+
+        removed: list[str] = []
+        if prune:
+            roots = [p.resolve() for p in paths if p.exists()]
+            for doc_id, d in old_docs.items():
+                if doc_id not in seen and _under(d["source"], roots):
+                    removed.append(doc_id)
+                    report.results.append(FileResult(d["source"], "removed", doc_id))
+
+        if not new_docs and not removed and old is not None:
+            report.total_chunks, report.total_docs = len(old), len(old.docs)
+            report.seconds = time.perf_counter() - t0
+            return report
+        if not new_docs and not removed and old is None and not seen:
+            report.seconds = time.perf_counter() - t0
+            return report
+
+        # 2. chunk and embed the new and changed documents ------------------------
+        drop = set(new_docs) | set(removed)
+        ids, doc_ids, starts, ends, texts, toks, embed_in = [], [], [], [], [], [], []
+        for doc_id, d in new_docs.items():
+            text = new_texts[doc_id]
+            cids = []
+            for s, e in chunk_spans(text, settings.chunk_size, settings.chunk_overlap):
+                t = text[s:e]
+                cid = chunk_id(doc_id, s, e, t)
+                cids.append(cid)
+                ids.append(cid)
+                doc_ids.append(doc_id)
+                starts.append(s)
+                ends.append(e)
+                texts.append(t)
+                normed = norm(_embed_input(d["title"], t))
+                embed_in.append(normed)
+                toks.append(tokenize(normed, normalized=True))
+            d["chunk_ids"] = cids
+        te = time.perf_counter()
+        if embed_in:
+            log(f"Embedding {len(embed_in)} chunks with {embedder.model_id} ...")
+        new_vecs = (
+            embedder.embed_passages(embed_in, show_progress=progress)
+            if embed_in
+            else np.zeros((0, embedder.dim), np.float32)
+        )
+        report.embed_seconds = time.perf_counter() - te
+        report.embedded_chunks = len(embed_in)
+
+        # 3. assemble the new version: kept rows of the old one + the new rows -----
+        if old is not None:
+            keep = np.asarray([i for i, d in enumerate(old.doc_ids) if d not in drop], np.int64)
+            kept_vecs = old.vectors.vectors(keep)
+            bm25 = old.bm25.select(keep)
+            table = {
+                "ids": [old.ids[i] for i in keep] + ids,
+                "doc_ids": [old.doc_ids[i] for i in keep] + doc_ids,
+                "starts": [old.starts[i] for i in keep] + starts,
+                "ends": [old.ends[i] for i in keep] + ends,
+                "texts": [old.texts[i] for i in keep] + texts,
+            }
+            all_vecs = np.vstack([kept_vecs, new_vecs]) if len(keep) else new_vecs
+        else:
+            bm25 = BM25Index.empty(settings.bm25_k1, settings.bm25_b)
+            table = {"ids": ids, "doc_ids": doc_ids, "starts": starts, "ends": ends, "texts": texts}
+            all_vecs = new_vecs
+        bm25 = bm25.add(toks)
+        store = FaissStore(
+            dim=embedder.dim,
+            ann_min=settings.ann_min_chunks,
+            hnsw_m=settings.hnsw_m,
+            ef_search=settings.hnsw_ef_search,
+        )
+        store.add_vectors(all_vecs.astype(np.float32), table["ids"], table["doc_ids"])
+
+        docs: dict[str, dict] = {k: v for k, v in old_docs.items() if k not in drop}
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        for doc_id, d in new_docs.items():
+            status = d.pop("_status")
+            d["indexed_at"] = now
+            docs[doc_id] = d
+            report.results.append(FileResult(d["source"], status, doc_id, chunks=len(d["chunk_ids"])))
+
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "created": now,
+            "embedding": {"model": embedder.model_id, "dim": embedder.dim},
+            "chunker": {"size": settings.chunk_size, "overlap": settings.chunk_overlap},
+            "vector_index": "hnsw" if store.is_approximate else "flat",
+            "n_chunks": len(table["ids"]),
+            "n_docs": len(docs),
+            "settings": settings.to_dict(),
+            "docs": docs,
+        }
+        _write_version(index_dir, old, manifest, table, bm25, store, new_texts, crash_hook)
+        report.total_chunks, report.total_docs = len(table["ids"]), len(docs)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _compatible(manifest: dict, settings: Settings, embedder) -> bool:
+    return (
+        manifest["embedding"]["model"] == embedder.model_id
+        and manifest["chunker"] == {"size": settings.chunk_size, "overlap": settings.chunk_overlap}
+    )
+
+
+def _write_version(index_dir, old, manifest, table, bm25, store, new_texts, crash_hook) -> None:
+    hook = crash_hook or (lambda stage: None)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    tmp = index_dir / f".tmp-v-{stamp}"
+    final = index_dir / f"v-{stamp}"
+    tmp.mkdir(parents=True)
+    hook("mkdir")
+    # Document texts: copy kept ones from the old version, then the new ones.
+    with open(tmp / "texts.jsonl", "wb") as f:
+        for doc_id, d in manifest["docs"].items():
+            text = new_texts[doc_id] if doc_id in new_texts else old.document_text(doc_id)
+            d["text_offset"] = f.tell()
+            f.write(json.dumps({"doc_id": doc_id, "text": text}, ensure_ascii=False).encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    hook("texts")
+    _write(tmp / "chunks.json", json.dumps(table, ensure_ascii=False))
+    hook("chunks")
+    bm25.save(tmp)
+    hook("bm25")
+    store.save(tmp)
+    hook("vectors")
+    _write(tmp / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1, default=str))
+    for p in tmp.iterdir():  # np.savez / faiss do not fsync
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    hook("manifest")
+    os.rename(tmp, final)
+    _fsync_dir(index_dir)
+    hook("renamed")
+    _write(index_dir / "CURRENT.tmp", final.name + "\n")
+    os.replace(index_dir / "CURRENT.tmp", index_dir / "CURRENT")
+    _fsync_dir(index_dir)
+    hook("swapped")
+    _collect_garbage(index_dir, keep={final.name, old.folder.name if old else ""})
+
+
+def _collect_garbage(index_dir: Path, keep: set[str]) -> None:
+    """Remove versions other than the live one and the one before it (a reader may hold it)."""
+    for p in index_dir.iterdir():
+        if p.is_dir() and (p.name.startswith("v-") or p.name.startswith(".tmp-v-")) and p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def index_info(index_dir: str | Path) -> dict[str, Any]:
+    """A small summary for `rag info` and the UI."""
+    idx = HybridIndex.open(index_dir)
+    m = idx.manifest
+    return {
+        "index_dir": str(index_dir),
+        "version": idx.folder.name,
+        "embedding": m["embedding"],
+        "chunker": m["chunker"],
+        "vector_index": m["vector_index"],
+        "n_docs": m["n_docs"],
+        "n_chunks": m["n_chunks"],
+    }

@@ -1,0 +1,62 @@
+"""One way to assemble the system from settings, shared by the CLI, the chat app and eval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.config import Settings
+
+
+def make_embedder(settings: Settings):
+    from rag.embed import Embedder
+
+    return Embedder(
+        settings.embed_model,
+        cache_dir=settings.cache_path,
+        device=settings.embed_device,
+        batch_size=settings.embed_batch_size,
+        query_prefix=settings.query_prefix,
+        passage_prefix=settings.passage_prefix,
+    )
+
+
+@dataclass
+class RagSystem:
+    settings: Settings
+    index: object  # HybridIndex
+    embedder: object
+    retriever: object  # HybridRetriever
+    answerer: object  # ExtractiveAnswerer (or an LLM answerer wrapping it)
+
+    def ask(self, question: str, top_k: int | None = None, **filters):
+        return self.answerer.answer(question, top_k=top_k, **filters)
+
+    def reload(self) -> None:
+        """Pick up a new index version (after an ingest) without reloading the model."""
+        from rag.index import HybridIndex
+
+        self.index = HybridIndex.open(self.settings.index_path, self.settings)
+        self.retriever.index = self.index
+
+
+def load_system(settings: Settings, embedder=None, index_dir: str | Path | None = None) -> RagSystem:
+    """Open the index and build retriever and answerer; the embedder loads lazily."""
+    from rag.answer import ExtractiveAnswerer
+    from rag.index import HybridIndex
+    from rag.retrieve import HybridRetriever
+
+    if index_dir is not None:
+        settings = settings.replace(index_dir=str(index_dir))
+    index = HybridIndex.open(settings.index_path, settings)
+    embedder = embedder or make_embedder(settings)
+    if index.manifest["embedding"]["model"] != embedder.model_id:
+        from rag.errors import IndexStoreError
+
+        raise IndexStoreError(
+            f"{settings.index_path}: built with {index.manifest['embedding']['model']}, "
+            f"but the settings ask for {embedder.model_id}; re-run `rag ingest` with the same model"
+        )
+    retriever = HybridRetriever(index, embedder, settings)
+    answerer = ExtractiveAnswerer(retriever, settings)
+    return RagSystem(settings, index, embedder, retriever, answerer)

@@ -1,0 +1,152 @@
+"""Hybrid retrieval: dense (FAISS) and BM25 (jieba) candidates fused by reciprocal rank.
+
+`HybridRetriever` is a llama-index `BaseRetriever`, so it drops into any llama-index
+query engine; `search()` is the typed entry point our own answerers use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle
+
+from rag.bm25 import tokenize
+from rag.config import Settings
+from rag.index import HybridIndex
+from rag.textnorm import norm
+
+
+@dataclass(frozen=True)
+class Hit:
+    row: int
+    chunk_id: str
+    doc_id: str
+    text: str
+    start: int
+    end: int
+    score: float  # fused score
+    dense_rank: int | None  # 1-based; None when the method did not return the chunk
+    dense_score: float | None
+    bm25_rank: int | None
+    bm25_score: float | None
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[Hit]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def rrf(
+    rankings: list[list[int]], weights: list[float], k: int = 60
+) -> dict[int, float]:
+    """Weighted reciprocal rank fusion: sum of w / (k + rank) over the rankings."""
+    fused: dict[int, float] = {}
+    for ranking, w in zip(rankings, weights, strict=True):
+        for rank, row in enumerate(ranking, start=1):
+            fused[row] = fused.get(row, 0.0) + w / (k + rank)
+    return fused
+
+
+class HybridRetriever(BaseRetriever):
+    """Dense + BM25 retrieval over a `HybridIndex`, fused by weighted RRF."""
+
+    def __init__(self, index: HybridIndex, embedder, settings: Settings | None = None, **kw):
+        super().__init__(**kw)
+        self.index = index
+        self.embedder = embedder
+        self.settings = settings or Settings()
+
+    def _allowed_docs(
+        self, doc_ids: list[str] | None, date_from: str | None, date_to: str | None
+    ) -> list[str] | None:
+        if doc_ids is None and date_from is None and date_to is None:
+            return None
+        docs = self.index.docs
+        pool = doc_ids if doc_ids is not None else list(docs)
+        out = []
+        for d in pool:
+            meta = docs.get(d)
+            if meta is None:
+                continue
+            date = meta.get("date") or ""
+            if (date_from or date_to) and not date:
+                continue  # an undated document cannot satisfy a date filter
+            if date_from and date < date_from:
+                continue
+            if date_to and date[: len(date_to)] > date_to:
+                continue
+            out.append(d)
+        return out
+
+    def search(
+        self,
+        query: str,
+        top_k: int | None = None,
+        doc_ids: list[str] | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+    ) -> SearchResult:
+        """The `top_k` best chunks for `query`, optionally within documents or a date range.
+
+        Dates are ISO strings compared by prefix (`date_to="2023"` includes all of 2023).
+        """
+        s = self.settings
+        top_k = top_k or s.top_k
+        depth = max(s.candidate_depth, top_k)
+        timings: dict[str, float] = {}
+        allowed = self._allowed_docs(doc_ids, date_from, date_to)
+        if allowed is not None and not allowed:
+            return SearchResult(query, [], timings)
+        q = norm(query)
+
+        t = time.perf_counter()
+        qv = self.embedder.embed_query(q)
+        timings["embed_ms"] = (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        d_rows, d_scores = self.index.vectors.search(qv, depth, doc_ids=allowed)
+        timings["dense_ms"] = (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        if allowed is None:
+            b_rows, b_scores = self.index.bm25.search(tokenize(q, normalized=True), depth)
+        else:
+            allowed_rows = {r for d in allowed for r in self.index.doc_rows(d)}
+            b_rows, b_scores = self.index.bm25.search(
+                tokenize(q, normalized=True), len(self.index)
+            )
+            keep = np.asarray([r in allowed_rows for r in b_rows], bool)
+            b_rows, b_scores = b_rows[keep][:depth], b_scores[keep][:depth]
+        timings["bm25_ms"] = (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        fused = rrf(
+            [list(d_rows), list(b_rows)], [s.dense_weight, s.bm25_weight], s.rrf_k
+        )
+        d_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(d_rows, d_scores))}
+        b_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(b_rows, b_scores))}
+        order = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
+        hits = []
+        for r in order:
+            c = self.index.chunk(int(r))
+            dr, ds = d_info.get(int(r), (None, None))
+            br, bs = b_info.get(int(r), (None, None))
+            hits.append(Hit(c.row, c.id, c.doc_id, c.text, c.start, c.end, fused[r], dr, ds, br, bs))
+        timings["fuse_ms"] = (time.perf_counter() - t) * 1e3
+        return SearchResult(query, hits, timings)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        res = self.search(query_bundle.query_str)
+        out = []
+        for h in res.hits:
+            node = self.index.node(h.row)
+            node.metadata.update(
+                {"dense_rank": h.dense_rank, "bm25_rank": h.bm25_rank}
+            )
+            out.append(NodeWithScore(node=node, score=h.score))
+        return out

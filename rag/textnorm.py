@@ -1,0 +1,95 @@
+"""Text normalisation for matching, with a map back to the original characters.
+
+The original text is what users see and what citations quote; the normalised form
+(traditional -> simplified, full-width ASCII -> half-width, lower case, collapsed
+white space) is what BM25 and the embedder see. `normalize` is the one function used
+at index time and at query time, so a simplified question finds a traditional document.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import NamedTuple
+
+# Pinyin glosses some pages insert after a character: 區(qū), 規(guī)劃. They split words for
+# jieba and the embedder, so matching skips them (the original keeps them for display).
+_PINYIN_GLOSS = re.compile(
+    r"(?<=[\u3400-\u9fff])[(（][a-zA-Zāáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹḿ]{1,7}[)）]"
+)
+
+
+class Normalized(NamedTuple):
+    text: str
+    offsets: list[int]  # offsets[i] = index in the original of normalised char i
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original [start, end) covering normalised [start, end)."""
+        if start >= end or not self.offsets:
+            o = self.offsets[min(start, len(self.offsets) - 1)] if self.offsets else 0
+            return o, o
+        return self.offsets[start], self.offsets[end - 1] + 1
+
+
+@functools.lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def to_simplified(text: str) -> str:
+    """Traditional -> simplified (OpenCC t2s); length-preserving, falls back per char."""
+    if not text:
+        return text
+    out = _t2s().convert(text)
+    if len(out) == len(text):
+        return out
+    # Phrase rules changed the length somewhere: convert char by char to keep a 1:1 map.
+    conv = _t2s().convert
+    return "".join(c2 if len(c2 := conv(c)) == 1 else c for c in text)
+
+
+def _width_fold(c: str) -> str:
+    o = ord(c)
+    if 0xFF01 <= o <= 0xFF5E:  # full-width ASCII block
+        return chr(o - 0xFEE0)
+    if o == 0x3000:  # ideographic space
+        return " "
+    return c
+
+
+def normalize(text: str) -> Normalized:
+    """Normalise `text` for matching and return the offset map into the original.
+
+    >>> normalize("嶗山區　ＡＢＣ１２３").text
+    '崂山区 abc123'
+    """
+    simp = to_simplified(text)
+    skip = set()
+    if "(" in simp or "（" in simp:
+        for m in _PINYIN_GLOSS.finditer(simp):
+            skip.update(range(m.start(), m.end()))
+    out: list[str] = []
+    offsets: list[int] = []
+    pending_space = -1
+    for i, c in enumerate(simp):
+        if skip and i in skip:
+            continue
+        c = _width_fold(c)
+        if c.isspace():
+            if out and pending_space < 0:
+                pending_space = i
+            continue
+        if pending_space >= 0:
+            out.append(" ")
+            offsets.append(pending_space)
+            pending_space = -1
+        out.append(c.lower() if c.isascii() else c)
+        offsets.append(i)
+    return Normalized("".join(out), offsets)
+
+
+def norm(text: str) -> str:
+    """Just the normalised string (queries, answer matching)."""
+    return normalize(text).text
