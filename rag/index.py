@@ -293,6 +293,7 @@ def ingest(
     log: Callable[[str], None] | None = None,
     progress: bool = True,
     crash_hook: Callable[[str], None] | None = None,
+    lock_wait_s: float = 30.0,
 ) -> IngestReport:
     """Bring the index in `settings.index_dir` up to date with the files under `paths`.
 
@@ -311,7 +312,7 @@ def ingest(
         if not p.exists():
             report.results.append(FileResult(str(p), "failed", reason="no such file or folder"))
 
-    with index_lock(index_dir, log=log):
+    with index_lock(index_dir, wait_s=lock_wait_s, log=log):
         old = None
         if not rebuild and current_version(index_dir) is not None:
             old = HybridIndex.open(index_dir, settings)

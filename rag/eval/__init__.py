@@ -1,0 +1,1 @@
+"""Evaluation: data set converters (`convert`), metrics (`metrics`) and the runner."""

@@ -1,0 +1,410 @@
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from rag.errors import ConfigError
+from rag.eval.convert import ConvertStats, add_convert_args, convert, run_convert
+from rag.eval.metrics import normalize_answer
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CMRC = DATA / "cmrc2018" / "cmrc2018_dev.json"
+CMRC_SQUAD = DATA / "cmrc2018" / "cmrc2018_dev.squad.json"
+DRCD = DATA / "drcd" / "DRCD_dev.json"
+RGB = DATA / "rgb_zh" / "zh_refine.json"
+
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _check_consistent(out: Path) -> tuple[list[dict], list[dict]]:
+    questions, corpus = _read(out / "questions.jsonl"), _read(out / "corpus.jsonl")
+    ids = [c["id"] for c in corpus]
+    assert len(ids) == len(set(ids))
+    assert len({q["id"] for q in questions}) == len(questions)
+    known = set(ids)
+    for q in questions:
+        assert set(q["gold_doc_ids"]) <= known
+        assert q["answerable"] == bool(q["answers"])
+        assert all(isinstance(a, str) and a for a in q["answers"])
+    assert all(set(c) >= {"id", "title", "text"} and c["text"] for c in corpus)
+    assert not list(out.glob("*.tmp"))
+    return questions, corpus
+
+
+# ---------------------------------------------------------------- real data sets
+
+
+@needs_data
+def test_cmrc_original(tmp_path):
+    stats = convert("cmrc", CMRC, tmp_path)
+    assert stats == ConvertStats(3219, 3219, 0, 848, tmp_path)
+    questions, corpus = _check_consistent(tmp_path)
+    assert corpus[0]["id"] == "DEV_0" and corpus[0]["title"] == "战国无双3"
+    first = questions[0]
+    assert first == {
+        "id": "DEV_0_QUERY_0",
+        "question": "《战国无双3》是由哪两个公司合作开发的？",
+        "answers": ["光荣和ω-force"],
+        "answerable": True,
+        "gold_doc_ids": ["DEV_0"],
+    }
+    by_id = {q["id"]: q for q in questions}
+    # spreadsheet artefacts among the human answers are dropped, real numbers kept
+    assert by_id["DEV_10_QUERY_2"]["answers"] == ["2008年11月12日中超联赛与山东鲁能的比赛中"]
+    assert by_id["DEV_72_QUERY_1"]["answers"] == ["147位"]
+    assert by_id["DEV_158_QUERY_2"]["answers"] == ["4.9"]
+    assert all(q["question"] == q["question"].strip() for q in questions)
+
+
+@needs_data
+def test_cmrc_squad_file_gives_the_same_data_set(tmp_path):
+    convert("cmrc", CMRC, tmp_path / "orig")
+    stats = convert("squad", CMRC_SQUAD, tmp_path / "squad")
+    assert (stats.questions, stats.corpus_records) == (3219, 848)
+    for name in ("questions.jsonl", "corpus.jsonl"):
+        assert (tmp_path / "orig" / name).read_bytes() == (tmp_path / "squad" / name).read_bytes()
+
+
+@needs_data
+def test_drcd(tmp_path):
+    stats = convert("squad", DRCD, tmp_path)
+    assert (stats.questions, stats.answerable, stats.corpus_records) == (3524, 3524, 1000)
+    questions, corpus = _check_consistent(tmp_path)
+    text = {c["id"]: c["text"] for c in corpus}
+    assert all(re.fullmatch(r"\d+-\d+", c["id"]) for c in corpus)
+    assert questions[0]["id"] == "1147-5-1" and questions[0]["gold_doc_ids"] == ["1147-5"]
+    assert questions[0]["answers"] == ["歐洲"]  # traditional script kept as is
+    for q in questions:  # DRCD answers are spans of their paragraph
+        assert all(a in text[q["gold_doc_ids"][0]] for a in q["answers"])
+
+
+@needs_data
+def test_rgb(tmp_path):
+    stats = convert("rgb", RGB, tmp_path)
+    assert (stats.questions, stats.answerable, stats.corpus_records) == (300, 300, 7337)
+    questions, corpus = _check_consistent(tmp_path)
+    assert all(re.fullmatch(r"rgb-[0-9a-f]{12}", c["id"]) and c["title"] == "" for c in corpus)
+    by_id = {q["id"]: q for q in questions}
+    assert by_id["10"]["answer_items"] == [["1313851", "131万"]]
+    assert by_id["10"]["answers"] == ["1313851"]
+    assert by_id["34"]["answer_items"] == [["张丹"], ["张昊"]]
+    assert by_id["34"]["answers"] == ["张丹", "张昊"]
+    raw = json.loads(RGB.read_text(encoding="utf-8").splitlines()[0])
+    text = {c["id"]: c["text"] for c in corpus}
+    assert [text[d] for d in by_id["0"]["gold_doc_ids"]] == list(dict.fromkeys(raw["positive"]))
+
+
+@pytest.mark.slow
+@needs_data
+def test_rgb_refusal_subset_on_real_data(tmp_path):
+    stats = convert("rgb", RGB, tmp_path / "a", refusal_fraction=0.2, seed=0)
+    assert (stats.questions, stats.answerable, stats.unanswerable) == (300, 240, 60)
+    questions, corpus = _check_consistent(tmp_path / "a")
+    assert stats.corpus_records == len(corpus) < 7337
+    texts = [normalize_answer(c["text"]) for c in corpus]
+    corpus_ids = {c["id"] for c in corpus}
+    for q in questions:
+        if q["answerable"]:
+            assert q["gold_doc_ids"], q["id"]  # every answerable question keeps a positive
+            continue
+        assert q["type"] == "refusal" and q["gold_doc_ids"] == [] and q["answers"] == []
+        assert q["original_answers"] and not set(q["original_gold_doc_ids"]) & corpus_ids
+        for item in q["original_answer_items"]:
+            for syn in map(normalize_answer, item):
+                assert not any(syn in t for t in texts), (q["id"], syn)
+
+    # deterministic by seed; another seed picks other questions
+    convert("rgb", RGB, tmp_path / "b", refusal_fraction=0.2, seed=0)
+    assert (tmp_path / "a" / "questions.jsonl").read_bytes() == (
+        tmp_path / "b" / "questions.jsonl"
+    ).read_bytes()
+    convert("rgb", RGB, tmp_path / "c", refusal_fraction=0.2, seed=1)
+    refusals = lambda d: {q["id"] for q in _read(d / "questions.jsonl") if not q["answerable"]}  # noqa: E731
+    assert refusals(tmp_path / "a") != refusals(tmp_path / "c")
+
+
+@needs_data
+def test_limit_keeps_the_whole_corpus(tmp_path):
+    stats = convert("cmrc", CMRC, tmp_path, limit=10)
+    assert (stats.questions, stats.corpus_records) == (10, 848)
+    assert [q["id"] for q in _read(tmp_path / "questions.jsonl")][:2] == [
+        "DEV_0_QUERY_0",
+        "DEV_0_QUERY_1",
+    ]
+
+
+# ---------------------------------------------------------------- synthetic files
+
+
+def _write_json(path: Path, data) -> Path:
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def _squad2(tmp_path: Path) -> Path:
+    return _write_json(
+        tmp_path / "squad2.json",
+        {
+            "version": "v2.0",
+            "data": [
+                {
+                    "title": "青岛",
+                    "paragraphs": [
+                        {
+                            "context": "崂山区位于青岛市东部。",
+                            "qas": [
+                                {
+                                    "id": "a1",
+                                    "question": "崂山区在青岛哪里？ ",
+                                    "answers": [
+                                        {"text": "东部", "answer_start": 7},
+                                        {"text": "东部", "answer_start": 7},
+                                        {"text": "青岛市东部", "answer_start": 5},
+                                    ],
+                                    "is_impossible": False,
+                                },
+                                {
+                                    "id": "a2",
+                                    "question": "崂山区有多少人口？",
+                                    "answers": [],
+                                    "plausible_answers": [{"text": "东部", "answer_start": 7}],
+                                    "is_impossible": True,
+                                },
+                            ],
+                        },
+                        {
+                            "context": "威海市位于山东半岛东端。",
+                            "qas": [
+                                {
+                                    "id": "b1",
+                                    "question": "威海在哪里？",
+                                    "answers": [{"text": "山东半岛东端", "answer_start": 5}],
+                                }
+                            ],
+                        },
+                    ],
+                }
+            ],
+        },
+    )
+
+
+def test_squad2_unanswerables(tmp_path):
+    stats = convert("squad2", _squad2(tmp_path), tmp_path / "out")
+    assert stats == ConvertStats(3, 2, 1, 2, tmp_path / "out")
+    questions, corpus = _check_consistent(tmp_path / "out")
+    assert corpus == [
+        {"id": "0-0", "title": "青岛", "text": "崂山区位于青岛市东部。"},
+        {"id": "0-1", "title": "青岛", "text": "威海市位于山东半岛东端。"},
+    ]
+    assert questions == [
+        {
+            "id": "a1",
+            "question": "崂山区在青岛哪里？",
+            "answers": ["东部", "青岛市东部"],
+            "answerable": True,
+            "gold_doc_ids": ["0-0"],
+        },
+        {
+            "id": "a2",
+            "question": "崂山区有多少人口？",
+            "answers": [],
+            "answerable": False,
+            "gold_doc_ids": [],
+        },
+        {
+            "id": "b1",
+            "question": "威海在哪里？",
+            "answers": ["山东半岛东端"],
+            "answerable": True,
+            "gold_doc_ids": ["0-1"],
+        },
+    ]
+
+
+def test_squad_v1_refuses_unanswerable_questions(tmp_path):
+    with pytest.raises(ConfigError, match="is_impossible"):
+        convert("squad", _squad2(tmp_path), tmp_path / "out")
+
+
+def _rgb_lines(tmp_path: Path) -> Path:
+    records = [
+        {
+            "id": 0,
+            "query": "崂山区在哪个城市",
+            "answer": ["青岛"],
+            "positive": ["崂山区隶属青岛市。", "崂山区是青岛的一个区。"],
+            "negative": ["威海市是山东省的地级市。"],
+        },
+        {
+            "id": 1,
+            "query": "威海哪年开始精致城市培训",
+            "answer": [["2019年", "二〇一九年"]],
+            "positive": ["威海自2019年起开展精致城市培训。"],
+            # a leak: another question's negative that holds this answer, traditional script
+            "negative": ["崂山区隶属青岛市。", "據報道，威海自二〇一九年起每年舉辦培訓。"],
+        },
+        {
+            "id": 2,
+            "query": "精致城市论坛合办方",
+            "answer": ["联合国人居署"],
+            "positive": ["论坛由威海市政府与联合国人居署共同主办。"],
+            "negative": ["威海市是山东省的地级市。"],
+        },
+    ]
+    path = tmp_path / "rgb.json"
+    path.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8"
+    )
+    return path
+
+
+def test_rgb_synthetic_corpus_is_deduplicated(tmp_path):
+    stats = convert("rgb", _rgb_lines(tmp_path), tmp_path / "out")
+    assert stats == ConvertStats(3, 3, 0, 6, tmp_path / "out")
+    questions, corpus = _check_consistent(tmp_path / "out")
+    assert [c["text"] for c in corpus][:3] == [
+        "崂山区隶属青岛市。",
+        "崂山区是青岛的一个区。",
+        "威海市是山东省的地级市。",
+    ]
+    assert questions[1]["answer_items"] == [["2019年", "二〇一九年"]]
+    assert questions[1]["answers"] == ["2019年"]
+
+
+def test_rgb_refusal_removes_every_passage_with_the_answer(tmp_path):
+    for seed in range(6):
+        out = tmp_path / f"s{seed}"
+        stats = convert("rgb", _rgb_lines(tmp_path), out, refusal_fraction=0.3, seed=seed)
+        assert (stats.answerable, stats.unanswerable) == (2, 1)
+        questions, corpus = _check_consistent(out)
+        refused = [q for q in questions if not q["answerable"]]
+        texts = [c["text"] for c in corpus]
+        if refused[0]["id"] == "1":
+            # its positive and the traditional-script leak are gone
+            assert not any("威海自" in t or "威海自" in normalize_answer(t) for t in texts)
+            assert len(corpus) == 4
+        assert refused[0]["original_answers"] and refused[0]["type"] == "refusal"
+        assert all(q["gold_doc_ids"] for q in questions if q["answerable"])
+        assert not any(
+            normalize_answer(s) in normalize_answer(t)
+            for item in refused[0]["original_answer_items"]
+            for s in item
+            for t in texts
+        )
+
+
+def test_rgb_refusal_spares_other_questions_only_positives(tmp_path):
+    records = [
+        {"id": 0, "query": "哪国", "answer": ["中国"], "positive": ["中国获胜。"], "negative": []},
+        # question 1's only positive holds "中国": question 0 can never be a refusal
+        {
+            "id": 1,
+            "query": "谁夺冠",
+            "answer": ["夺冠"],
+            "positive": ["中国队夺冠了。"],
+            "negative": [],
+        },
+    ]
+    path = tmp_path / "rgb.json"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records), encoding="utf-8")
+    for seed in range(5):
+        convert("rgb", path, tmp_path / "out", refusal_fraction=0.5, seed=seed)
+        questions = _read(tmp_path / "out" / "questions.jsonl")
+        assert [q["answerable"] for q in questions] == [True, False]
+    # all of them at once is allowed: question 0 can follow once question 1 is taken
+    stats = convert("rgb", path, tmp_path / "all", refusal_fraction=1.0)
+    assert (stats.unanswerable, stats.corpus_records) == (2, 0)
+
+
+def test_rgb_refusal_fraction_that_cannot_be_met(tmp_path):
+    records = [
+        {"id": i, "query": f"问{i}", "answer": ["中国"], "positive": [f"中国{i}"], "negative": []}
+        for i in range(4)
+    ]
+    path = tmp_path / "rgb.json"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records), encoding="utf-8")
+    with pytest.raises(ConfigError, match="smaller fraction"):
+        convert("rgb", path, tmp_path / "out", refusal_fraction=0.5)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.json: file not found \(expected CMRC"):
+        convert("cmrc", tmp_path / "nope.json", tmp_path / "out")
+    with pytest.raises(ConfigError, match="file not found"):
+        convert("rgb", tmp_path / "nope.json", tmp_path / "out")
+
+
+def test_wrong_formats_name_the_file_and_suggest_the_kind(tmp_path):
+    rgb = _rgb_lines(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        convert("cmrc", rgb, tmp_path / "out")
+    assert str(rgb) in str(e.value) and "--from rgb" in str(e.value)
+    assert "expected CMRC 2018 JSON" in str(e.value)
+
+    squad = _squad2(tmp_path)
+    with pytest.raises(ConfigError, match="not a list of paragraph objects.*--from squad"):
+        convert("cmrc", squad, tmp_path / "out")
+    with pytest.raises(ConfigError, match="line 1 lacks id, query, answer, positive, negative"):
+        convert("rgb", squad, tmp_path / "out")
+
+    cmrc_like = _write_json(
+        tmp_path / "cmrc.json",
+        [{"context_id": "D0", "title": "t", "context_text": "x", "qas": []}],
+    )
+    with pytest.raises(ConfigError, match='no top-level "data" list.*--from cmrc'):
+        convert("squad", cmrc_like, tmp_path / "out")
+
+    broken = _write_json(tmp_path / "broken.json", [{"context_id": "D0", "qas": []}])
+    with pytest.raises(ConfigError, match="paragraph 0: missing field 'context_text'"):
+        convert("cmrc", broken, tmp_path / "out")
+
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bad.json: not a single JSON document"):
+        convert("squad2", tmp_path / "bad.json", tmp_path / "out")
+
+
+def test_bad_options(tmp_path):
+    squad = _squad2(tmp_path)
+    with pytest.raises(ConfigError, match="rgb only"):
+        convert("squad2", squad, tmp_path / "out", refusal_fraction=0.2)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        convert("rgb", squad, tmp_path / "out", refusal_fraction=1.5)
+    with pytest.raises(ConfigError, match="--limit"):
+        convert("squad2", squad, tmp_path / "out", limit=0)
+    with pytest.raises(ConfigError, match="unknown data set kind 'hotpot'"):
+        convert("hotpot", squad, tmp_path / "out")
+
+
+def test_failed_conversion_leaves_existing_output_alone(tmp_path):
+    out = tmp_path / "out"
+    convert("squad2", _squad2(tmp_path), out)
+    before = (out / "questions.jsonl").read_bytes()
+    with pytest.raises(ConfigError):
+        convert("cmrc", _squad2(tmp_path), out)
+    assert (out / "questions.jsonl").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["corpus.jsonl", "questions.jsonl"]
+
+
+def test_cli_helpers(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="rag eval convert")
+    add_convert_args(parser)
+    args = parser.parse_args(
+        ["--from", "rgb", str(_rgb_lines(tmp_path)), "--out", str(tmp_path / "o")]
+        + ["--refusal-fraction", "0.3", "--seed", "2", "--limit", "3"]
+    )
+    assert (args.kind, args.refusal_fraction, args.seed, args.limit) == ("rgb", 0.3, 2, 3)
+    stats = run_convert(args)
+    assert (stats.questions, stats.unanswerable) == (3, 1)
+    assert "3 questions (2 answerable, 1 unanswerable)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--from", "hotpot", "x", "--out", "y"])

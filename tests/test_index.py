@@ -1,0 +1,180 @@
+"""Ingestion into the persistent index: incremental cases, bad input, atomicity, locking."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+
+import pytest
+
+from rag.cli import main
+from rag.config import Settings
+from rag.errors import IndexStoreError
+from rag.index import HybridIndex, index_lock, ingest
+
+DOCS = {
+    "renewal.txt": ("utf-8", "崂山区召开城市更新动员大会。会议部署了196个重点项目，年度计划投资156亿元。"),
+    "weihai.txt": ("gbk", "威海累计建成地下综合管廊40.6公里。海绵城市78.6平方公里。"),
+    "notes.md": ("utf-8", "# 西溪湿地\n\n西溪湿地公园坚持生态优先、最小干预的原则。"),
+}
+
+
+def write_docs(folder, docs=DOCS):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (enc, text) in docs.items():
+        (folder / name).write_bytes(text.encode(enc))
+
+
+def quiet(**kw):
+    return {"progress": False, "log": lambda m: None, **kw}
+
+
+@pytest.fixture()
+def settings(tmp_path):
+    return Settings(index_dir=str(tmp_path / "index"), chunk_size=60)
+
+
+def statuses(report):
+    return {r.source.split("/")[-1]: (r.status, r.reason) for r in report.results}
+
+
+def test_first_ingest_adds_and_reports_bad_files(tmp_path, settings, embedder):
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    (docs / "empty.txt").write_bytes(b"")
+    (docs / "binary.txt").write_bytes(bytes(range(256)) * 20)
+    (docs / "table.xlsx").write_bytes(b"PK\x03\x04 not really")
+    report = ingest([docs], settings, embedder=embedder, **quiet())
+    st = statuses(report)
+    assert st["renewal.txt"][0] == st["weihai.txt"][0] == st["notes.md"][0] == "added"
+    assert st["empty.txt"] == ("failed", "empty file")
+    assert st["binary.txt"][0] == "failed" and "binary" in st["binary.txt"][1]
+    assert st["table.xlsx"][0] == "failed" and "unsupported" in st["table.xlsx"][1]
+    idx = HybridIndex.open(settings.index_path, settings)
+    assert set(idx.docs) == {"renewal", "weihai", "notes"}
+    assert idx.docs["weihai"]["encoding"] == "gb18030"
+    # every chunk is an exact slice of its document's original text
+    for row in range(len(idx)):
+        c = idx.chunk(row)
+        assert idx.document_text(c.doc_id)[c.start : c.end] == c.text
+
+
+def test_second_run_skips_unchanged_then_updates_and_prunes(tmp_path, settings, embedder):
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    first = ingest([docs], settings, embedder=embedder, **quiet())
+    assert first.embedded_chunks > 0
+    again = ingest([docs], settings, embedder=embedder, **quiet())
+    assert again.count("unchanged") == 3 and again.embedded_chunks == 0
+    version = HybridIndex.open(settings.index_path).folder
+    assert HybridIndex.open(settings.index_path).folder == version  # nothing rewritten
+
+    (docs / "renewal.txt").write_text("崂山区今年重点推进张村河片区安置区建设。", encoding="utf-8")
+    (docs / "notes.md").unlink()
+    upd = ingest([docs], settings, embedder=embedder, **quiet(prune=True))
+    st = statuses(upd)
+    assert st["renewal.txt"][0] == "updated"
+    assert st["weihai.txt"][0] == "unchanged"
+    assert st["notes.md"][0] == "removed"
+    idx = HybridIndex.open(settings.index_path, settings)
+    assert set(idx.docs) == {"renewal", "weihai"}
+    assert all("196" not in t for t in idx.texts)  # old chunks of the updated doc are gone
+    assert len(idx.vectors) == len(idx) == len(idx.bm25)
+    assert upd.embedded_chunks == len(idx.docs["renewal"]["chunk_ids"])  # only the changed doc
+
+
+def test_without_prune_deleted_files_stay(tmp_path, settings, embedder):
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    ingest([docs], settings, embedder=embedder, **quiet())
+    (docs / "notes.md").unlink()
+    ingest([docs], settings, embedder=embedder, **quiet())
+    assert "notes" in HybridIndex.open(settings.index_path).docs
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage", ["mkdir", "texts", "chunks", "bm25", "vectors", "manifest", "renamed"])
+def test_crash_at_any_stage_leaves_previous_index_loadable(tmp_path, settings, embedder, stage):
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    ingest([docs], settings, embedder=embedder, **quiet())
+    before = HybridIndex.open(settings.index_path, settings)
+    (docs / "extra.txt").write_text("杭州钱江新城的地下空间利用很有特色。", encoding="utf-8")
+
+    def hook(s):
+        if s == stage:
+            raise Crash(s)
+
+    with pytest.raises(Crash):
+        ingest([docs], settings, embedder=embedder, **quiet(crash_hook=hook))
+    after = HybridIndex.open(settings.index_path, settings)
+    assert after.folder == before.folder and set(after.docs) == set(before.docs)
+    # re-running finishes the job and clears the half-written version
+    done = ingest([docs], settings, embedder=embedder, **quiet())
+    assert statuses(done)["extra.txt"][0] == "added"
+    assert not [p for p in settings.index_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def _hold_lock(path, ready, release):
+    from pathlib import Path
+
+    with index_lock(Path(path), log=lambda m: None):
+        ready.set()
+        release.wait(30)
+
+
+def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, settings, embedder):
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    ready, release = mp.Event(), mp.Event()
+    holder = mp.Process(target=_hold_lock, args=(str(settings.index_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(20)
+        t = time.monotonic()
+        with pytest.raises(IndexStoreError, match="another ingest"):
+            ingest([docs], settings, embedder=embedder, **quiet(lock_wait_s=1.0))
+        assert time.monotonic() - t >= 1.0
+    finally:
+        release.set()
+        holder.join(10)
+    assert ingest([docs], settings, embedder=embedder, **quiet()).count("added") == 3
+
+
+def test_tampered_index_fails_clearly(tmp_path, settings, embedder):
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    ingest([docs], settings, embedder=embedder, **quiet())
+    folder = HybridIndex.open(settings.index_path).folder
+    (folder / "vectors.faiss").write_bytes(b"not a faiss index")
+    with pytest.raises(IndexStoreError, match="vector index|damaged"):
+        HybridIndex.open(settings.index_path, settings)
+    (folder / "chunks.json").write_text(json.dumps({"ids": ["x"], "doc_ids": []}))
+    with pytest.raises(IndexStoreError):
+        HybridIndex.open(settings.index_path, settings)
+
+
+def test_missing_index_says_how_to_build_one(tmp_path):
+    with pytest.raises(IndexStoreError, match="rag ingest"):
+        HybridIndex.open(tmp_path / "nothing")
+
+
+def test_cli_exit_status(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "x.bin").write_bytes(b"\x00\x01")
+    idx = str(tmp_path / "index")
+    assert main(["ingest", str(bad), "--index", idx, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "empty.txt: empty file" in err and "x.bin" in err
+    good = tmp_path / "good"
+    write_docs(good, {"a.txt": ("utf-8", "城市更新要让群众得实惠。")})
+    assert main(["ingest", str(good), str(bad), "--index", idx, "--quiet"]) == 0
+    assert main(["ingest", str(tmp_path / "missing"), "--index", idx, "--quiet"]) == 2
+    assert main(["ask", "城市更新", "--index", str(tmp_path / "none")]) == 2
+    assert "rag ingest" in capsys.readouterr().err
