@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from rag.bm25 import tokenize
@@ -119,6 +120,7 @@ _WHERE_Q = re.compile(r"哪里|在哪|何处|什么地方|哪个(?:城市|地方
 _NUM = re.compile(r"\d|[一二三四五六七八九十百千万亿两半]+[个名次年天人岁项座条部处家种届期位%％]")
 _DATE = re.compile(r"\d{2,4}\s*年|\d{1,2}\s*月\s*\d{0,2}|[一二三四五六七八九十〇零]{2,4}年|\d{1,2}日")
 _LIST = re.compile(r"[、，,；;].*[、，,；;]")
+_CLAUSE = re.compile(r"[，,；;：:、]\s*")
 
 
 def answer_type(question: str) -> str:
@@ -136,9 +138,25 @@ def answer_type(question: str) -> str:
     return "other"
 
 
-def type_match(kind: str, sentence_norm: str) -> float:
+_UNIT_Q = re.compile(r"(?:多少|几)([^\s，。？?、的是有]{1,2})")
+_CN_NUM = "0-9一二三四五六七八九十百千万亿两半"
+
+
+def question_unit(question: str) -> str | None:
+    """The counter word a number question asks for: 几天 -> 天, 多少公里 -> 公里."""
+    m = _UNIT_Q.search(norm(question))
+    if not m:
+        return None
+    unit = m.group(1)
+    return unit[0] if unit[0] in "个名人次年天项座条部处家种届期位岁层米元" else unit
+
+
+def type_match(kind: str, sentence_norm: str, unit: str | None = None) -> float:
     if kind == "number":
-        return 1.0 if _NUM.search(sentence_norm) else 0.0
+        # With a known counter word, only "number + that word" really answers the question.
+        if unit and re.search(f"[{_CN_NUM}.%]+\\s*(?:多)?{re.escape(unit)}", sentence_norm):
+            return 2.0
+        return (0.5 if unit else 1.0) if _NUM.search(sentence_norm) else 0.0
     if kind == "date":
         return 1.0 if _DATE.search(sentence_norm) else 0.0
     if kind == "list":
@@ -185,22 +203,46 @@ class ExtractiveAnswerer:
         q_norm = norm(question)
         q_bigrams = {q_norm[i : i + 2] for i in range(len(q_norm) - 1)}
         cands = []
+        unit = question_unit(question) if kind == "number" else None
+
+        def score(text: str, prior: float) -> tuple[float, float, float]:
+            sn = norm(text)
+            cov = sum(w for t, w in idf.items() if t in sn) / total
+            bis = {sn[j : j + 2] for j in range(len(sn) - 1)}
+            bi = len(q_bigrams & bis) / max(len(q_bigrams), 1)
+            tm = type_match(kind, sn, unit)
+            length_pen = 0.15 * max(0.0, (len(sn) - 120) / 120)
+            return cov + 0.6 * bi + 0.4 * tm * (kind != "other") + 0.5 * prior - length_pen, cov, tm
+
         for i, h in enumerate(hits):
             prior = 1.0 / (1 + i)
             for s, e in split_sentences(h.text):
+                if e - s > self.max_sentence_chars:
+                    s, e = self._window(h.text, s, e, lambda t, p=prior: score(t, p)[0])
                 sent = h.text[s:e]
-                sn = norm(sent)
-                if len(sn) < 4:
+                if len(norm(sent)) < 4:
                     continue
-                stoks = set(tokenize(sn, normalized=True))
-                cov = sum(w for t, w in idf.items() if t in stoks or t in sn) / total
-                bis = {sn[j : j + 2] for j in range(len(sn) - 1)}
-                bi = len(q_bigrams & bis) / max(len(q_bigrams), 1)
-                tm = type_match(kind, sn)
-                length_pen = 0.15 * max(0.0, (len(sn) - 120) / 120)
-                score = 1.0 * cov + 0.6 * bi + 0.35 * tm * (kind != "other") + 0.5 * prior - length_pen
-                cands.append(_Cand(i, h.start + s, h.start + e, sent, score, cov, tm))
+                sc, cov, tm = score(sent, prior)
+                cands.append(_Cand(i, h.start + s, h.start + e, sent, sc, cov, tm))
         return cands
+
+    max_sentence_chars = 90
+
+    def _window(self, text: str, s: int, e: int, score) -> tuple[int, int]:
+        """The best run of clauses of a long sentence that fits in `max_sentence_chars`."""
+        cuts = [s] + [m.end() for m in _CLAUSE.finditer(text, s, e) if m.end() < e] + [e]
+        if len(cuts) == 2:  # no clause marks (text that lost its punctuation): fixed windows
+            step = self.max_sentence_chars // 2
+            cuts = list(range(s, e, step)) + [e]
+        best, best_span = float("-inf"), (s, min(e, s + self.max_sentence_chars))
+        for a in range(len(cuts) - 1):
+            for b in range(a + 1, len(cuts)):
+                if cuts[b] - cuts[a] > self.max_sentence_chars:
+                    break
+                sc = score(text[cuts[a] : cuts[b]])
+                if sc > best:
+                    best, best_span = sc, (cuts[a], cuts[b])
+        return best_span
 
     def confidence(self, hits: list[Hit], best: _Cand | None) -> float:
         if not hits or best is None:
@@ -226,6 +268,16 @@ class ExtractiveAnswerer:
         ans.timings_ms["generate_ms"] = (time.perf_counter() - t1) * 1e3
         ans.timings_ms["total_ms"] = (time.perf_counter() - t0) * 1e3
         return ans
+
+    def stream(self, question: str, top_k: int | None = None, **filters) -> Iterator[str | Answer]:
+        """Yield the answer text in pieces, then the finished `Answer` as the last item.
+
+        Every answerer has this shape, so the terminal and the chat UI stream any of them.
+        """
+        ans = self.answer(question, top_k=top_k, **filters)
+        for s in ans.sentences or [None]:
+            yield ans.text if s is None else f"{s.text}[{s.citation}]"
+        yield ans
 
     def compose(self, question: str, hits: list[Hit]) -> Answer:
         """Choose and cite sentences from `hits`; refuse when the evidence is weak."""
