@@ -7,8 +7,11 @@ evidence is weak it refuses plainly and lists the closest passages as possibly r
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import re
+from pathlib import Path
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,15 +24,22 @@ from rag.textnorm import norm
 
 REFUSAL = "根据现有文档无法回答这个问题。"
 
-# Refusal model: logistic over evidence features. Fitted by `rag calibrate` (see
-# eval/reports/refusal_calibration.md); these are the fitted values.
-REFUSAL_WEIGHTS = {
-    "bias": -6.0,
-    "dense_top": 6.0,
-    "coverage": 4.0,
-    "type_ok": 0.8,
-    "bm25_top1": 0.5,
-}
+# Refusal model: logistic regression over evidence features, fitted by
+# eval/calibrate_refusal.py on data other than corpus_qa (see refusal_calibration.md).
+_REFUSAL_MODEL = Path(__file__).with_name("refusal_model.json")
+
+
+@functools.lru_cache(maxsize=1)
+def refusal_model() -> dict:
+    try:
+        return json.loads(_REFUSAL_MODEL.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # before the first calibration: a hand-set model
+        return {
+            "features": ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1"],
+            "coef": [6.0, 4.0, -2.0, 0.8, 0.5],
+            "intercept": -6.0,
+            "threshold": 0.5,
+        }
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,9 @@ class ExtractiveAnswerer:
     def __init__(self, retriever: HybridRetriever, settings: Settings | None = None):
         self.retriever = retriever
         self.settings = settings or retriever.settings
+        # None in the settings means "the calibrated threshold"
+        t = self.settings.refusal_threshold
+        self.refusal_threshold = refusal_model()["threshold"] if t is None else t
 
     # scoring ----------------------------------------------------------------
     def _idf(self, tokens: list[str]) -> dict[str, float]:
@@ -244,17 +257,27 @@ class ExtractiveAnswerer:
                     best, best_span = sc, (cuts[a], cuts[b])
         return best_span
 
-    def confidence(self, hits: list[Hit], best: _Cand | None) -> float:
+    def features(self, question: str, hits: list[Hit], best: _Cand | None) -> dict[str, float]:
+        """Evidence features of the refusal model (all in [0, 1] except type_ok)."""
         if not hits or best is None:
+            return {}
+        idf = self._idf(tokenize(question))
+        top_text = norm(hits[0].text)
+        missing = [w for t, w in idf.items() if t not in top_text]
+        return {
+            "dense_top": max((h.dense_score or 0.0) for h in hits[:3]),
+            "coverage": best.coverage,
+            "missing_idf": max(missing, default=0.0) / (max(idf.values(), default=1.0) or 1.0),
+            "type_ok": min(best.type_ok, 1.0),
+            "bm25_top1": 1.0 if hits[0].bm25_rank == 1 else 0.0,
+        }
+
+    def confidence(self, question: str, hits: list[Hit], best: _Cand | None) -> float:
+        f = self.features(question, hits, best)
+        if not f:
             return 0.0
-        w = REFUSAL_WEIGHTS
-        z = (
-            w["bias"]
-            + w["dense_top"] * (hits[0].dense_score or 0.0)
-            + w["coverage"] * best.coverage
-            + w["type_ok"] * best.type_ok
-            + w["bm25_top1"] * (1.0 if hits[0].bm25_rank == 1 else 0.0)
-        )
+        m = refusal_model()
+        z = m["intercept"] + sum(c * f[name] for name, c in zip(m["features"], m["coef"]))
         return 1.0 / (1.0 + math.exp(-z))
 
     # answering --------------------------------------------------------------
@@ -284,8 +307,8 @@ class ExtractiveAnswerer:
         kind = answer_type(question)
         cands = sorted(self._candidates(question, hits, kind), key=lambda c: -c.score)
         best = cands[0] if cands else None
-        conf = self.confidence(hits, best)
-        if best is None or conf < self.settings.refusal_threshold:
+        conf = self.confidence(question, hits, best)
+        if best is None or conf < self.refusal_threshold:
             return self._refusal(question, hits, conf)
 
         chosen = [best]

@@ -62,16 +62,21 @@ class HybridRetriever(BaseRetriever):
         self.settings = settings or Settings()
 
     def _allowed_docs(
-        self, doc_ids: list[str] | None, date_from: str | None, date_to: str | None
+        self,
+        doc_ids: list[str] | None,
+        date_from: str | None,
+        date_to: str | None,
+        exclude_doc_ids: list[str] | None = None,
     ) -> list[str] | None:
-        if doc_ids is None and date_from is None and date_to is None:
+        if doc_ids is None and date_from is None and date_to is None and not exclude_doc_ids:
             return None
         docs = self.index.docs
         pool = doc_ids if doc_ids is not None else list(docs)
+        excluded = set(exclude_doc_ids or ())
         out = []
         for d in pool:
             meta = docs.get(d)
-            if meta is None:
+            if meta is None or d in excluded:
                 continue
             date = meta.get("date") or ""
             if (date_from or date_to) and not date:
@@ -90,16 +95,18 @@ class HybridRetriever(BaseRetriever):
         doc_ids: list[str] | None = None,
         date_from: str | None = None,
         date_to: str | None = None,
+        exclude_doc_ids: list[str] | None = None,
     ) -> SearchResult:
         """The `top_k` best chunks for `query`, optionally within documents or a date range.
 
         Dates are ISO strings compared by prefix (`date_to="2023"` includes all of 2023).
+        `exclude_doc_ids` hides documents (evaluation uses it to simulate a missing answer).
         """
         s = self.settings
         top_k = top_k or s.top_k
         depth = max(s.candidate_depth, top_k)
         timings: dict[str, float] = {}
-        allowed = self._allowed_docs(doc_ids, date_from, date_to)
+        allowed = self._allowed_docs(doc_ids, date_from, date_to, exclude_doc_ids)
         if allowed is not None and not allowed:
             return SearchResult(query, [], timings)
         q = norm(query)

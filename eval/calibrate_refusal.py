@@ -1,0 +1,134 @@
+"""Fit the extractive answerer's refusal model on data other than corpus_qa.
+
+For each calibration set, answerable questions are asked normally (label: answer) and,
+when `hide` is set, asked again with their gold documents and every document of the
+same title hidden from retrieval (label: refuse) -- the documents then lack the answer.
+Sets whose questions carry `answerable: false` (RGB's refusal variant) are used as is.
+A logistic regression over the answerer's evidence features is fitted, and the
+threshold is the lowest refusal probability that keeps false refusals under the target.
+
+    python eval/calibrate_refusal.py \
+        --set cmrc:/tmp/exp/cmrc/questions.jsonl:/tmp/exp/idx_cmrc:hide:600 \
+        --set rgb_refusal:/tmp/exp/rgb_refusal/questions.jsonl:/tmp/exp/idx_rgb_refusal::300
+
+writes rag/refusal_model.json and eval/reports/refusal_calibration.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from rag.answer import answer_type  # noqa: E402
+from rag.config import Settings  # noqa: E402
+from rag.pipeline import load_system  # noqa: E402
+
+FEATURES = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1"]
+
+
+def features_for(system, question: str, **filters) -> list[float] | None:
+    ans = system.answerer
+    res = system.retriever.search(question, **filters)
+    cands = sorted(ans._candidates(question, res.hits, answer_type(question)), key=lambda c: -c.score)
+    f = ans.features(question, res.hits, cands[0] if cands else None)
+    return [f[k] for k in FEATURES] if f else None
+
+
+def collect(spec: str, embedder):
+    name, qpath, index_dir, mode, limit = (spec.split(":") + ["", ""])[:5]
+    system = load_system(Settings(index_dir=index_dir), embedder=embedder)
+    rows = [json.loads(line) for line in open(qpath, encoding="utf-8")]
+    rows = rows[: int(limit)] if limit else rows
+    titles: dict[str, list[str]] = {}
+    for d, meta in system.index.docs.items():
+        titles.setdefault(meta.get("title") or d, []).append(d)
+    X, y = [], []
+    for i, r in enumerate(rows):
+        f = features_for(system, r["question"])
+        if f is not None:
+            X.append(f)
+            y.append(1 if r.get("answerable", True) else 0)
+        if mode == "hide" and r.get("answerable", True):
+            hidden = set(r["gold_doc_ids"])
+            for g in r["gold_doc_ids"]:
+                hidden.update(titles.get(system.index.docs.get(g, {}).get("title") or g, []))
+            f = features_for(system, r["question"], exclude_doc_ids=sorted(hidden))
+            if f is not None:
+                X.append(f)
+                y.append(0)
+        if i % 100 == 0:
+            print(f"{name}: {i}/{len(rows)}", file=sys.stderr)
+    return name, np.asarray(X), np.asarray(y)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", action="append", required=True, help="NAME:QUESTIONS:INDEX[:hide][:LIMIT]")
+    ap.add_argument("--max-false-refusal", type=float, default=0.08)
+    ap.add_argument("--out-model", default=str(REPO / "rag" / "refusal_model.json"))
+    ap.add_argument("--out-report", default=str(REPO / "eval" / "reports" / "refusal_calibration.md"))
+    args = ap.parse_args()
+
+    from sklearn.linear_model import LogisticRegression
+
+    from rag.pipeline import make_embedder
+
+    embedder = make_embedder(Settings())
+    sets = [collect(s, embedder) for s in args.set]
+    X = np.vstack([s[1] for s in sets])
+    y = np.concatenate([s[2] for s in sets])
+    clf = LogisticRegression(C=1.0, max_iter=1000).fit(X, y)
+    p = clf.predict_proba(X)[:, 1]
+    # lowest threshold on P(answerable) whose false-refusal rate stays within the target
+    pos = np.sort(p[y == 1])
+    threshold = float(pos[int(np.floor(args.max_false_refusal * len(pos)))]) if len(pos) else 0.5
+    model = {
+        "features": FEATURES,
+        "coef": [round(float(c), 5) for c in clf.coef_[0]],
+        "intercept": round(float(clf.intercept_[0]), 5),
+        "threshold": round(threshold, 5),
+        "fitted_on": [f"{n} ({len(yy)} examples, {int(yy.sum())} answerable)" for n, _, yy in sets],
+        "max_false_refusal": args.max_false_refusal,
+    }
+    Path(args.out_model).write_text(json.dumps(model, indent=1) + "\n", encoding="utf-8")
+
+    lines = [
+        "# Refusal calibration (extractive answerer)",
+        "",
+        "Command:",
+        "",
+        "```",
+        "python eval/calibrate_refusal.py " + " ".join(f"--set {s}" for s in args.set),
+        "```",
+        "",
+        "Negatives are answerable questions asked again with their gold documents (and every",
+        "document of the same title) hidden, plus RGB's refusal variant where given. corpus_qa",
+        "is not used: it is the held-out check.",
+        "",
+        f"Model: logistic regression over {', '.join(FEATURES)}; threshold on P(answerable) = "
+        f"{threshold:.3f}, chosen so that at most {args.max_false_refusal:.0%} of answerable "
+        "calibration questions are refused.",
+        "",
+        "| set | examples | answerable refused (false refusal) | unanswerable refused |",
+        "|---|---|---|---|",
+    ]
+    for n, Xs, ys in sets:
+        ps = clf.predict_proba(Xs)[:, 1]
+        fr = float(np.mean(ps[ys == 1] < threshold)) if (ys == 1).any() else float("nan")
+        rr = float(np.mean(ps[ys == 0] < threshold)) if (ys == 0).any() else float("nan")
+        lines.append(f"| {n} | {len(ys)} | {fr:.3f} | {rr:.3f} |")
+    lines += ["", "Coefficients: " + ", ".join(f"{f} {c:+.3f}" for f, c in zip(FEATURES, model["coef"]))]
+    lines += [f"Intercept: {model['intercept']:+.3f}", ""]
+    Path(args.out_report).write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
