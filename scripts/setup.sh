@@ -12,4 +12,11 @@ fi
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
 pip install -q -e ".[dev]"
+# The chat app's browser tests drive the system Chromium through Playwright's Python
+# package; never `playwright install` (it downloads browsers, which cannot work here).
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q chromium chromium-driver fonts-wqy-microhei
+fi
 echo "setup: done (.venv ready)" >&2

@@ -1,0 +1,386 @@
+"""The chat app in a real browser: `python app.py` in a subprocess, driven by headless Chromium.
+
+The app is started once for the module over an index it builds itself from two corpus
+documents (in a tmp folder). Each test opens its own page, so its own session.
+Screenshots of each state go to artifacts/screenshots/ (git-ignored); with
+RAG_UPDATE_DOCS=1 the main chat view is also written to docs/chat.png for the README.
+
+Needs the system Chromium (/usr/bin/chromium) and the `playwright` package; see
+scripts/setup.sh.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("RAG_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = REPO / "artifacts" / "screenshots"
+DOCS = ("weihai-jingzhi-training-2022", "laoshan-urban-renewal-2023")
+ANSWERABLE = "威海从哪年开始组织干部出去参加精致城市建设专题培训的?"
+UNANSWERABLE = "火星上第一座城市叫什么名字？"
+UPLOADED = (
+    "青岚湖治理工作报告\n"
+    "青岚湖水质监测站于2021年建成，共设有17个监测点位。\n"
+    "治理工程总投资3.2亿元，由市生态环境局牵头实施。\n"
+    "附注：<script>window.__xss = 1</script> 与 ${window.__xss2 = 1} 应原样显示。\n"
+)
+STARTUP_S = 420  # model load + embedding ~19 chunks on a busy 2-core machine
+ANSWER_MS = 90_000
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
+
+
+# --------------------------------------------------------------------------- fixtures
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url: str, root: Path, proc: subprocess.Popen, log: Path):
+        self.url, self.root, self.proc, self.log = url, root, proc, log
+
+    @property
+    def feedback(self) -> Path:
+        return self.root / "feedback.jsonl"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for d in DOCS:
+        for suffix in (".txt", ".meta.json"):
+            shutil.copy(REPO / "corpus" / f"{d}{suffix}", corpus)
+    port = _free_port()
+    log = root / "app.log"
+    cmd = [
+        sys.executable, str(REPO / "app.py"),
+        "--index", str(root / "data" / "index"),
+        "--corpus", str(corpus),
+        "--port", str(port),
+        "--feedback", str(root / "feedback.jsonl"),
+    ]  # fmt: skip
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + STARTUP_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"app.py exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(
+                f"app.py did not answer within {STARTUP_S} s:\n{log.read_text(errors='replace')[-3000:]}"
+            )
+        time.sleep(1)
+    yield Server(url, root, proc, log)
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    profile = tempfile.mkdtemp(prefix="rag-chromium-")
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+            locale="zh-CN",
+        )
+        yield ctx
+        ctx.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _open(browser, server):
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server.url)
+    page.wait_for_selector("#rag-question textarea")
+    return page
+
+
+@pytest.fixture
+def page(browser, server):
+    pg = _open(browser, server)
+    yield pg
+    pg.close()
+
+
+# --------------------------------------------------------------------------- helpers
+def shot(page, name: str) -> Path:
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def ask(page, question: str, nth: int = 1):
+    """Send `question` and wait until the `nth` answer of this page is complete."""
+    box = page.locator("#rag-question textarea")
+    box.fill(question)
+    box.press("Enter")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#rag-chat .rag-answer:not(.rag-streaming)').length >= n",
+        arg=nth,
+        timeout=ANSWER_MS,
+    )
+    return page.locator("#rag-chat .rag-answer").nth(nth - 1)
+
+
+def open_tab(page, name: str):
+    page.get_by_role("tab", name=name).click()
+
+
+def upload(page, path: Path):
+    open_tab(page, "知识库")
+    page.locator("#rag-upload input[type=file]").set_input_files(str(path))
+    page.wait_for_selector("#rag-upload-result .rag-result", timeout=ANSWER_MS)
+    return page.locator("#rag-upload-result .rag-result").first
+
+
+# --------------------------------------------------------------------------- tests
+def test_app_built_its_index_with_progress(server):
+    log = server.log.read_text(errors="replace")
+    assert "No index in" in log and "building it from" in log
+    assert "Batches" in log and "added 2" in log  # the embedding progress bar and the summary
+
+
+def test_examples_on_the_empty_screen(page):
+    examples = page.locator("#rag-chat button.example")
+    texts = [t.strip() for t in examples.all_inner_texts()]
+    assert ANSWERABLE in texts and len(texts) >= 2
+    shot(page, "01_empty_with_examples")
+    examples.nth(texts.index(ANSWERABLE)).click()  # an example is asked at once
+    page.wait_for_selector("#rag-chat .rag-answer:not(.rag-streaming) .rag-card", timeout=ANSWER_MS)
+    assert ANSWERABLE in page.locator("#rag-chat").inner_text()
+
+
+def test_cited_answer_streams_in_and_opens_the_document(page):
+    page.evaluate(
+        """() => {
+        window.__sawStreaming = false;
+        new MutationObserver(() => {
+          if (document.querySelector('#rag-chat .rag-streaming')) window.__sawStreaming = true;
+        }).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }"""
+    )
+    answer = ask(page, ANSWERABLE)
+    assert page.evaluate("window.__sawStreaming"), "the answer did not stream in"
+    text = answer.locator(".rag-text").inner_text()
+    assert "2019" in text and "[1]" in text
+    card = answer.locator(".rag-card").first
+    assert "跳出威海" in card.locator(".rag-title").inner_text()
+    assert (
+        "2022-08-29" in card.locator(".rag-meta").inner_text()
+        and "字" in card.locator(".rag-meta").inner_text()
+    )
+    quote = card.locator("mark.rag-quote").first.inner_text()
+    assert "2019" in quote
+    shot(page, "02_cited_answer")
+
+    card.click()
+    target = page.locator("#rag-viewer .rag-target")
+    target.wait_for()
+    assert quote in target.locator("mark.rag-quote").first.inner_text()
+    assert "跳出威海" in page.locator("#rag-viewer .rag-doc-title").inner_text()
+    page.wait_for_timeout(500)  # let scrollIntoView settle
+    box = target.bounding_box()
+    assert box is not None and 0 <= box["y"] < 900, "the passage is not scrolled into view"
+    path = shot(page, "03_document_highlighted")
+    if os.environ.get("RAG_UPDATE_DOCS"):
+        _save_docs_screenshot(path)
+
+
+def test_follow_up_question_shows_its_rewriting(page):
+    ask(page, "报道里说深圳是哪一年在全国率先提出“城市更新”这个概念的?")
+    second = ask(page, "那威海呢？", nth=2)
+    rewritten = second.locator(".rag-rewritten").inner_text()
+    assert "理解为" in rewritten and "那威海呢" in rewritten and "城市更新" in rewritten
+    shot(page, "04_follow_up")
+
+
+def test_unanswerable_question_is_refused(page):
+    answer = ask(page, UNANSWERABLE)
+    refusal = answer.locator(".rag-refusal")
+    assert "无法回答" in refusal.inner_text()
+    assert answer.locator(".rag-related .rag-card").count() >= 1
+    assert answer.locator(".rag-marker").count() == 0
+    page.wait_for_timeout(1000)  # the chat scrolls itself to the bottom once rendered
+    refusal.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    shot(page, "05_refusal")
+
+
+def test_upload_appears_in_the_list_and_answers(page, tmp_path):
+    doc = tmp_path / "青岚湖治理报告.txt"
+    doc.write_text(UPLOADED, encoding="utf-8")
+    row = upload(page, doc)
+    assert "已添加" in row.inner_text() and "青岚湖治理报告" in row.inner_text()
+    page.locator("#rag-docs").get_by_text("青岚湖治理报告").first.wait_for()
+    shot(page, "06_uploaded")
+
+    open_tab(page, "对话")
+    answer = ask(page, "青岚湖水质监测站共设有多少个监测点位？")
+    assert "17个" in answer.locator(".rag-text").inner_text()
+    card = answer.locator(".rag-card").first
+    assert "青岚湖治理报告" in card.locator(".rag-title").inner_text()
+    card.click()
+    page.locator("#rag-viewer .rag-target").wait_for()
+    viewer = page.locator("#rag-viewer .rag-doc-text").inner_text()
+    assert "<script>window.__xss = 1</script>" in viewer and "${window.__xss2 = 1}" in viewer
+    assert page.evaluate("window.__xss === undefined && window.__xss2 === undefined")
+    shot(page, "07_answer_from_upload")
+
+
+def test_broken_upload_shows_its_error(page, tmp_path):
+    broken = tmp_path / "损坏的文件.docx"
+    broken.write_bytes(b"PK\x03\x04 not really a docx " + os.urandom(200))
+    row = upload(page, broken)
+    text = row.inner_text()
+    assert "失败" in text and "损坏的文件.docx" in text and "DOCX" in text
+    assert "rag-result-failed" in (row.get_attribute("class") or "")
+    shot(page, "08_broken_upload")
+
+
+def test_remove_a_document(page, tmp_path):
+    doc = tmp_path / "临时通知.txt"
+    doc.write_text("临时通知\n本周五下午三点在三楼会议室召开安全生产例会。\n", encoding="utf-8")
+    assert "已添加" in upload(page, doc).inner_text()
+    docs = page.locator("#rag-docs")
+    docs.get_by_text("临时通知").first.wait_for()
+    pick = page.locator("#rag-remove-pick input")
+    pick.click()
+    pick.fill("临时通知")
+    page.get_by_role("option", name=re.compile("临时通知")).first.click()
+    page.locator("#rag-remove").click()
+    row = page.locator("#rag-remove-result .rag-result").first
+    row.wait_for(timeout=ANSWER_MS)
+    assert "已删除" in row.inner_text() and "临时通知" in row.inner_text()
+    page.wait_for_function(
+        "() => !document.querySelector('#rag-docs').innerText.includes('临时通知')"
+    )
+    shot(page, "12_removed")
+
+
+def test_two_pages_keep_separate_histories(browser, server):
+    a, b = _open(browser, server), _open(browser, server)
+    try:
+        qa, qb = ANSWERABLE, "崂山今年要抓紧启动几个社区的村改?"
+        for pg, q in ((a, qa), (b, qb)):
+            pg.locator("#rag-question textarea").fill(q)
+        a.locator("#rag-question textarea").press("Enter")
+        b.locator("#rag-question textarea").press("Enter")
+        for pg in (a, b):
+            pg.wait_for_function(
+                "() => document.querySelectorAll('#rag-chat .rag-answer:not(.rag-streaming)').length >= 1",
+                timeout=ANSWER_MS,
+            )
+        chat_a, chat_b = a.locator("#rag-chat").inner_text(), b.locator("#rag-chat").inner_text()
+        assert qa in chat_a and qb not in chat_a and "2019" in chat_a
+        assert qb in chat_b and qa not in chat_b and "5個社區" in chat_b
+        shot(a, "09a_session_a")
+        shot(b, "09b_session_b")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_settings_are_per_session(browser, server):
+    a, b = _open(browser, server), _open(browser, server)
+    try:
+        open_tab(a, "设置")
+        open_tab(b, "设置")
+        slider = a.locator("#rag-topk input[type=number]")
+        slider.fill("2")
+        slider.press("Tab")
+        a.wait_for_function(
+            "() => document.querySelector('#rag-topk input[type=range]').value === '2'"
+        )
+        a.locator("#rag-apply").click()
+        a.get_by_text("已应用（仅本会话）").wait_for()
+        a.locator("#rag-info").get_by_text("top-k 2").wait_for()
+        b.reload()
+        b.wait_for_selector("#rag-question textarea")
+        open_tab(b, "设置")
+        assert "top-k 5" in b.locator("#rag-info").inner_text()
+        shot(a, "10_settings")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_feedback_is_appended_to_the_jsonl(page, server):
+    ask(page, ANSWERABLE)
+    page.locator(
+        '#rag-chat button[aria-label="赞"], #rag-chat button[aria-label="Like"]'
+    ).first.click()
+    comment = page.locator("#rag-feedback-comment textarea")
+    comment.wait_for()
+    comment.fill("引用准确")
+    page.locator("#rag-feedback-send").click()
+    page.get_by_text("已记录说明").wait_for()
+    rows = [json.loads(line) for line in server.feedback.read_text(encoding="utf-8").splitlines()]
+    assert rows[-1]["rating"] == "up" and rows[-1]["comment"] == "引用准确"
+    assert (
+        rows[-1]["question"] == ANSWERABLE
+        and rows[-1]["citations"]
+        and rows[-1]["settings"]["top_k"] == 5
+    )
+    assert rows[-2]["id"] == rows[-1]["id"] and rows[-2]["comment"] == ""
+    shot(page, "11_feedback")
+
+
+def _save_docs_screenshot(src: Path) -> None:
+    """docs/chat.png for the README: the chat view, palette-reduced to stay small."""
+    from PIL import Image
+
+    out = REPO / "docs" / "chat.png"
+    out.parent.mkdir(exist_ok=True)
+    img = Image.open(src).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+    img.save(out, optimize=True)
+    assert out.stat().st_size < 300_000

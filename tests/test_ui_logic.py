@@ -1,0 +1,372 @@
+"""The chat app's logic without a browser: rendering, uploads, removal, sessions, feedback.
+
+One tiny index (two short documents) is built once for the module with the real
+embedding model; tests that change the index work on a copy of it.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag.answer import Answer, Citation
+from rag.config import Settings
+from rag.errors import ConfigError, LoadError
+from rag.feedback import Feedback, append_feedback, feedback_from_answer, read_feedback
+from rag.ui import (
+    ChatState,
+    Library,
+    UploadResult,
+    check_bind,
+    ensure_index,
+    example_questions,
+    mark_spans,
+    parse_auth,
+    render_answer,
+    render_document,
+    render_results,
+    sanitize_filename,
+    snippet,
+    store_upload,
+)
+
+LAKE = (
+    "青岚湖治理工作报告\n"
+    "青岚湖水质监测站于2021年建成，共设有17个监测点位。\n"
+    "治理工程总投资3.2亿元，由市生态环境局牵头实施。\n"
+)
+PARK = (
+    "北山森林公园建设情况\n"
+    "北山森林公园占地460公顷，园内修建了12公里登山步道。\n"
+    "公园于2020年10月正式对外开放，年接待游客约80万人次。\n"
+)
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(settings, embedder) for a tiny index built by `ensure_index`."""
+    from rag.pipeline import make_embedder
+
+    root = tmp_path_factory.mktemp("ui")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    (corpus / "lake.txt").write_text(LAKE, encoding="utf-8")
+    (corpus / "park.txt").write_text(PARK, encoding="utf-8")
+    settings = Settings(index_dir=str(root / "data" / "index"))
+    embedder = make_embedder(settings)
+    assert ensure_index(settings, corpus, embedder=embedder, log=lambda m: None) is True
+    assert ensure_index(settings, corpus, embedder=embedder, log=lambda m: None) is False
+    return settings, embedder
+
+
+@pytest.fixture
+def library(built, tmp_path):
+    """A Library over a private copy of the tiny index."""
+    from rag.pipeline import load_system
+
+    settings, embedder = built
+    index_dir = tmp_path / "data" / "index"
+    shutil.copytree(settings.index_path, index_dir)
+    system = load_system(settings.replace(index_dir=str(index_dir)), embedder=embedder)
+    return Library(system, tmp_path / "data" / "uploads", tmp_path / "data" / "feedback.jsonl")
+
+
+def _answer(
+    text="答案[1]",
+    refused=False,
+    passage="<script>alert(1)</script>关键句。后文",
+    quotes=((35, 38),),
+):
+    c = Citation(
+        1, "c1", "doc1", "标题<b>", "doc1.txt", "2023-01-02", 10, 10 + len(passage), passage, quotes
+    )
+    return Answer("问题", text, refused, [c], [], [], 0.9, rewritten_question="问题")
+
+
+# --------------------------------------------------------------------------- startup
+def test_auth_is_required_beyond_localhost():
+    assert parse_auth("alice:s3:cret") == ("alice", "s3:cret")
+    assert parse_auth(None) is None
+    with pytest.raises(ConfigError, match="USER:PASSWORD"):
+        parse_auth("alice")
+    check_bind("127.0.0.1", None)
+    check_bind("0.0.0.0", ("alice", "pw"))
+    with pytest.raises(ConfigError, match="--auth"):
+        check_bind("0.0.0.0", None)
+
+
+# --------------------------------------------------------------------------- rendering
+def test_mark_spans_escapes_and_merges():
+    assert mark_spans("a<b>c&d", [(1, 4)]) == 'a<mark class="rag-quote">&lt;b&gt;</mark>c&amp;d'
+    assert mark_spans("abcdef", [(3, 5), (1, 4)]) == 'a<mark class="rag-quote">bcde</mark>f'
+    assert mark_spans("ab\ncd", []) == "ab<br>cd"
+
+
+def test_snippet_centres_on_the_quote():
+    text = "甲" * 100 + "引用句。" + "乙" * 100
+    html = snippet(text, [(100, 104)], context=5)
+    assert html == '……甲甲甲甲甲<mark class="rag-quote">引用句。</mark>乙乙乙乙乙……'
+
+
+def test_render_answer_escapes_documents_and_links_markers():
+    html = render_answer(_answer(), turn=3, n_chars={"doc1": 400})
+    assert "<script" not in html and "&lt;script&gt;" in html
+    assert "《标题&lt;b&gt;》" in html
+    assert '<sup class="rag-marker rag-cite rag-at-3-1">[1]</sup>' in html
+    assert 'class="rag-card rag-cite rag-at-3-1"' in html
+    assert '<mark class="rag-quote">关键句</mark>' in html  # quote offsets are document offsets
+    assert "2023-01-02 · 第 11–" in html and "约在全文 2% 处" in html
+    assert "\n\n" not in html  # a blank line would end the HTML block in the chat's Markdown
+
+
+def test_render_refusal_looks_like_one():
+    ans = _answer(text="根据现有文档无法回答这个问题。", refused=True, quotes=())
+    html = render_answer(ans, turn=0)
+    assert 'class="rag-refusal"' in html and "以下段落可能相关" in html
+    assert "rag-related" in html and "rag-marker" not in html
+
+
+def test_render_document_highlights_passage_and_quotes():
+    text = "前言。<i>正文</i>第一句。第二句。结尾。"
+    html = render_document("标题", text, {"date": "2023-01-02"}, (3, 20), [(16, 20)], cite_n=2)
+    assert (
+        '<span class="rag-passage-hl rag-target">&lt;i&gt;正文&lt;/i&gt;第一句。<mark class="rag-quote">第二句。</mark></span>结尾。'
+        in html
+    )
+    assert "引用 [2]" in html
+    long = "字" * 1000 + "目标" + "字" * 1000
+    cut = render_document("长文", long, {}, (1000, 1002), [], cite_n=1, max_chars=100)
+    assert "（前 950 字略）" in cut and "（后 952 字略）" in cut and ">目标<" in cut
+
+
+def test_render_results_names_failures():
+    html = render_results(
+        [UploadResult("a.txt", "added", chunks=2), UploadResult("<b>.docx", "failed", "not a ZIP")]
+    )
+    assert "rag-result-added" in html and "2 个片段" in html
+    assert "&lt;b&gt;.docx" in html and "失败" in html and "not a ZIP" in html
+
+
+# --------------------------------------------------------------------------- uploads
+def test_sanitize_filename_never_keeps_a_path():
+    assert sanitize_filename("../../etc/passwd") == "passwd"
+    assert sanitize_filename("C:\\Users\\me\\报告 (终稿)") == "报告_终稿"
+    assert sanitize_filename("...") == "file"
+
+
+def test_store_upload_checks_type_and_size(tmp_path):
+    src = tmp_path / "in.bin"
+    src.write_text(LAKE, encoding="utf-8")
+    uploads = tmp_path / "uploads"
+    with pytest.raises(LoadError, match="unsupported file type .exe"):
+        store_upload(src, "tool.exe", uploads, 1000)
+    with pytest.raises(LoadError, match="over the"):
+        store_upload(src, "big.txt", uploads, 10)
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(LoadError, match="empty file"):
+        store_upload(tmp_path / "empty", "e.txt", uploads, 1000)
+    dest = store_upload(src, "../../青岚湖 报告.TXT", uploads, 1000)
+    assert dest.parent == uploads and dest.name.endswith("__青岚湖_报告.txt")
+    assert dest.read_text(encoding="utf-8") == LAKE
+    side = json.loads(dest.with_suffix(".meta.json").read_text(encoding="utf-8"))
+    assert side["title"] == "青岚湖 报告"
+    assert (
+        store_upload(src, "青岚湖 报告.txt", uploads, 1000) == dest
+    )  # same content, same document
+
+
+# --------------------------------------------------------------------------- feedback
+def test_feedback_round_trip_keeps_the_latest_per_id(tmp_path):
+    path = tmp_path / "fb" / "feedback.jsonl"
+    rec = feedback_from_answer(_answer(), "down", {"top_k": 3}, session="s1", index_version="v-1")
+    append_feedback(path, rec)
+    append_feedback(path, rec.with_comment("引用不对"))
+    latest = read_feedback(path)
+    assert [(r.id, r.rating, r.comment) for r in latest] == [(rec.id, "down", "引用不对")]
+    assert len(read_feedback(path, latest_only=False)) == 2
+    row = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    assert (
+        row["question"] == "问题"
+        and row["cited_doc_ids"] == ["doc1"]
+        and row["settings"] == {"top_k": 3}
+    )
+    assert row["citations"][0]["quotes"] == [[35, 38]]
+    with pytest.raises(ConfigError, match="rating"):
+        feedback_from_answer(_answer(), "meh", {})
+    path.write_text("not json\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"feedback.jsonl:1"):
+        read_feedback(path)
+    assert isinstance(latest[0], Feedback)
+
+
+# --------------------------------------------------------------------------- with an index
+def _ask(state: ChatState, question: str):
+    *pieces, final = list(state.ask(question))
+    assert all(isinstance(p, str) for p in pieces) and pieces
+    return final
+
+
+def test_upload_reports_each_file_and_answers_from_it(library, tmp_path):
+    doc = tmp_path / "incoming" / "x"
+    doc.parent.mkdir()
+    doc.write_text(
+        "南湾码头扩建报告\n南湾码头扩建工程新增泊位9个，设计年吞吐量450万吨。\n", encoding="utf-8"
+    )
+    broken = tmp_path / "incoming" / "y"
+    broken.write_bytes(b"PK\x03\x04 this is not really a docx")
+    odd = tmp_path / "incoming" / "z"
+    odd.write_text("x", encoding="utf-8")
+    results = library.add_files([(doc, "南湾码头.txt"), (broken, "坏文件.docx"), (odd, "程序.exe")])
+    assert [(r.name, r.status) for r in results] == [
+        ("南湾码头.txt", "added"),
+        ("坏文件.docx", "failed"),
+        ("程序.exe", "failed"),
+    ]
+    assert "DOCX" in results[1].reason and "unsupported" in results[2].reason
+    assert sorted(p.suffix for p in library.uploads_dir.iterdir()) == [
+        ".json",
+        ".txt",
+    ]  # failed ones discarded
+    rows = {r.title: r for r in library.documents()}  # titled by the original file name
+    assert rows["南湾码头"].chunks == 1 and rows["南湾码头"].encoding == "utf-8"
+    again = library.add_files([(doc, "南湾码头.txt")])
+    assert [r.status for r in again] == ["unchanged"]
+
+    state = ChatState(library, library.settings)
+    ans = _ask(state, "南湾码头扩建工程新增了多少个泊位？")
+    assert not ans.refused and "9个" in ans.text
+    assert ans.citations[0].title == "南湾码头"
+
+
+def test_remove_documents_keeps_the_rest(library, tmp_path):
+    doc = tmp_path / "x.txt"
+    doc.write_text("东港灯塔修缮记\n东港灯塔始建于1907年，2019年完成修缮。\n", encoding="utf-8")
+    [added] = library.add_files([(doc, "灯塔.txt")])
+    stored = Path(library.index.docs[added.doc_id]["source"])
+    assert stored.exists()
+    results = library.remove([added.doc_id, "no-such-doc"])
+    assert [(r.status, r.name) for r in results] == [
+        ("failed", "no-such-doc"),
+        ("removed", "灯塔"),
+    ] or [(r.status, r.name) for r in results] == [("removed", "灯塔"), ("failed", "no-such-doc")]
+    assert added.doc_id not in library.index.docs and not stored.exists()
+    assert sorted(library.index.docs) == ["lake", "park"]
+    assert len(library.index) == sum(len(d["chunk_ids"]) for d in library.index.docs.values())
+    ans = _ask(ChatState(library, library.settings), "北山森林公园的登山步道有多长？")
+    assert "12公里" in ans.text
+    library.remove(["lake"])  # a corpus document: the file is not ours, it stays
+    with pytest.raises(ConfigError, match="every document"):
+        library.remove(["park"])
+
+
+def test_sessions_have_their_own_history_and_settings(library):
+    a = ChatState(library, library.settings)
+    b = ChatState(library, library.settings)
+    msg = a.apply(llm="extractive", llm_model="", llm_base_url="", llm_model_path="", top_k=1)
+    assert "top-k 1" in msg and a.settings.top_k == 1 and b.settings.top_k == library.settings.top_k
+    assert a.settings.llm_model is None
+    list(a.respond("青岚湖水质监测站有多少个监测点位？"))
+    list(b.respond("北山森林公园什么时候开放？"))
+    assert [t.question for t in a.history] == ["青岚湖水质监测站有多少个监测点位？"]
+    assert [t.question for t in b.history] == ["北山森林公园什么时候开放？"]
+    assert "17个" in a.messages[1]["content"] and "17个" not in b.messages[1]["content"]
+    assert len(a.answers[0].retrieved) == 1 < len(b.answers[0].retrieved)
+    with pytest.raises(ConfigError):
+        a.apply(llm="gpt-9", top_k=3)
+
+
+def test_each_session_builds_its_own_generator(library):
+    pytest.importorskip("llama_index.llms.openai_like")
+    fake = pytest.importorskip("fake_openai")  # tests/fake_openai.py: a real local HTTP server
+    a = ChatState(library, library.settings)
+    b = ChatState(library, library.settings)
+    with fake.FakeOpenAI() as srv:
+        srv.script(fake.Reply("青岚湖水质监测站共设有17个监测点位[1]。"))
+        msg = a.apply(
+            llm="openai",
+            llm_model="fake-model",
+            llm_base_url=srv.base_url,
+            llm_model_path="",
+            top_k=2,
+        )
+        assert msg.startswith("已应用") and "OpenAI" in msg
+        list(a.respond("青岚湖水质监测站有多少个监测点位？"))
+        sent = len(srv.requests)
+        list(b.respond("青岚湖水质监测站有多少个监测点位？"))
+        assert sent >= 1 and len(srv.requests) == sent  # b never talks to a's LLM
+    assert a.answers[0].generator.startswith("openai") and b.answers[0].generator == "extractive"
+    assert "17个监测点位" in a.answers[0].text and a.answers[0].citations[0].doc_id == "lake"
+    msg = a.apply(llm="ollama", llm_model="", llm_base_url="", llm_model_path="", top_k=2)
+    assert msg.startswith("设置未生效") and "model name" in msg
+    assert a.settings.llm == "openai" and b.settings.llm == "extractive"  # the old settings stay
+
+
+def test_follow_up_is_rewritten_and_shown(library):
+    s = ChatState(library, library.settings)
+    list(s.respond("青岚湖水质监测站是哪一年建成的？"))
+    list(s.respond("那它的治理工程总投资是多少？"))
+    second = s.answers[1]
+    assert second.question == "那它的治理工程总投资是多少？"
+    assert second.rewritten_question != second.question and "青岚湖" in second.rewritten_question
+    assert "理解为" in s.messages[3]["content"] and second.citations[0].doc_id == "lake"
+    assert s.message_turn == {1: 0, 3: 1}
+
+
+def test_citation_opens_the_document_at_the_passage(library):
+    s = ChatState(library, library.settings)
+    list(s.respond("北山森林公园占地多少公顷？"))
+    c = s.citation(0, 1)
+    assert c is not None and s.citation(0, 9) is None and s.citation(5, 1) is None
+    html = library.document_view(c)
+    assert '<span class="rag-passage-hl rag-target">' in html
+    quoted = c.text[c.quotes[0][0] - c.start : c.quotes[0][1] - c.start]
+    assert f'<mark class="rag-quote">{quoted}</mark>' in html and "460公顷" in quoted
+
+
+def test_feedback_from_a_session_is_appended(library):
+    s = ChatState(library, library.settings)
+    list(s.respond("青岚湖治理工程由哪个部门牵头？"))
+    with pytest.raises(ConfigError):
+        s.feedback(0, "up")  # the user's own message
+    rec = s.feedback(1, "up")
+    s.comment("很准确")
+    [row] = read_feedback(library.feedback_path)
+    assert (row.id, row.rating, row.comment) == (rec.id, "up", "很准确")
+    assert (
+        row.question == "青岚湖治理工程由哪个部门牵头？"
+        and row.settings["top_k"] == s.settings.top_k
+    )
+    assert row.index_version == library.index.folder.name and row.session == s.id
+    assert row.cited_doc_ids == ["lake"]
+
+
+def test_example_questions_prefer_the_qa_set(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    rows = [
+        {"id": "q1", "question": "湖有几个点位？", "answerable": True, "gold_doc_ids": ["lake"]},
+        {"id": "q2", "question": "山上有什么？", "answerable": True, "gold_doc_ids": ["gone"]},
+        {"id": "q3", "question": "无法回答", "answerable": False, "gold_doc_ids": ["lake"]},
+    ]
+    qa.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    got = example_questions({"lake", "park"}, {"lake": "青岚湖", "park": "北山"}, qa, n=3)
+    assert got == ["湖有几个点位？", "《青岚湖》主要讲了什么？", "《北山》主要讲了什么？"]
+    assert example_questions({"park"}, {"park": "北山"}, tmp_path / "missing.jsonl", n=2) == [
+        "《北山》主要讲了什么？"
+    ]
+
+
+def test_the_app_builds(library):
+    gr = pytest.importorskip("gradio")
+    demo = __import__("rag.ui", fromlist=["build_app"]).build_app(library, ["问题一"])
+    assert isinstance(demo, gr.Blocks)
+    labels = {getattr(b, "label", None) for b in demo.blocks.values()}
+    assert {
+        "对话",
+        "原文",
+        "已入库文档",
+        "上传文件（可多选）",
+        "生成方式",
+        "检索段落数（top-k）",
+    } <= labels
