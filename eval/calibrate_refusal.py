@@ -25,12 +25,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "eval"))
 
 from rag.answer import answer_type  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.pipeline import load_system  # noqa: E402
 
-FEATURES = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1"]
+FEATURES = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1", "oov", "coverage_top3"]
 
 
 def features_for(system, question: str, **filters) -> list[float] | None:
@@ -42,10 +43,18 @@ def features_for(system, question: str, **filters) -> list[float] | None:
 
 
 def collect(spec: str, embedder):
-    name, qpath, index_dir, mode, limit = (spec.split(":") + ["", ""])[:5]
-    system = load_system(Settings(index_dir=index_dir), embedder=embedder)
+    name, qpath, index_dir, mode, limit, half = (spec.split(":") + ["", "", ""])[:6]
     rows = [json.loads(line) for line in open(qpath, encoding="utf-8")]
     rows = rows[: int(limit)] if limit else rows
+    if half in ("odd", "even"):  # calibrate on one half of a set, keep the other held out
+        rows = [r for i, r in enumerate(rows) if (i % 2 == 0) == (half == "odd")]
+    # batch-embed the questions once (cached beside the questions file)
+    from quality import cached_query_vectors  # eval/quality.py
+
+    qvec = cached_query_vectors([r["question"] for r in rows], embedder, Path(qpath))
+    real = embedder.embed_query
+    embedder.embed_query = lambda q: qvec[q] if q in qvec else real(q)
+    system = load_system(Settings(index_dir=index_dir), embedder=embedder)
     titles: dict[str, list[str]] = {}
     for d, meta in system.index.docs.items():
         titles.setdefault(meta.get("title") or d, []).append(d)
@@ -70,7 +79,7 @@ def collect(spec: str, embedder):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", action="append", required=True, help="NAME:QUESTIONS:INDEX[:hide][:LIMIT]")
+    ap.add_argument("--set", action="append", required=True, help="NAME:QUESTIONS:INDEX[:hide][:LIMIT][:odd|even]")
     ap.add_argument("--max-false-refusal", type=float, default=0.08)
     ap.add_argument("--out-model", default=str(REPO / "rag" / "refusal_model.json"))
     ap.add_argument("--out-report", default=str(REPO / "eval" / "reports" / "refusal_calibration.md"))
@@ -84,11 +93,16 @@ def main() -> None:
     sets = [collect(s, embedder) for s in args.set]
     X = np.vstack([s[1] for s in sets])
     y = np.concatenate([s[2] for s in sets])
-    clf = LogisticRegression(C=1.0, max_iter=1000).fit(X, y)
+    # each set weighs the same in the fit, however many questions it has
+    w = np.concatenate([np.full(len(s[2]), len(y) / (len(sets) * len(s[2]))) for s in sets])
+    clf = LogisticRegression(C=1.0, max_iter=1000).fit(X, y, sample_weight=w)
     p = clf.predict_proba(X)[:, 1]
     # lowest threshold on P(answerable) whose false-refusal rate stays within the target
-    pos = np.sort(p[y == 1])
-    threshold = float(pos[int(np.floor(args.max_false_refusal * len(pos)))]) if len(pos) else 0.5
+    # the highest threshold whose weighted false-refusal rate stays within the target
+    order = np.argsort(p[y == 1])
+    pos, wpos = p[y == 1][order], w[y == 1][order]
+    cum = np.cumsum(wpos) / wpos.sum()
+    threshold = float(pos[np.searchsorted(cum, args.max_false_refusal)]) if len(pos) else 0.5
     model = {
         "features": FEATURES,
         "coef": [round(float(c), 5) for c in clf.coef_[0]],

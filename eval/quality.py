@@ -51,7 +51,7 @@ def cached_query_vectors(questions: list[str], embedder, path: Path) -> dict[str
     if f.exists():
         vecs = np.load(f)
     else:
-        vecs = np.stack([embedder.embed_query(norm(q)) for q in questions])
+        vecs = embedder.embed_queries([norm(q) for q in questions], show_progress=True)
         np.save(f, vecs)
     return {norm(q): v for q, v in zip(questions, vecs)}
 
@@ -76,7 +76,7 @@ def main() -> None:
     system = load_system(settings, embedder=embedder)
     ks = (1, 5, 10)
     rec = {k: [] for k in ks}
-    mrr, cont, chars, lat = [], [], [], []
+    mrr, cont, chars, lat, refused = [], [], [], [], []
     for r in rows:
         t = time.perf_counter()
         if args.no_answer:
@@ -86,6 +86,7 @@ def main() -> None:
             res = system.retriever.search(r["question"], top_k=10)
             hits = res.hits
             ans = system.answerer.compose(r["question"], hits[: settings.top_k])
+            refused.append(ans.refused)
             cont.append(containment(ans.text, r["answers"]) if not ans.refused else 0.0)
             chars.append(0 if ans.refused else sum(len(s.text) for s in ans.sentences))
         lat.append((time.perf_counter() - t) * 1e3)
@@ -98,6 +99,7 @@ def main() -> None:
     if cont:
         m["containment"] = float(np.mean(cont))
         m["answer_chars"] = float(np.mean(chars))
+        m["refused"] = float(np.mean(refused))
     m["latency_p50_ms"] = float(np.percentile(lat, 50))
     m["n"] = len(rows)
     m["settings"] = _parse_sets(args.set)

@@ -261,10 +261,16 @@ class ExtractiveAnswerer:
         """Evidence features of the refusal model (all in [0, 1] except type_ok)."""
         if not hits or best is None:
             return {}
-        idf = self._idf(tokenize(question))
+        q_toks = tokenize(question)
+        idf = self._idf(q_toks)
         top_text = norm(hits[0].text)
+        top3 = norm("".join(h.text for h in hits[:3]))
         missing = [w for t, w in idf.items() if t not in top_text]
+        content = [t for t in set(q_toks) if len(t) >= 2]
+        vocab = self.retriever.index.bm25.vocab
         return {
+            "oov": sum(t not in vocab for t in content) / max(len(content), 1),
+            "coverage_top3": sum(w for t, w in idf.items() if t in top3) / (sum(idf.values()) or 1.0),
             "dense_top": max((h.dense_score or 0.0) for h in hits[:3]),
             "coverage": best.coverage,
             "missing_idf": max(missing, default=0.0) / (max(idf.values(), default=1.0) or 1.0),
@@ -312,18 +318,17 @@ class ExtractiveAnswerer:
             return self._refusal(question, hits, conf)
 
         chosen = [best]
-        budget = 100  # characters: short answers, the passage is one click away
-        for c in cands[1 : 6]:
+        budget = self.settings.answer_max_chars  # short answers: the passage is one click away
+        for c in cands[1:8]:
             if len(chosen) >= self.settings.max_answer_sentences:
                 break
             used = sum(len(x.text) for x in chosen)
-            same_passage_next = any(c.hit_i == x.hit_i and 0 <= c.start - x.end <= 2 for x in chosen)
-            if (
-                c.score >= 0.85 * best.score
-                and used + len(c.text) <= budget
-                and (same_passage_next or kind == "list")
-                and not any(c.start < x.end and x.start < c.end for x in chosen)
-            ):
+            overlaps = any(
+                c.hit_i == x.hit_i and c.start < x.end and x.start < c.end
+                or norm(c.text) == norm(x.text)
+                for x in chosen
+            )
+            if c.score >= self.settings.answer_second_ratio * best.score and used + len(c.text) <= budget and not overlaps:
                 chosen.append(c)
         chosen.sort(key=lambda c: (c.hit_i, c.start))
         return self._cited(question, hits, chosen, conf)

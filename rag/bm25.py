@@ -84,6 +84,17 @@ class BM25Index:
         old = sp.csr_matrix((old.data, old.indices, old.indptr), shape=(old.shape[0], len(vocab)))
         return BM25Index(sp.vstack([old, new], format="csr"), vocab, self.k1, self.b)
 
+    def grouped(self, group_of_row: np.ndarray, n_groups: int) -> BM25Index:
+        """BM25 over groups of rows (documents of chunks): term counts summed per group.
+
+        Overlapping chunks count their shared sentence twice; harmless for ranking.
+        """
+        n = self.tf.shape[0]
+        agg = sp.csr_matrix(
+            (np.ones(n, np.float32), (group_of_row, np.arange(n))), shape=(n_groups, n)
+        )
+        return BM25Index((agg @ self.tf).tocsr(), self.vocab, self.k1, self.b)
+
     def select(self, rows: np.ndarray) -> BM25Index:
         """A new index keeping only `rows` (in that order); used when documents are removed."""
         return BM25Index(self.tf[rows], self.vocab, self.k1, self.b)

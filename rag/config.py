@@ -53,6 +53,7 @@ class Settings:
     rrf_k: int = 60
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
+    doc_bm25_weight: float = 0.0  # whole-document BM25 as a third ranking
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     # answering
@@ -60,10 +61,17 @@ class Settings:
     llm_model: str | None = None
     llm_base_url: str | None = None
     llm_model_path: str | None = None
-    llm_timeout_s: float = 60.0
-    llm_retries: int = 1
+    llm_timeout_s: float = 60.0  # wall-clock budget for one LLM answer, retries included
+    llm_retries: int = 1  # retries of a failed LLM call before its first token
+    llm_temperature: float = 0.1
+    llm_max_tokens: int = 512
+    llm_context_window: int = 4096  # tokens; also bounds the passage text in the prompt
+    llm_chat_format: str | None = None  # llamacpp: e.g. "gemma"; None: the GGUF's template
+    grounding_threshold: float | None = None  # None: the calibrated one (rag/grounding.py)
     max_answer_sentences: int = 3
-    refusal_threshold: float = 0.5
+    answer_max_chars: int = 100  # the quoted sentences together
+    answer_second_ratio: float = 0.5  # another sentence joins if it scores this share of the best
+    refusal_threshold: float | None = None  # None: the calibrated value (rag/refusal_model.json)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied; None values are ignored (unset CLI flags)."""

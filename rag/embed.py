@@ -744,6 +744,10 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         return self._encode(texts, self.passage_prefix, show_progress)
 
+    def embed_queries(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """Many queries at once (evaluation): batched, with the query prefix, no cache."""
+        return self._encode(list(texts), self.query_prefix, show_progress)
+
     def embed_query(self, text: str) -> np.ndarray:
         """One unit vector of shape (dim,); recent queries are answered from a small cache."""
         with self._lock:

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -140,6 +141,18 @@ class HybridIndex:
     def doc_meta(self, doc_id: str) -> dict:
         d = self.docs.get(doc_id, {})
         return {k: d.get(k) for k in ("title", "source", "date", "author", "source_name")}
+
+    @functools.cached_property
+    def doc_order(self) -> list[str]:
+        """Document ids in first-chunk order; the row order of `doc_bm25`."""
+        return list(dict.fromkeys(self.doc_ids))
+
+    @functools.cached_property
+    def doc_bm25(self) -> BM25Index:
+        """BM25 over whole documents, derived from the chunk term counts (no re-segmenting)."""
+        pos = {d: i for i, d in enumerate(self.doc_order)}
+        group = np.fromiter((pos[d] for d in self.doc_ids), np.int64, len(self.doc_ids))
+        return self.bm25.grouped(group, len(pos))
 
     def doc_rows(self, doc_id: str) -> list[int]:
         if self._doc_rows is None:

@@ -131,10 +131,20 @@ class HybridRetriever(BaseRetriever):
             b_rows, b_scores = b_rows[keep][:depth], b_scores[keep][:depth]
         timings["bm25_ms"] = (time.perf_counter() - t) * 1e3
 
+        drank: dict[str, int] = {}
+        if s.doc_bm25_weight > 0:
+            t = time.perf_counter()
+            drank = self._doc_ranks(q, allowed)
+            timings["doc_bm25_ms"] = (time.perf_counter() - t) * 1e3
+
         t = time.perf_counter()
-        fused = rrf(
-            [list(d_rows), list(b_rows)], [s.dense_weight, s.bm25_weight], s.rrf_k
-        )
+        fused = rrf([list(d_rows), list(b_rows)], [s.dense_weight, s.bm25_weight], s.rrf_k)
+        if drank:  # each candidate chunk also earns its document's whole-document BM25 rank
+            doc_of = self.index.doc_ids
+            for r in fused:
+                dr = drank.get(doc_of[r])
+                if dr is not None:
+                    fused[r] += s.doc_bm25_weight / (s.rrf_k + dr)
         d_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(d_rows, d_scores))}
         b_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(b_rows, b_scores))}
         order = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
@@ -146,6 +156,14 @@ class HybridRetriever(BaseRetriever):
             hits.append(Hit(c.row, c.id, c.doc_id, c.text, c.start, c.end, fused[r], dr, ds, br, bs))
         timings["fuse_ms"] = (time.perf_counter() - t) * 1e3
         return SearchResult(query, hits, timings)
+
+    def _doc_ranks(self, q: str, allowed: list[str] | None) -> dict[str, int]:
+        idx = self.index
+        hits = idx.doc_bm25.search(tokenize(q, normalized=True), len(idx.doc_order))
+        ok = None if allowed is None else set(allowed)
+        docs = [idx.doc_order[r] for r in hits.rows]
+        docs = [d for d in docs if ok is None or d in ok][: self.settings.candidate_depth]
+        return {d: i for i, d in enumerate(docs, start=1)}
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         res = self.search(query_bundle.query_str)
