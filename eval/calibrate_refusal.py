@@ -123,8 +123,8 @@ def main() -> None:
         "```",
         "",
         "Negatives are answerable questions asked again with their gold documents (and every",
-        "document of the same title) hidden, plus RGB's refusal variant where given. corpus_qa",
-        "is not used: it is the held-out check.",
+        "document of the same title) hidden, plus sets that carry `answerable: false`. Of",
+        "corpus_qa only the odd-numbered half is used; the even half is the held-out check.",
         "",
         f"Model: logistic regression over {', '.join(FEATURES)}; threshold on P(answerable) = "
         f"{threshold:.3f}, chosen so that at most {args.max_false_refusal:.0%} of answerable "
