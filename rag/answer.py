@@ -328,9 +328,14 @@ class ExtractiveAnswerer:
                 or norm(c.text) == norm(x.text)
                 for x in chosen
             )
-            if c.score >= self.settings.answer_second_ratio * best.score and used + len(c.text) <= budget and not overlaps:
+            if (
+                c.score >= self.settings.answer_second_ratio * best.score
+                and used + len(c.text) <= budget
+                and len(c.text) >= 10  # a bare heading adds nothing to an answer
+                and not overlaps
+            ):
                 chosen.append(c)
-        chosen.sort(key=lambda c: (c.hit_i, c.start))
+        # best sentence first: the reader sees the answer before the supporting context
         return self._cited(question, hits, chosen, conf)
 
     def _citation(self, n: int, h: Hit, quotes=()) -> Citation:
