@@ -24,6 +24,11 @@ def _settings(args) -> Settings:
         index_dir=getattr(args, "index", None),
         top_k=getattr(args, "top_k", None),
         embed_model=getattr(args, "embed_model", None),
+        llm=getattr(args, "llm", None),
+        llm_model=getattr(args, "llm_model", None),
+        llm_base_url=getattr(args, "llm_base_url", None),
+        llm_model_path=getattr(args, "llm_model_path", None),
+        llm_timeout_s=getattr(args, "llm_timeout", None),
     )
 
 
@@ -83,21 +88,52 @@ def _filters(args) -> dict:
     return f
 
 
-def print_answer(ans, as_json: bool, out=sys.stdout) -> None:
+def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
+    out = out or sys.stdout  # looked up per call, so redirected output is honoured
     if as_json:
         print(json.dumps(ans.to_json(), ensure_ascii=False), file=out)
         return
-    if ans.rewritten_question and ans.rewritten_question != ans.question:
-        print(f"（理解为：{ans.rewritten_question}）", file=out)
-    if ans.notice and not ans.refused:
-        print(ans.notice, file=out)
-    print(ans.text, file=out)
+    if with_text:
+        if ans.rewritten_question and ans.rewritten_question != ans.question:
+            print(f"（理解为：{ans.rewritten_question}）", file=out)
+        if ans.notice and not ans.refused:
+            print(ans.notice, file=out)
+        print(ans.text, file=out)
     if ans.citations:
         print("\n可能相关的段落：" if ans.refused else "\n引用：", file=out)
         for c in ans.citations:
             date = f"，{c.date}" if c.date else ""
             snippet = c.text if len(c.text) <= 120 else c.text[:120] + "……"
             print(f"[{c.n}] 《{c.title}》{date}，第 {c.start}–{c.end} 字：{snippet}", file=out)
+
+
+def print_streamed(items, out=None):
+    """Print an answerer's stream as it arrives, then what the citation check made of it.
+
+    Returns the final `Answer`. When the checked answer differs from what was streamed
+    (sentences marked, or the extractive answer after a failure) it is printed in full.
+    """
+    out = out or sys.stdout
+    shown: list[str] = []
+    final = None
+    for item in items:
+        if isinstance(item, str):
+            out.write(item)
+            out.flush()
+            shown.append(item)
+        else:
+            final = item
+    streamed = "".join(shown).strip()
+    if streamed:
+        print(file=out)
+    if streamed == final.text.strip() and not (final.notice and not final.refused):
+        if final.citations:
+            print_answer(final, False, out, with_text=False)
+        return final
+    if streamed:
+        print("\n——核查后——", file=out)
+    print_answer(final, False, out)
+    return final
 
 
 def _read_batch(path: str):
@@ -132,16 +168,22 @@ def cmd_ask(args) -> int:
         return 0
     if not args.question:
         raise RagError("give a question, e.g. rag ask \"威海精致城市建设有哪些做法？\", or --batch FILE")
-    ans = system.ask(args.question, top_k=args.top_k, **_filters(args))
-    print_answer(ans, args.json)
+    if args.json:
+        print_answer(system.ask(args.question, top_k=args.top_k, **_filters(args)), True)
+    else:
+        print_streamed(system.answerer.stream(args.question, top_k=args.top_k, **_filters(args)))
     return 0
 
 
 def cmd_chat(args) -> int:
-    from rag.chat import ChatSession
+    from rag.chat import ChatSession, Turn
+    from rag.llm import LLMAnswerer, make_rewriter
 
     system = _system(args)
-    session = ChatSession(system)
+    rewriter = None
+    if isinstance(system.answerer, LLMAnswerer):  # follow-ups rewritten by the LLM
+        rewriter = make_rewriter(system.answerer.llm, system.settings)
+    session = ChatSession(system, rewriter=rewriter)
     print("输入问题，回车提问；输入 /exit 退出，/new 开始新对话。", file=sys.stderr)
     while True:
         try:
@@ -156,7 +198,15 @@ def cmd_chat(args) -> int:
         if q == "/new":
             session.reset()
             continue
-        print_answer(session.ask(q, top_k=args.top_k), args.json)
+        if args.json:
+            print_answer(session.ask(q, top_k=args.top_k, **_filters(args)), True)
+        else:
+            standalone = session.rewrite(q)
+            if standalone != q:
+                print(f"（理解为：{standalone}）")
+            ans = print_streamed(system.answerer.stream(standalone, top_k=args.top_k, **_filters(args)))
+            ans.question, ans.rewritten_question = q, standalone
+            session.history.append(Turn(q, standalone, ans.text))
         print()
 
 
@@ -192,14 +242,25 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--date-from", help="only documents dated on or after (YYYY[-MM[-DD]])")
         sp.add_argument("--date-to", help="only documents dated on or before (YYYY[-MM[-DD]])")
 
+    def llm_args(sp):
+        # the choices of rag.llm.GENERATORS, spelled out: importing rag.llm here is slow
+        generators = ("extractive", "openai", "ollama", "llamacpp")
+        sp.add_argument("--llm", choices=generators, help="answer generator (default extractive)")
+        sp.add_argument("--llm-model", metavar="NAME", help="model name (openai, ollama)")
+        sp.add_argument("--llm-base-url", metavar="URL", help="server URL (openai, ollama)")
+        sp.add_argument("--llm-model-path", metavar="FILE", help="GGUF file (llamacpp)")
+        sp.add_argument("--llm-timeout", type=float, metavar="SECONDS", help="time limit per answer")
+
     ask = sub.add_parser("ask", parents=[common], help="answer one question, or a file of them")
     ask.add_argument("question", nargs="?")
     ask.add_argument("--batch", metavar="FILE", help="questions, one per line or JSONL")
     retrieval_args(ask)
+    llm_args(ask)
     ask.set_defaults(func=cmd_ask)
 
     chat = sub.add_parser("chat", parents=[common], help="interactive chat in the terminal")
     retrieval_args(chat)
+    llm_args(chat)
     chat.set_defaults(func=cmd_chat)
 
     info = sub.add_parser("info", parents=[common], help="describe the index")

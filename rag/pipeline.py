@@ -42,8 +42,8 @@ class RagSystem:
 
 def load_system(settings: Settings, embedder=None, index_dir: str | Path | None = None) -> RagSystem:
     """Open the index and build retriever and answerer; the embedder loads lazily."""
-    from rag.answer import ExtractiveAnswerer
     from rag.index import HybridIndex
+    from rag.llm import make_answerer
     from rag.retrieve import HybridRetriever
 
     if index_dir is not None:
@@ -58,5 +58,5 @@ def load_system(settings: Settings, embedder=None, index_dir: str | Path | None 
             f"but the settings ask for {embedder.model_id}; re-run `rag ingest` with the same model"
         )
     retriever = HybridRetriever(index, embedder, settings)
-    answerer = ExtractiveAnswerer(retriever, settings)
+    answerer = make_answerer(settings, retriever, embedder)
     return RagSystem(settings, index, embedder, retriever, answerer)
