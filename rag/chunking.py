@@ -45,7 +45,11 @@ def _append_stripped(text: str, start: int, end: int, out: list[Span]) -> None:
 
 
 def _split_long(text: str, span: Span, size: int) -> list[Span]:
-    """Break a sentence longer than `size` at commas, or hard at `size` without them."""
+    """Break a sentence longer than `size` at commas, or hard at `size` without them.
+
+    Parts are trimmed like sentences: a cut inside a long run of blanks would otherwise
+    make chunks of nothing but white space, which were embedded and indexed.
+    """
     parts: list[Span] = []
     start = span.start
     while span.end - start > size:
@@ -53,10 +57,9 @@ def _split_long(text: str, span: Span, size: int) -> list[Span]:
         cut = max((m.end() for m in _SOFT_BREAK.finditer(window)), default=0)
         if cut < size // 3:  # no usable comma: hard cut
             cut = size
-        parts.append(Span(start, start + cut))
+        _append_stripped(text, start, start + cut, parts)
         start += cut
-    if start < span.end:
-        parts.append(Span(start, span.end))
+    _append_stripped(text, start, span.end, parts)
     return parts
 
 

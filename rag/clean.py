@@ -165,8 +165,10 @@ _TEASER = re.compile(r"(\[|【)(详细|详情|全文|更多|阅读全文)(\]|】
 _SOURCE_DATE = re.compile(
     r"^\S.{0,24}?\s+\d{4}[-/.年]\d{1,2}[-/.月]\d{1,2}日?(\s+\d{1,2}:\d{2}(:\d{2})?)?$"
 )
-# A top-of-page menu: four or more short items separated by spaces or bars.
-_MENU = re.compile(r"^(\S{1,5}[\s|｜/]+){3,}\S{1,5}$")
+# A top-of-page menu: four or more short items separated by spaces or bars. An item
+# cannot contain a separator: with `\S{1,5}` items ("a//a//...") the match backtracked
+# exponentially, and one 60-character line took hours.
+_MENU = re.compile(r"^(?:[^\s|｜/]{1,5}[\s|｜/]+){3,}[^\s|｜/]{1,5}$")
 _PINYIN_NOTE = re.compile(r"\([a-zāáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜü]{1,7}\)")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 

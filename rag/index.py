@@ -88,7 +88,14 @@ class HybridIndex:
             table = json.loads((folder / "chunks.json").read_text(encoding="utf-8"))
             n = len(table["ids"])
             if not all(len(table[k]) == n for k in ("doc_ids", "starts", "ends", "texts")):
-                raise IndexStoreError(f"{folder}/chunks.json: columns differ in length")
+                raise IndexStoreError(
+                    f"{folder}/chunks.json: columns differ in length; rebuild it with "
+                    "`rag ingest PATH --rebuild`"
+                )
+            if not (folder / "texts.jsonl").is_file():
+                raise IndexStoreError(
+                    f"{folder}/texts.jsonl is missing; rebuild it with `rag ingest PATH --rebuild`"
+                )
             bm25 = BM25Index.load(folder, settings.bm25_k1, settings.bm25_b)
             vectors = FaissStore.load(
                 folder,
@@ -167,9 +174,19 @@ class HybridIndex:
         d = self.docs.get(doc_id)
         if d is None:
             raise KeyError(doc_id)
-        with open(self.folder / "texts.jsonl", "rb") as f:
-            f.seek(d["text_offset"])
-            return json.loads(f.readline())["text"]
+        path = self.folder / "texts.jsonl"
+        try:
+            with open(path, "rb") as f:
+                f.seek(d["text_offset"])
+                record = json.loads(f.readline())
+            if record["doc_id"] != doc_id or not isinstance(record["text"], str):
+                raise ValueError(f"the record at offset {d['text_offset']} is not {doc_id!r}")
+            return record["text"]
+        except (OSError, ValueError, KeyError, TypeError) as e:  # damaged or tampered with
+            raise IndexStoreError(
+                f"{path}: cannot read the text of {doc_id!r} ({type(e).__name__}: {e}); "
+                "rebuild it with `rag ingest PATH --rebuild`"
+            ) from None
 
 
 def current_version(index_dir: Path) -> Path | None:

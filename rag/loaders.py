@@ -50,6 +50,11 @@ SIDECAR_SUFFIX = ".meta.json"
 MAX_TITLE_CHARS = 60
 # A DOCX may expand to this much (or 2x max_bytes, if larger) before we refuse it.
 DOCX_EXPAND_LIMIT = 200 * 2**20
+# Page content streams of a PDF may expand to this much (or PDF_EXPAND_RATIO times the
+# file's size, if larger) in all. pypdf parses them at a few MB/s, and a 20 KB file can
+# point every page at one 70 MB stream of blanks: minutes of CPU per page.
+PDF_EXPAND_LIMIT = 32 * 2**20
+PDF_EXPAND_RATIO = 20
 _UNDECODABLE = "cannot decode as UTF-8/UTF-16/GB18030/Big5"
 
 
@@ -125,6 +130,8 @@ def discover(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
         elif p.is_file():
             if not p.name.lower().endswith(SIDECAR_SUFFIX):
                 add(p, p.parent)
+        elif p.exists():  # a FIFO, a device: load_file refuses it, the batch goes on
+            add(p, p.parent)
         else:
             raise LoadError(str(p), "no such file or folder")
     return out
@@ -403,8 +410,23 @@ def _read_sidecar(path: Path) -> dict:
 # --------------------------------------------------------------------------- formats
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
-_FM_LINE = re.compile(r"^([A-Za-z_][\w\-]*)[ \t]*:[ \t]*(.*?)[ \t]*$")
-_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+# Values and headings are trimmed in Python, not by the pattern: `(.*?)[ \t]*$` and
+# `(.+?)(?:[ \t]+#+)?[ \t]*$` backtrack quadratically over a long run of blanks, so a
+# 64 KB first line took minutes.
+_FM_LINE = re.compile(r"^([A-Za-z_][\w\-]*)[ \t]*:(.*)$")
+_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(\S.*)$")
+
+
+def _heading_title(line: str) -> str | None:
+    """The text of an ATX heading line ("## Title ##" -> "Title"), or None."""
+    m = _MD_HEADING.match(line)
+    if not m:
+        return None
+    title = m.group(1).rstrip(" \t")
+    bare = title.rstrip("#")
+    if bare != title and bare[-1:] in (" ", "\t"):  # a closing run of #s
+        title = bare.rstrip(" \t")
+    return title
 
 
 def _markdown(text: str) -> tuple[str, dict]:
@@ -416,15 +438,15 @@ def _markdown(text: str) -> tuple[str, dict]:
             kv = _FM_LINE.match(line)
             if not kv:
                 continue  # nested YAML, lists, comments: out of scope
-            key, value = kv.group(1).lower(), kv.group(2)
+            key, value = kv.group(1).lower(), kv.group(2).strip(" \t")
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
             if value:
                 meta[key] = value
         text = text[m.end() :].lstrip("\n")
-    heading = _MD_HEADING.match(_first_line(text))
+    heading = _heading_title(_first_line(text))
     if heading and not meta.get("title"):
-        meta["title"] = heading.group(1)
+        meta["title"] = heading
     return text, meta
 
 
@@ -467,7 +489,9 @@ def _html_soup(text: str) -> tuple[str, dict]:
     from bs4 import BeautifulSoup, NavigableString, Tag
     from bs4.element import PreformattedString
 
-    soup = BeautifulSoup(text, "html.parser")
+    # lxml (always installed: python-docx needs it), not "html.parser": on Python before
+    # 3.11.13 the latter is quadratic on unclosed constructs ("<!--" * 16000: 6 s).
+    soup = BeautifulSoup(text, "lxml")
     meta: dict[str, Any] = {}
     for tag in soup.find_all("meta"):
         key = str(tag.get("name") or tag.get("property") or tag.get("itemprop") or "").lower()
@@ -546,6 +570,19 @@ def _pdf_date(value: object) -> str | None:
     return "-".join(g for g in m.groups() if g)
 
 
+def _content_size(page: Any) -> int:
+    """Decoded bytes of a page's content streams (what extract_text parses)."""
+    obj = page.get("/Contents")
+    obj = obj.get_object() if obj is not None else None
+    parts = obj if isinstance(obj, list) else [obj]
+    size = 0
+    for part in parts:
+        stream = part.get_object() if part is not None else None
+        if hasattr(stream, "get_data"):
+            size += len(stream.get_data())
+    return size
+
+
 def _pdf(data: bytes) -> tuple[str, dict]:
     """Page texts joined by a blank line; meta has title/author/date and page starts."""
     import pypdf
@@ -563,7 +600,15 @@ def _pdf(data: bytes) -> tuple[str, dict]:
                 raise _Unreadable(f"cannot read PDF: encrypted ({_short(e)})") from None
             if not ok:
                 raise _Unreadable("cannot read PDF: encrypted (needs a password)")
-        pages = [_norm_newlines(page.extract_text() or "").strip() for page in reader.pages]
+        limit = max(PDF_EXPAND_LIMIT, PDF_EXPAND_RATIO * len(data))
+        pages, expanded = [], 0
+        for page in reader.pages:
+            expanded += _content_size(page)
+            if expanded > limit:
+                raise _Unreadable(
+                    f"PDF page content expands to over {_fmt_mb(limit)} MB (PDF bomb?)"
+                )
+            pages.append(_norm_newlines(page.extract_text() or "").strip())
         info = reader.metadata or {}
     except _Unreadable:
         raise
@@ -596,7 +641,7 @@ def _docx(data: bytes, max_bytes: int) -> tuple[str, dict]:
         else:
             reason = "not a ZIP archive (damaged, truncated, or not a .docx)"
         raise _Unreadable(f"cannot read DOCX: {reason}") from None
-    # Declared sizes are safe to trust: zipfile never inflates a member past them.
+    # Declared sizes bound what we read: `_bounded_copy` never inflates past them.
     expanded = sum(i.file_size for i in zf.infolist())
     limit = max(DOCX_EXPAND_LIMIT, 2 * max_bytes)
     if expanded > limit:
@@ -607,7 +652,7 @@ def _docx(data: bytes, max_bytes: int) -> tuple[str, dict]:
     import docx
 
     try:
-        document = docx.Document(io.BytesIO(data))
+        document = docx.Document(io.BytesIO(_bounded_copy(zf)))
         lines = list(_docx_lines(document))
         props = document.core_properties
         raw = {"title": props.title, "author": props.author, "date": props.created}
@@ -623,6 +668,25 @@ def _docx(data: bytes, max_bytes: int) -> tuple[str, dict]:
         if value and value.lower() not in _PLACEHOLDERS:
             meta[key] = value
     return "\n".join(lines), meta
+
+
+def _bounded_copy(zf: zipfile.ZipFile) -> bytes:
+    """The archive rebuilt, uncompressed, from members read 1 MB at a time.
+
+    python-docx reads each member in one call, and zipfile then inflates all of the
+    member's data before cutting it to the declared size: a 1.4 MB file that claims
+    4 KB for a member holding 300 MB took 600 MB of memory. Read in steps, a member
+    never yields more than its declared size (a lie then fails its CRC check).
+    """
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as dst:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            with zf.open(info) as src, dst.open(info.filename, "w", force_zip64=True) as w:
+                while block := src.read(2**20):
+                    w.write(block)
+    return out.getvalue()
 
 
 def _docx_lines(document: Any) -> Iterator[str]:
