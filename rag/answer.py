@@ -11,10 +11,10 @@ import functools
 import json
 import math
 import re
-from pathlib import Path
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from rag.bm25 import tokenize
 from rag.chunking import split_sentences

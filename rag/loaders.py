@@ -15,13 +15,13 @@ Chinese text).
 from __future__ import annotations
 
 import codecs
+import fnmatch
 import functools
 import hashlib
 import html
 import io
 import json
 import logging
-import fnmatch
 import os
 import re
 import zipfile
