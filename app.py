@@ -1,7 +1,10 @@
 """Chat with the documents in a browser: `python app.py [--host H] [--port P] [--index DIR]`.
 
 Serves the Gradio app on 127.0.0.1:7860 by default, over the index in --index (built
-from --corpus first when there is none). The app itself lives in `rag.ui`.
+from --corpus first when there is none). Another --host needs --auth, and the app says at
+start where it listens and that a login is required. Uploads, feedback and Gradio's copies
+of uploaded files (unless $GRADIO_TEMP_DIR is set) stay in the data folder beside the
+index. The app itself lives in `rag.ui`.
 """
 
 from __future__ import annotations

@@ -559,3 +559,60 @@ def index_info(index_dir: str | Path) -> dict[str, Any]:
         "n_docs": m["n_docs"],
         "n_chunks": m["n_chunks"],
     }
+
+
+def remove_documents(
+    doc_ids: Iterable[str], settings: Settings, log: Callable[[str], None] | None = None
+) -> IngestReport:
+    """Write a new index version without `doc_ids`; return an IngestReport of what happened.
+
+    The files are left alone (a corpus document can be removed without deleting it).
+    Nothing is re-embedded: the kept rows' vectors are copied. Like `ingest`, it holds the
+    index lock and swaps the new version in atomically. Refuses to remove every document,
+    since an empty index cannot answer anything.
+    """
+    from rag.errors import ConfigError
+
+    doc_ids = list(doc_ids)
+    t0 = time.perf_counter()
+    index_dir = settings.index_path
+    report = IngestReport(index_dir=str(index_dir))
+    with index_lock(index_dir, log=log or (lambda m: print(m, file=sys.stderr))):
+        old = HybridIndex.open(index_dir, settings)
+        drop = {d for d in doc_ids if d in old.docs}
+        for d in doc_ids:
+            if d not in old.docs:
+                report.results.append(FileResult(d, "failed", d, "no such document in the index"))
+        if not drop:
+            report.total_chunks, report.total_docs = len(old), len(old.docs)
+            return report
+        if drop == set(old.docs):
+            raise ConfigError("cannot remove every document: the index needs at least one")
+        keep = np.asarray([i for i, d in enumerate(old.doc_ids) if d not in drop], np.int64)
+        table = {
+            k: [getattr(old, k)[i] for i in keep]
+            for k in ("ids", "doc_ids", "starts", "ends", "texts")
+        }
+        store = FaissStore(
+            dim=old.manifest["embedding"]["dim"],
+            ann_min=settings.ann_min_chunks,
+            hnsw_m=settings.hnsw_m,
+            ef_search=settings.hnsw_ef_search,
+        )
+        store.add_vectors(old.vectors.vectors(keep), table["ids"], table["doc_ids"])
+        # copies: _write_version records new text offsets in these dicts
+        docs = {k: dict(v) for k, v in old.docs.items() if k not in drop}
+        manifest = {
+            **{k: v for k, v in old.manifest.items() if k != "docs"},
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "vector_index": "hnsw" if store.is_approximate else "flat",
+            "n_chunks": len(table["ids"]),
+            "n_docs": len(docs),
+            "docs": docs,
+        }
+        _write_version(index_dir, old, manifest, table, old.bm25.select(keep), store, {}, None)
+        for d in sorted(drop):
+            report.results.append(FileResult(old.docs[d]["source"], "removed", d))
+        report.total_chunks, report.total_docs = len(table["ids"]), len(docs)
+    report.seconds = time.perf_counter() - t0
+    return report

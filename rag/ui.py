@@ -21,7 +21,6 @@ import re
 import shutil
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -92,9 +91,33 @@ def check_bind(host: str, auth: tuple[str, str] | None) -> None:
         )
 
 
+def listen_message(host: str, port: int, auth: tuple[str, str] | None) -> str:
+    """The startup line that says where the app listens and whether a login is needed.
+
+    Names the user, never the password.
+    """
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    scope = " (this machine only)" if host in LOCAL_HOSTS else ""
+    login = f"login required (user {auth[0]})" if auth else "no login"
+    return f"Listening on {where}{scope}; {login}"
+
+
 def data_dir(settings: Settings) -> Path:
     """The folder beside the index that holds uploads and feedback."""
     return settings.index_path.resolve().parent
+
+
+def use_upload_temp_dir(settings: Settings, environ: dict[str, str] | None = None) -> Path:
+    """Point Gradio's upload folder into the data folder, unless $GRADIO_TEMP_DIR is set.
+
+    Gradio writes every uploaded file there before we store it, and otherwise uses the
+    system temp folder: this keeps uploaded content inside the data folder. Gradio reads
+    the variable when it is imported, so this must run first. Returns the folder.
+    """
+    env = os.environ if environ is None else environ
+    if not env.get("GRADIO_TEMP_DIR"):
+        env["GRADIO_TEMP_DIR"] = str(data_dir(settings) / "gradio-tmp")
+    return Path(env["GRADIO_TEMP_DIR"])
 
 
 def ensure_index(
@@ -219,14 +242,46 @@ def render_citation_card(c, turn: int, n_chars: int | None = None, plain: int = 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
-def _link_markers(escaped: str, turn: int, numbers: set[int]) -> str:
-    def sub(m: re.Match) -> str:
-        n = int(m.group(1))
-        if n not in numbers:
-            return m.group(0)
-        return f'<sup class="rag-marker {_cite_class(turn, n)}">[{n}]</sup>'
+def marker_spans(answer) -> list[tuple[int, int, int]]:
+    """(start, end, n) of each citation marker the answerer put into `answer.text`.
 
-    return _MARKER.sub(sub, escaped)
+    Only these become clickable: any other `[n]` in the text (a document that says
+    "据[1]记载", quoted) is document text and stays plain. An extractive answer is its
+    sentences, each followed by `[citation]`, so the markers are read off `answer.sentences`.
+    An LLM answer's markers live only in its text, where `LLMAnswerer.check` has rewritten
+    every marker it accepted as `[n]`, n a citation of the answer, and dropped the rest:
+    those are the validated ones.
+    """
+    text, numbers = answer.text, {c.n for c in answer.citations}
+    if answer.refused or not numbers:
+        return []
+    if answer.generator != "extractive":
+        return [
+            (m.start(), m.end(), int(m.group(1)))
+            for m in _MARKER.finditer(text)
+            if int(m.group(1)) in numbers
+        ]
+    spans, pos = [], 0
+    for s in answer.sentences:
+        marker = f"[{s.citation}]"
+        at = pos + len(s.text)
+        if not (text.startswith(s.text, pos) and text.startswith(marker, at)):
+            break  # not the shape extractive answers have: link nothing past this point
+        if s.citation in numbers:
+            spans.append((at, at + len(marker), s.citation))
+        pos = at + len(marker)
+    return spans
+
+
+def _linked_text(answer, turn: int) -> str:
+    """The answer text, escaped, with its citation markers as clickable <sup> elements."""
+    text, out, pos = answer.text, [], 0
+    for start, end, n in marker_spans(answer):
+        out.append(esc(text[pos:start]))
+        out.append(f'<sup class="rag-marker {_cite_class(turn, n)}">[{n}]</sup>')
+        pos = end
+    out.append(esc(text[pos:]))
+    return "".join(out)
 
 
 def _rewritten_html(question: str, rewritten: str | None) -> str:
@@ -257,10 +312,7 @@ def render_answer(answer, turn: int, n_chars: dict[str, int] | None = None) -> s
     else:
         if answer.notice:
             parts.append(f'<div class="rag-notice">{esc(answer.notice)}</div>')
-        numbers = {c.n for c in answer.citations}
-        parts.append(
-            f'<div class="rag-text">{_link_markers(esc(answer.text), turn, numbers)}</div>'
-        )
+        parts.append(f'<div class="rag-text">{_linked_text(answer, turn)}</div>')
         if answer.citations:
             parts.append('<div class="rag-cites-label">引用来源</div><div class="rag-cites">')
     for c in answer.citations:
@@ -274,7 +326,11 @@ def render_answer(answer, turn: int, n_chars: dict[str, int] | None = None) -> s
 
 
 def render_partial(text: str, question: str, rewritten: str | None) -> str:
-    """An answer still streaming in: the text so far and a cursor."""
+    """An answer still streaming in: the text so far and a cursor.
+
+    The text is escaped and nothing in it is linked: which `[n]` are citations is known
+    only from the finished Answer, which replaces this.
+    """
     return (
         f'<div class="rag-answer rag-streaming">{_rewritten_html(question, rewritten)}'
         f'<div class="rag-text">{esc(text)}<span class="rag-cursor">▍</span></div></div>'
@@ -425,64 +481,6 @@ def _discard_upload(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def remove_documents(
-    doc_ids: Sequence[str], settings: Settings, log: Callable[[str], None] | None = None
-):
-    """Write a new index version without `doc_ids`; return an IngestReport of what happened.
-
-    The files are left alone (a corpus document can be removed without deleting it).
-    Nothing is re-embedded: the kept rows' vectors are copied. Refuses to remove every
-    document, since an empty index cannot answer anything.
-    """
-    import numpy as np
-
-    from rag.index import FileResult, HybridIndex, IngestReport, _write_version, index_lock
-    from rag.store import FaissStore
-
-    t0 = time.perf_counter()
-    index_dir = settings.index_path
-    report = IngestReport(index_dir=str(index_dir))
-    with index_lock(index_dir, log=log or (lambda m: print(m, file=sys.stderr))):
-        old = HybridIndex.open(index_dir, settings)
-        drop = {d for d in doc_ids if d in old.docs}
-        for d in doc_ids:
-            if d not in old.docs:
-                report.results.append(FileResult(d, "failed", d, "no such document in the index"))
-        if not drop:
-            report.total_chunks, report.total_docs = len(old), len(old.docs)
-            return report
-        if drop == set(old.docs):
-            raise ConfigError("cannot remove every document: the index needs at least one")
-        keep = np.asarray([i for i, d in enumerate(old.doc_ids) if d not in drop], np.int64)
-        table = {
-            k: [getattr(old, k)[i] for i in keep]
-            for k in ("ids", "doc_ids", "starts", "ends", "texts")
-        }
-        store = FaissStore(
-            dim=old.manifest["embedding"]["dim"],
-            ann_min=settings.ann_min_chunks,
-            hnsw_m=settings.hnsw_m,
-            ef_search=settings.hnsw_ef_search,
-        )
-        store.add_vectors(old.vectors.vectors(keep), table["ids"], table["doc_ids"])
-        # copies: _write_version records new text offsets in these dicts
-        docs = {k: dict(v) for k, v in old.docs.items() if k not in drop}
-        manifest = {
-            **{k: v for k, v in old.manifest.items() if k != "docs"},
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "vector_index": "hnsw" if store.is_approximate else "flat",
-            "n_chunks": len(table["ids"]),
-            "n_docs": len(docs),
-            "docs": docs,
-        }
-        _write_version(index_dir, old, manifest, table, old.bm25.select(keep), store, {}, None)
-        for d in sorted(drop):
-            report.results.append(FileResult(old.docs[d]["source"], "removed", d))
-        report.total_chunks, report.total_docs = len(table["ids"]), len(docs)
-    report.seconds = time.perf_counter() - t0
-    return report
-
-
 # =========================================================================== shared state
 class DocRow(NamedTuple):
     title: str
@@ -608,6 +606,8 @@ class Library:
 
     def remove(self, doc_ids: Sequence[str]) -> list[UploadResult]:
         """Remove documents from the index; an uploaded file no document uses is deleted too."""
+        from rag.index import remove_documents
+
         with self._write_lock:
             before = dict(self.index.docs)
             report = remove_documents(doc_ids, self.settings)
@@ -1274,6 +1274,7 @@ def run(opts: AppOptions) -> int:
     auth = parse_auth(opts.auth if opts.auth is not None else os.environ.get("RAG_AUTH"))
     check_bind(opts.host, auth)
     settings = Settings.load(opts.config, index_dir=opts.index_dir)
+    upload_tmp = use_upload_temp_dir(settings)
 
     from rag.pipeline import load_system, make_embedder
 
@@ -1303,10 +1304,12 @@ def run(opts: AppOptions) -> int:
         ]
     )
     print(
-        f"Feedback goes to {feedback}; uploads to {library.uploads_dir}",
+        f"Feedback goes to {feedback}; uploads to {library.uploads_dir} "
+        f"(upload temp files in {upload_tmp})",
         file=sys.stderr,
         flush=True,
     )
+    print(listen_message(opts.host, opts.port, auth), file=sys.stderr, flush=True)
     demo.launch(
         server_name=opts.host,
         server_port=opts.port,

@@ -1,8 +1,18 @@
-"""Shared fixtures: one real embedding model and one index of corpus/ per test session."""
+"""Shared fixtures: one real embedding model and one index of corpus/ per test session;
+and `running_app`, which serves `python app.py` in a subprocess for the app-level tests."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,6 +20,7 @@ import pytest
 from rag.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+APP_STARTUP_S = 420  # model load (+ embedding a small corpus) on a busy 2-core machine
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +49,89 @@ def corpus_system(corpus_settings, embedder):
     from rag.pipeline import load_system
 
     return load_system(corpus_settings, embedder=embedder)
+
+
+# --------------------------------------------------------------------------- the app, served
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    url: str  # http://127.0.0.1:PORT/
+    port: int
+    proc: subprocess.Popen
+    log: Path  # the app's stdout and stderr
+
+
+@contextlib.contextmanager
+def running_app(
+    args: Sequence[str],
+    log: Path,
+    env: Mapping[str, str | None] | None = None,
+    startup_s: float = APP_STARTUP_S,
+) -> Iterator[RunningApp]:
+    """Serve `python app.py ARGS --port P` until the block ends; yield it once its page answers.
+
+    `env` changes the inherited environment (a None value removes a variable). Output goes
+    to `log`, whose tail is shown when the app exits early or is not up in `startup_s`.
+    """
+    port = free_port()
+    full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
+    cmd = [sys.executable, str(REPO / "app.py"), *args, "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=full_env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"app.py exited with {proc.returncode}:\n"
+                    f"{log.read_text(errors='replace')[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:  # not up yet (URLError is an OSError)
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"app.py did not answer within {startup_s:.0f} s:\n"
+                    f"{log.read_text(errors='replace')[-3000:]}"
+                )
+            time.sleep(1)
+        yield RunningApp(url, port, proc, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as the kernel writes them) of sockets listening on `port`,
+    from /proc/net/tcp{,6}: "0100007F" is 127.0.0.1, "00000000" is 0.0.0.0."""
+    found = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            addr, p = fields[1].split(":")
+            if fields[3] == "0A" and int(p, 16) == port:  # 0A: LISTEN
+                found.add(addr)
+    return found

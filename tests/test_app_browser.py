@@ -13,15 +13,12 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import running_app
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -47,7 +44,6 @@ UPLOADED = (
     "治理工程总投资3.2亿元，由市生态环境局牵头实施。\n"
     "附注：<script>window.__xss = 1</script> 与 ${window.__xss2 = 1} 应原样显示。\n"
 )
-STARTUP_S = 420  # model load + embedding ~19 chunks on a busy 2-core machine
 ANSWER_MS = 90_000
 
 pytestmark = [
@@ -57,12 +53,6 @@ pytestmark = [
 
 
 # --------------------------------------------------------------------------- fixtures
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, url: str, root: Path, proc: subprocess.Popen, log: Path):
         self.url, self.root, self.proc, self.log = url, root, proc, log
@@ -80,43 +70,13 @@ def server(tmp_path_factory):
     for d in DOCS:
         for suffix in (".txt", ".meta.json"):
             shutil.copy(REPO / "corpus" / f"{d}{suffix}", corpus)
-    port = _free_port()
-    log = root / "app.log"
-    cmd = [
-        sys.executable, str(REPO / "app.py"),
+    args = [
         "--index", str(root / "data" / "index"),
         "--corpus", str(corpus),
-        "--port", str(port),
         "--feedback", str(root / "feedback.jsonl"),
     ]  # fmt: skip
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(
-                f"app.py exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(
-                f"app.py did not answer within {STARTUP_S} s:\n{log.read_text(errors='replace')[-3000:]}"
-            )
-        time.sleep(1)
-    yield Server(url, root, proc, log)
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_app(args, root / "app.log") as app:
+        yield Server(app.url, root, app.proc, app.log)
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import listening_addresses, running_app
 
 from rag.chat import carry_over
 
@@ -37,7 +33,6 @@ gradio_client = pytest.importorskip("gradio_client")
 REPO = Path(__file__).resolve().parent.parent
 N_SESSIONS = 20
 FOLLOW_UP = "那还有呢？"
-STARTUP_S = 420
 LOAD_BOUND_S = 300  # the whole load, on a busy 2-core machine; ~60 s when quiet
 P95_BOUND_S = 60.0
 UPLOAD_NAME = "青岚湖治理报告.txt"
@@ -48,12 +43,6 @@ UPLOAD_TEXT = "青岚湖治理工作报告\n青岚湖水质监测站于2021年�
 UPLOAD_Q = "青岚湖水质监测站共设有多少个监测点位？"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def plain(fragment: str) -> str:
@@ -85,60 +74,8 @@ def qa_pool(corpus_system) -> list[tuple[str, list[str]]]:
 def app(corpus_settings, tmp_path_factory):
     root = tmp_path_factory.mktemp("concurrent")
     shutil.copytree(corpus_settings.index_path, root / "data" / "index")
-    port = _free_port()
-    log = root / "app.log"
-    cmd = [
-        sys.executable,
-        str(REPO / "app.py"),
-        "--index",
-        str(root / "data" / "index"),
-        "--port",
-        str(port),
-    ]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(
-                f"app.py exited {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(
-                f"app.py not up in {STARTUP_S} s:\n{log.read_text(errors='replace')[-3000:]}"
-            )
-        time.sleep(1)
-    yield {"url": url, "port": port, "root": root, "log": log, "proc": proc}
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses of sockets listening on `port`, from /proc/net/tcp{,6}."""
-    found = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            addr, p = local.split(":")
-            if state == "0A" and int(p, 16) == port:  # 0A: LISTEN
-                found.add(addr)
-    return found
+    with running_app(["--index", str(root / "data" / "index")], root / "app.log") as served:
+        yield {"url": served.url, "port": served.port, "root": root, "log": served.log}
 
 
 def test_app_listens_on_localhost_by_default(app):

@@ -8,13 +8,9 @@ inside the text; an HTML page with a script, an iframe and entity-encoded markup
 made of markup.
 
 Checked: extractive answers quote such text as data -- same shape as any answer, markup
-escaped wherever it is shown; with an LLM (the scripted local server, then the real GGUF)
+escaped wherever it is shown, a document's own `[1]` text and never a citation link; with an LLM (the scripted local server, then the real GGUF)
 the planted instruction does not change the answer's format or its citations -- obeying
 output falls back or is flagged -- and the prompt keeps documents inside their block.
-
-A test marked xfail(strict=True) documents a defect whose fix belongs to a file owned
-elsewhere (rag/ui.py); its reason says what to change. Once fixed it passes, and strict
-xfail turns that into a failure that asks for the mark's removal.
 """
 
 from __future__ import annotations
@@ -186,17 +182,12 @@ def test_html_loader_drops_scripts_and_frames(system):
     assert esc(system.index.docs["titled"]["title"]).startswith("&lt;img")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rag/ui.py links every [n] in the answer text, so a '[1]' quoted from a document "
-    "becomes a clickable citation marker; render markers from answer.sentences (or only the "
-    "markers the answerer appended), not by regex over the text",
-)
 def test_fake_citation_in_a_document_is_not_a_citation_marker(system):
     ans = system.ask("湖区治理工程总投资多少？")
     assert "据[1][2]记载" in ans.text  # the document's own text, quoted
     html = render_answer(ans, 0, {})
     assert html.count('class="rag-marker') == len(ans.sentences)
+    assert "据[1][2]记载" in assert_inert(html)  # shown as text, not as markers
 
 
 # --------------------------------------------------------------------------- LLM, scripted
@@ -265,9 +256,12 @@ def test_llm_obeying_a_planted_instruction_changes_neither_format_nor_citations(
             from rag.llm import UNCITED_MARK
 
             assert UNCITED_MARK in ans.text and "没有引用" in ans.notice
-    shown = assert_inert(render_answer(ans, 0, {}))
+    html = render_answer(ans, 0, {})
+    shown = assert_inert(html)
     if "<script>" in ans.text:
         assert "<script>alert(1)</script>" in shown
+    if ans.generator != "extractive":  # each marker the answerer kept is a link
+        assert html.count('class="rag-marker') == len(re.findall(r"\[\d+\]", ans.text)) >= 1
 
 
 def test_llm_claim_built_from_a_planted_instruction_is_flagged(system, server):

@@ -1,8 +1,9 @@
 """Upload and serving safety.
 
 - Uploads: only the loader's types and sizes up to `max_file_mb` are accepted; a file is
-  stored under a generated name inside the data folder, whatever name the user gave; a
-  client that names a file on the server instead of uploading one is refused.
+  stored under a generated name inside the data folder, whatever name the user gave, and
+  Gradio's own copy of it lands in the data folder too; a client that names a file on the
+  server instead of uploading one is refused.
 - Listening: beyond localhost the app refuses to start without a login, and with one it
   serves nothing to a client that has not logged in. (That it listens on 127.0.0.1 by
   default is checked in test_concurrency.py, on the app that test starts.)
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port, listening_addresses, running_app
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,16 +49,9 @@ REPO = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-DO-NOT-SHOW-9f8e7d6c5b4a"
 USER, PASSWORD = "tester", "pw-Upload-123"
 MAX_FILE_MB = 0.05  # 52 KB: small enough to cross with a test file
-STARTUP_S = 420
 GENERATED = re.compile(r"[0-9a-f]{16}__[\w.\-]+(\.meta\.json|\.[a-z]+)")
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- uploads, unit
@@ -145,57 +140,27 @@ def wide_app(corpus_settings, fake_llm, tmp_path_factory):
         f'llm_base_url = "{fake_llm.base_url}"\nllm_timeout_s = 5.0\nllm_retries = 0\n',
         encoding="utf-8",
     )
-    port = _free_port()
-    log = root / "app.log"
     env = {
-        **os.environ,
         "RAG_LLM_API_KEY": SECRET,
-        "GRADIO_TEMP_DIR": str(root / "gradio-cache"),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "PYTHONUNBUFFERED": "1",
+        "RAG_AUTH": None,  # the login is the one given on the command line
+        "GRADIO_TEMP_DIR": None,  # the app's default: inside the data folder
     }
-    env.pop("RAG_AUTH", None)
-    cmd = [
-        sys.executable,
-        str(REPO / "app.py"),
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(port),
-        "--index",
-        str(data / "index"),
-        "--config",
-        str(config),
-        "--auth",
-        f"{USER}:{PASSWORD}",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(
-                f"app.py exited {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
-            )
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(
-                f"app.py not up in {STARTUP_S} s:\n{log.read_text(errors='replace')[-3000:]}"
-            )
-        time.sleep(1)
-    before = {p for p in root.rglob("*")}
-    yield {"url": url, "port": port, "root": root, "data": data, "log": log, "before": before}
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    args = [
+        "--host", "0.0.0.0",
+        "--index", str(data / "index"),
+        "--config", str(config),
+        "--auth", f"{USER}:{PASSWORD}",
+    ]  # fmt: skip
+    with running_app(args, root / "app.log", env) as app:
+        before = {p for p in root.rglob("*")}
+        yield {
+            "url": app.url,
+            "port": app.port,
+            "root": root,
+            "data": data,
+            "log": app.log,
+            "before": before,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +171,7 @@ def client(wide_app):
 def test_wide_listening_without_a_login_is_refused(tmp_path):
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("RAG_AUTH", None)
-    port = _free_port()
+    port = free_port()
     t0 = time.monotonic()
     proc = subprocess.run(
         [
@@ -242,22 +207,6 @@ def test_wide_listening_without_a_login_is_refused(tmp_path):
     assert bad.returncode == 2 and "USER:PASSWORD" in bad.stderr
 
 
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses of sockets listening on `port`, from /proc/net/tcp{,6}."""
-    found = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            addr, p = fields[1].split(":")
-            if fields[3] == "0A" and int(p, 16) == port:  # 0A: LISTEN
-                found.add(addr)
-    return found
-
-
 def test_wide_listening_requires_a_login(wide_app):
     if Path("/proc/net/tcp").exists():
         assert listening_addresses(wide_app["port"]) & {
@@ -276,14 +225,11 @@ def test_wide_listening_requires_a_login(wide_app):
         gradio_client.Client(url, auth=(USER, "wrong"), verbose=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rag/ui.py run() does not say that a login is required when it listens beyond "
-    "localhost; print e.g. 'listening on 0.0.0.0:PORT; login required (user tester)' at start",
-)
 def test_wide_listening_says_a_login_is_required(wide_app):
     log = wide_app["log"].read_text(encoding="utf-8", errors="replace")
-    assert re.search(r"login|登录|auth", log, re.I), log[-2000:]
+    line = f"Listening on 0.0.0.0:{wide_app['port']}; login required (user {USER})"
+    assert line in log.splitlines(), log[-2000:]
+    assert PASSWORD not in log
 
 
 def _session(url: str) -> httpx.Client:
@@ -342,10 +288,16 @@ def test_uploads_are_checked_and_stored_under_generated_names(wide_app, client, 
     stored = sorted(p.name for p in (data / "uploads").iterdir())
     assert len(stored) == 2 * len(names), stored  # each document and its sidecar
     assert all(GENERATED.fullmatch(n) for n in stored), stored
-    # nothing was written anywhere but the uploads, the index and Gradio's upload cache
+    # nothing was written anywhere but the uploads, the index and Gradio's upload folder,
+    # which is inside the data folder too (GRADIO_TEMP_DIR was not set)
     new = {p for p in root.rglob("*") if p.is_file()} - wide_app["before"] - {secret}
-    places = (data / "uploads", data / "index", root / "gradio-cache")
+    places = (data / "uploads", data / "index", data / "gradio-tmp")
     assert not [p for p in new if not any(d in p.parents for d in places)], new
+    temp = {p.name for p in new if (data / "gradio-tmp") in p.parents}
+    assert "report one.txt" in temp, sorted(temp)
+    assert f"upload temp files in {data / 'gradio-tmp'}" in wide_app["log"].read_text(
+        encoding="utf-8", errors="replace"
+    )
     idx = HybridIndex.open(data / "index")
     uploaded = [d for d in idx.docs.values() if (data / "uploads") in Path(d["source"]).parents]
     assert len(uploaded) == len(names)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import Answer, Citation
+from rag.answer import Answer, AnswerSentence, Citation
+from rag.chat import carry_over, is_follow_up, subject_phrase
 from rag.config import Settings
 from rag.errors import ConfigError, LoadError
 from rag.feedback import Feedback, append_feedback, feedback_from_answer, read_feedback
@@ -21,14 +22,18 @@ from rag.ui import (
     check_bind,
     ensure_index,
     example_questions,
+    listen_message,
     mark_spans,
+    marker_spans,
     parse_auth,
     render_answer,
     render_document,
+    render_partial,
     render_results,
     sanitize_filename,
     snippet,
     store_upload,
+    use_upload_temp_dir,
 )
 
 LAKE = (
@@ -82,7 +87,12 @@ def _answer(
     c = Citation(
         1, "c1", "doc1", "标题<b>", "doc1.txt", "2023-01-02", 10, 10 + len(passage), passage, quotes
     )
-    return Answer("问题", text, refused, [c], [], [], 0.9, rewritten_question="问题")
+    sentences = [] if refused else [AnswerSentence(text.removesuffix("[1]"), 1, 35, 38)]
+    return Answer("问题", text, refused, [c], sentences, [], 0.9, rewritten_question="问题")
+
+
+def _cited(n: int) -> Citation:
+    return Citation(n, f"c{n}", "doc1", "标题", "doc1.txt", None, 0, 10, "段落", ())
 
 
 # --------------------------------------------------------------------------- startup
@@ -95,6 +105,30 @@ def test_auth_is_required_beyond_localhost():
     check_bind("0.0.0.0", ("alice", "pw"))
     with pytest.raises(ConfigError, match="--auth"):
         check_bind("0.0.0.0", None)
+
+
+def test_startup_says_where_it_listens_and_who_logs_in():
+    wide = listen_message("0.0.0.0", 7861, ("alice", "s3cret"))
+    assert wide == "Listening on 0.0.0.0:7861; login required (user alice)"
+    assert "s3cret" not in wide
+    assert (
+        listen_message("::", 80, ("bob", "pw")) == "Listening on [::]:80; login required (user bob)"
+    )
+    assert listen_message("127.0.0.1", 7860, None) == (
+        "Listening on 127.0.0.1:7860 (this machine only); no login"
+    )
+
+
+def test_upload_temp_dir_is_in_the_data_folder_unless_set(tmp_path):
+    settings = Settings(index_dir=str(tmp_path / "data" / "index"))
+    env: dict[str, str] = {}
+    assert use_upload_temp_dir(settings, env) == tmp_path / "data" / "gradio-tmp"
+    assert env["GRADIO_TEMP_DIR"] == str(tmp_path / "data" / "gradio-tmp")
+    env = {"GRADIO_TEMP_DIR": "/srv/gradio"}  # the user's own choice stays
+    assert use_upload_temp_dir(settings, env) == Path("/srv/gradio")
+    assert env == {"GRADIO_TEMP_DIR": "/srv/gradio"}
+    env = {"GRADIO_TEMP_DIR": ""}  # empty is unset, as for Gradio
+    assert use_upload_temp_dir(settings, env) == tmp_path / "data" / "gradio-tmp"
 
 
 # --------------------------------------------------------------------------- rendering
@@ -119,6 +153,65 @@ def test_render_answer_escapes_documents_and_links_markers():
     assert '<mark class="rag-quote">关键句</mark>' in html  # quote offsets are document offsets
     assert "2023-01-02 · 第 11–" in html and "约在全文 2% 处" in html
     assert "\n\n" not in html  # a blank line would end the HTML block in the chat's Markdown
+
+
+def test_only_the_answerers_markers_are_links():
+    """A "[1]" quoted from a document is text; the marker after each sentence is a link."""
+    quoted = "据[1][2]记载，总投资3.2亿元。"
+    ans = Answer(
+        "问题",
+        f"{quoted}[2]监测点位17个。[1]",
+        False,
+        [_cited(1), _cited(2)],
+        [AnswerSentence(quoted, 2, 0, 9), AnswerSentence("监测点位17个。", 1, 20, 28)],
+        [],
+        0.9,
+    )
+    assert marker_spans(ans) == [
+        (len(quoted), len(quoted) + 3, 2),
+        (len(ans.text) - 3, len(ans.text), 1),
+    ]
+    html = render_answer(ans, turn=0)
+    text = html.split('<div class="rag-text">')[1].split("</div>")[0]
+    assert text == (
+        '据[1][2]记载，总投资3.2亿元。<sup class="rag-marker rag-cite rag-at-0-2">[2]</sup>'
+        '监测点位17个。<sup class="rag-marker rag-cite rag-at-0-1">[1]</sup>'
+    )
+    # text that does not have the shape of its sentences gets no links past the mismatch
+    odd = Answer("问题", "别的文字[1]", False, [_cited(1)], ans.sentences[:1], [], 0.5)
+    assert marker_spans(odd) == [] and "rag-marker" not in render_answer(odd, 0)
+
+
+def test_llm_answers_link_the_validated_markers():
+    """An LLM answer keeps its markers in the text, renumbered by the answerer; a bracket
+    that is no citation of the answer ([7], full-width ones) stays text."""
+    text = "投资156亿元[1]〔未核实〕。据[7]与【来源】，共196个项目[2][1]。"
+    ans = Answer(
+        "问题",
+        text,
+        False,
+        [_cited(1), _cited(2)],
+        [
+            AnswerSentence("投资156亿元。", 1, 0, 9, False),
+            AnswerSentence("共196个项目。", 2, 9, 20),
+        ],
+        [],
+        0.6,
+        generator="openai:fake",
+    )
+    assert [n for _, _, n in marker_spans(ans)] == [1, 2, 1]
+    html = render_answer(ans, turn=4)
+    assert html.count('class="rag-marker') == 3 and "据[7]与【来源】" in html
+    assert '投资156亿元<sup class="rag-marker rag-cite rag-at-4-1">[1]</sup>〔未核实〕' in html
+
+
+def test_streaming_text_is_escaped_and_not_linked():
+    html = render_partial("据[1]记载<script>x</script>\n\n![a](javascript:1)", "问<b>", "改写<i>")
+    assert "<script" not in html and "&lt;script&gt;" in html and "\n" not in html
+    assert "据[1]记载" in html and "rag-marker" not in html and "rag-cite" not in html
+    assert "理解为：改写&lt;i&gt;" in html and html.endswith(
+        '<span class="rag-cursor">▍</span></div></div>'
+    )
 
 
 def test_render_refusal_looks_like_one():
@@ -312,6 +405,48 @@ def test_follow_up_is_rewritten_and_shown(library):
     assert second.rewritten_question != second.question and "青岚湖" in second.rewritten_question
     assert "理解为" in s.messages[3]["content"] and second.citations[0].doc_id == "lake"
     assert s.message_turn == {1: 0, 3: 1}
+
+
+PREVIOUS = "崂山区2023年重点推进多少个城市更新项目？"
+
+
+@pytest.mark.parametrize(
+    ("question", "subject"),
+    [
+        ("精致城市论坛在哪里举办？", "精致城市论坛"),
+        ("这次精致城市论坛在哪里举办？", "精致城市论坛"),
+        ("这个城市更新计划的总投资是多少？", "城市更新计划"),
+        ("那威海市民中心在哪里？", "威海市民中心"),
+    ],
+)
+def test_a_question_that_names_its_subject_is_not_rewritten(question, subject):
+    assert subject_phrase(question) == subject
+    assert not is_follow_up(question)
+    assert carry_over(question, PREVIOUS) == question
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "这个呢？",
+        "它在哪？",
+        "那投资多少？",
+        "这次论坛在哪里举办？",  # one word of its own: 论坛 of the turn before
+        "该项目投资多少？",
+        "那它的治理工程总投资是多少？",  # a pronoun is the subject, whatever else is named
+        "那威海呢？",  # elliptical: what about 威海 is in the turn before
+        "那还有呢？",
+    ],
+)
+def test_a_bare_follow_up_gets_the_previous_terms(question):
+    assert subject_phrase(question) is None and is_follow_up(question)
+    rewritten = carry_over(question, PREVIOUS)
+    assert rewritten.endswith("：" + question) and "崂山区" in rewritten and "城市更新" in rewritten
+
+
+def test_carry_over_needs_a_previous_turn():
+    assert carry_over("这个呢？", "") == "这个呢？"
+    assert carry_over("  精致城市论坛在哪里举办？ ", PREVIOUS) == "精致城市论坛在哪里举办？"
 
 
 def test_citation_opens_the_document_at_the_passage(library):
