@@ -5,15 +5,15 @@
 sparse column slice and sum, and the column-by-column scatter add proposed in
 bench/README.md), checking that both give the same scores.
 `python -m bench.parts --ingest CORPUS_DIR [N_ARTICLES]` times the ingestion stages on
-the first articles: normalising (as now, and a str.translate version that gives the
-same text), segmenting (jieba, and rjieba when importable), chunking, BM25 counting.
+the first articles: normalising (`normalize(...).text` and the faster `norm`, checked
+equal), segmenting (jieba, and rjieba when importable, token lists compared), chunking,
+BM25 counting.
 Both print JSON; times are CPU seconds (see `_t`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -43,26 +43,12 @@ def scatter_scores(weights, cols: list[int], n: int) -> np.ndarray:
     return scores
 
 
-_FOLD = {o: o - 0xFEE0 for o in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
-_FOLD |= {o: o + 32 for o in range(ord("A"), ord("Z") + 1)}  # ASCII lower case
-_FOLD |= {o + 0xFEE0: o + 32 for o in range(ord("A"), ord("Z") + 1)}  # full-width A-Z too
-_SPACES = re.compile(r"\s+")
-
-
-def norm_translate(text: str) -> str:
-    """`rag.textnorm.norm` without the offset map: one translate and one regex, no char loop."""
-    from rag.textnorm import _PINYIN_GLOSS, to_simplified
-
-    simp = to_simplified(text)
-    if "(" in simp or "（" in simp:
-        simp = _PINYIN_GLOSS.sub("", simp)
-    return _SPACES.sub(" ", simp.translate(_FOLD)).strip()
-
-
 def ingest_parts(corpus_dir: str, n: int) -> dict:
-    from rag.bm25 import BM25Index, tokenize
+    """CPU seconds of each ingestion stage on the first `n` articles, before and after the
+    optimisations (bench/results/optimisations.md), checking the outputs are the same."""
+    from rag.bm25 import BM25Index, get_segmenter, term_counts
     from rag.chunking import chunk_spans
-    from rag.textnorm import norm
+    from rag.textnorm import norm, normalize
 
     texts: list[str] = []
     for shard in sorted(Path(corpus_dir).glob("*.jsonl")):
@@ -75,27 +61,27 @@ def ingest_parts(corpus_dir: str, n: int) -> dict:
     spans, out["chunk_spans_s"] = _t(lambda: [chunk_spans(t, 300, 1) for t in texts])
     chunks = [t[a:b] for t, sp in zip(texts, spans) for a, b in sp]
     out["chunks"], out["chunk_chars"] = len(chunks), sum(map(len, chunks))
+    slow, out["normalize_text_s"] = _t(lambda: [normalize(c).text for c in chunks])
     normed, out["norm_s"] = _t(lambda: [norm(c) for c in chunks])
-    fast, out["norm_translate_s"] = _t(lambda: [norm_translate(c) for c in chunks])
-    out["norm_translate_same"] = sum(a == b for a, b in zip(normed, fast)) / max(len(chunks), 1)
-    tokenize("预热")
-    toks, out["jieba_tokenize_s"] = _t(lambda: [tokenize(c, normalized=True) for c in normed])
-    try:
-        import rjieba
-
-        from rag.bm25 import _WORD, STOPWORDS
-
-        def rtok(t: str) -> list[str]:
-            return [
-                w for w in rjieba.cut_for_search(t, True) if _WORD.search(w) and w not in STOPWORDS
-            ]
-
-        rtoks, out["rjieba_tokenize_s"] = _t(lambda: [rtok(c) for c in normed])
-        same = sum(a == b for a, b in zip(toks, rtoks))
-        out["rjieba_same_token_lists"] = round(same / max(len(toks), 1), 4)
-    except ImportError:
-        out["rjieba_tokenize_s"] = None
+    out["norm_same"] = sum(a == b for a, b in zip(slow, normed)) / max(len(chunks), 1)
+    seg = {}
+    for name in ("jieba", "rjieba"):
+        try:
+            (s := get_segmenter(name)).tokens("预热")
+        except ImportError:
+            out[f"{name}_tokenize_s"] = None
+            continue
+        seg[name], out[f"{name}_tokenize_s"] = _t(lambda s=s: [s.tokens(c) for c in normed])
+        # the rjieba segmenter caches each word's expansion: a second pass shows the
+        # cost once the cache is warm (as it is after the first few thousand articles)
+        _, out[f"{name}_tokenize_again_s"] = _t(lambda s=s: [s.tokens(c) for c in normed])
+    if len(seg) == 2:
+        same = sum(a == b for a, b in zip(seg["jieba"], seg["rjieba"]))
+        out["rjieba_same_token_lists"] = round(same / max(len(normed), 1), 4)
+    toks = next(iter(seg.values()))
     _, out["bm25_add_s"] = _t(lambda: BM25Index.empty().add(toks))
+    rows, out["term_counts_s"] = _t(lambda: [term_counts(t) for t in toks])
+    _, out["bm25_add_counts_s"] = _t(lambda: BM25Index.empty().add_counts(rows))
     return out
 
 
@@ -103,7 +89,7 @@ def parts(index_dir: str, queries: list[str]) -> dict:
     import faiss
     import scipy.sparse as sp
 
-    from rag.bm25 import BM25Index, tokenize
+    from rag.bm25 import BM25Index
     from rag.index import current_version
 
     folder = current_version(Path(index_dir))
@@ -113,17 +99,19 @@ def parts(index_dir: str, queries: list[str]) -> dict:
         text, s1 = _t(lambda name=name: (folder / name).read_text(encoding="utf-8"))
         _, s2 = _t(lambda text=text: json.loads(text))
         read[name] = {"read_s": s1, "parse_s": s2}
-    _, read["bm25_tf.npz"] = _t(lambda: BM25Index.load(folder))
+    seg = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("tokenizer", {})
+    out["segmenter"] = seg.get("name", "jieba")
+    _, read["bm25_tf.npz"] = _t(lambda: BM25Index.load(folder, segmenter=out["segmenter"]))
     _, read["vectors.faiss"] = _t(lambda: faiss.read_index(str(folder / "vectors.faiss")))
     out["open"] = read
-    bm = BM25Index.load(folder)
+    bm = BM25Index.load(folder, segmenter=out["segmenter"])
     _, out["bm25_weights_s"] = _t(lambda: bm.weights)
     _, out["bm25_df_s"] = _t(lambda: bm.df)
     n = len(bm)
     w = bm.weights
     cur, new, tok = [], [], []
     for q in queries:
-        toks, s = _t(lambda q=q: tokenize(q))
+        toks, s = _t(lambda q=q: bm.tokenize(q))
         tok.append(s * 1e3)
         cols = sorted({bm.vocab[x] for x in toks if x in bm.vocab})
         if not cols:

@@ -85,6 +85,12 @@ class SurrogateEmbedder:
     def embed_passages(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         return self._vectors(list(texts))
 
+    def warm_up(self, background: bool = False):
+        """The real query model's warm-up (`rag.pipeline.load_system` calls it)."""
+        if self.real_query is not None and hasattr(self.real_query, "warm_up"):
+            return self.real_query.warm_up(background=background)
+        return None
+
     def embed_query(self, text: str) -> np.ndarray:
         if self.real_query is not None:
             t = time.perf_counter()

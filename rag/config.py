@@ -43,6 +43,12 @@ class Settings:
     embed_device: str = "cpu"
     query_prefix: str | None = None  # None: chosen from the model name (e5 -> "query: ")
     passage_prefix: str | None = None
+    embed_query_threads: int = 0  # torch threads for one query; 0: auto (rag/embed.py)
+    # ingestion: BM25 segmenter of a new index (auto: rjieba if installed, else jieba; an
+    # existing index keeps the one it was built with) and worker processes (0: auto, one
+    # per core while a core is free; rag/index.py)
+    tokenizer: str = "auto"
+    ingest_workers: int = 0
     # vector index: exact search up to this many chunks, HNSW above
     ann_min_chunks: int = 200_000
     hnsw_m: int = 32

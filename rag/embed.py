@@ -9,6 +9,11 @@ model (a hub name or a local folder) loads the usual way.
 
 Heavy libraries (torch, sentence-transformers, llama-index) are imported only when a
 model is first used, so `import rag` stays fast.
+
+Queries take a lighter road: `LightBert` runs the same BERT forward pass in plain torch
+from the folder's safetensors (memory-mapped) and tokenizer.json, giving the same vectors
+(within 1e-6) without importing transformers and sentence-transformers, which takes
+longer than everything else at start-up. Passages (batch ingestion) use sentence-transformers.
 """
 
 from __future__ import annotations
@@ -571,6 +576,144 @@ def default_prefixes(model: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------------------
+# The light query encoder
+# --------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _mean_pooled_bert(folder: Path) -> bool:
+    """Whether `folder` is a sentence-transformers BERT that `LightBert` reproduces:
+    BertModel (absolute positions, exact GELU), float32 safetensors, an XLM-R style
+    (Metaspace) tokenizer.json, then mean pooling and normalisation, nothing else."""
+    try:
+        cfg = _read_json(folder / "config.json")
+        modules = _read_json(folder / "modules.json")
+        pooling = _read_json(folder / "1_Pooling" / "config.json")
+        tok = _read_json(folder / "tokenizer.json")
+        tok_cfg = _read_json(folder / "tokenizer_config.json")
+    except (OSError, ValueError):
+        return False
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    mean_only = pooling.get("pooling_mode_mean_tokens") and pooling.get("include_prompt", True)
+    mean_only = mean_only and not any(
+        v for k, v in pooling.items() if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens"
+    )  # fmt: skip
+    return (
+        cfg.get("model_type") == "bert"
+        and cfg.get("hidden_act") == "gelu"
+        and cfg.get("position_embedding_type", "absolute") == "absolute"
+        and kinds == ["Transformer", "Pooling", "Normalize"]
+        and [m.get("path") for m in modules[:2]] == ["", "1_Pooling"]
+        and bool(mean_only)
+        and (tok.get("pre_tokenizer") or {}).get("type") == "Metaspace"
+        and tok_cfg.get("tokenizer_class") == "XLMRobertaTokenizer"
+        and (folder / "model.safetensors").is_file()
+    )
+
+
+def _safetensors_mmap(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a float32 safetensors file as a read-only view of the mapped file."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        if t["dtype"] != "F32":
+            raise ModelError(f"{path}: tensor {name} is {t['dtype']}, expected F32")
+        a, b = t["data_offsets"]
+        out[name] = mm[8 + n + a : 8 + n + b].view(np.float32).reshape(t["shape"])
+    return out
+
+
+class LightBert:
+    """BERT + mean pooling + normalisation in plain torch: sentence-transformers' vectors
+    for a folder that `_mean_pooled_bert` accepts, loaded in a fraction of the time.
+
+    The tokenizer is tokenizer.json with the whitespace split that transformers' XLM-R
+    tokenizer puts before SentencePiece's metaspace (the same ids, checked in the tests).
+    """
+
+    def __init__(self, folder: Path | str, max_length: int = 512):
+        import warnings
+
+        import torch
+        from tokenizers import Tokenizer, pre_tokenizers
+
+        folder = Path(folder)
+        cfg = _read_json(folder / "config.json")
+        self.hidden = int(cfg["hidden_size"])
+        self.heads = int(cfg["num_attention_heads"])
+        self.layers = int(cfg["num_hidden_layers"])
+        self.eps = float(cfg.get("layer_norm_eps", 1e-12))
+        st_cfg = folder / "sentence_bert_config.json"
+        if st_cfg.is_file():
+            max_length = int(_read_json(st_cfg).get("max_seq_length") or max_length)
+        self.max_length = min(max_length, int(cfg.get("max_position_embeddings", max_length)))
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), tok.pre_tokenizer]
+        )
+        tok.enable_truncation(self.max_length)
+        tok.no_padding()
+        self.tokenizer = tok
+        with warnings.catch_warnings():  # the mapped file is read-only, and never written
+            warnings.simplefilter("ignore", UserWarning)
+            self.w = {
+                k: torch.from_numpy(v)
+                for k, v in _safetensors_mmap(folder / "model.safetensors").items()
+            }
+        self._torch = torch
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), hidden) float32 unit rows, one batch padded to its longest text."""
+        torch = self._torch
+        F = torch.nn.functional
+        enc = self.tokenizer.encode_batch(list(texts))
+        n = max(len(e.ids) for e in enc)
+        ids = torch.zeros((len(enc), n), dtype=torch.long)
+        mask = torch.zeros((len(enc), n), dtype=torch.bool)
+        for i, e in enumerate(enc):
+            ids[i, : len(e.ids)] = torch.tensor(e.ids)
+            mask[i, : len(e.ids)] = True
+        w, H, nh = self.w, self.hidden, self.heads
+        d = H // nh
+        B = len(enc)
+        attn = mask[:, None, None, :] if not bool(mask.all()) else None
+        with torch.inference_mode():
+            x = w["embeddings.word_embeddings.weight"][ids]
+            x = x + w["embeddings.position_embeddings.weight"][:n]
+            x = x + w["embeddings.token_type_embeddings.weight"][0]
+            x = F.layer_norm(x, (H,), w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)  # fmt: skip
+            for i in range(self.layers):
+                p = f"encoder.layer.{i}."
+
+                def lin(x, name, p=p):
+                    return F.linear(x, w[p + name + ".weight"], w[p + name + ".bias"])
+
+                def norm(x, name, p=p):
+                    return F.layer_norm(x, (H,), w[p + name + ".weight"], w[p + name + ".bias"], self.eps)  # fmt: skip
+
+                q, k, v = (
+                    lin(x, f"attention.self.{m}").view(B, n, nh, d).transpose(1, 2)
+                    for m in ("query", "key", "value")
+                )
+                c = F.scaled_dot_product_attention(q, k, v, attn_mask=attn)
+                c = c.transpose(1, 2).reshape(B, n, H)
+                x = norm(lin(c, "attention.output.dense") + x, "attention.output.LayerNorm")
+                h = F.gelu(lin(x, "intermediate.dense"))
+                x = norm(lin(h, "output.dense") + x, "output.LayerNorm")
+            m = mask[:, :, None].to(x.dtype)
+            pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return F.normalize(pooled, p=2, dim=1).numpy().astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------
 # The embedder
 # --------------------------------------------------------------------------------------
 
@@ -592,8 +735,32 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run torch on `n` threads (0: all cores) inside the block.
+
+    One short query gains nothing from a second thread, and on a busy machine the two
+    wait for each other (bench/results/optimisations.md); batches want every core.
+    The setting is process-wide, so it is set for each call rather than once.
+    """
+    import torch
+
+    want = n or os.cpu_count() or 1
+    before = torch.get_num_threads()
+    if want != before:
+        torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        if want != before:
+            torch.set_num_threads(before)
+
+
 class Embedder:
     """Embeds passages and queries with a sentence-transformers model, loaded on first use.
+
+    Queries go through `LightBert` when the model allows it (the default does), on
+    `query_threads` torch threads; `warm_up()` loads it ahead of the first question.
 
     >>> emb = Embedder()                        # multilingual-e5-small
     >>> P = emb.embed_passages(["崂山区城市更新", "青岛地铁"])   # (2, 384) float32, unit rows
@@ -609,6 +776,8 @@ class Embedder:
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
         query_cache_size: int = 256,
+        query_threads: int = 0,
+        light_queries: bool = True,
     ):
         if cache_dir is None:
             from rag.config import Settings
@@ -626,6 +795,10 @@ class Embedder:
         self._resolved: str | None = None
         self._st: SentenceTransformer | None = None
         self._lock = threading.RLock()
+        self.query_threads = int(query_threads)
+        self.light_queries = light_queries
+        self._light: LightBert | None | bool = None  # False: the model does not allow it
+        self._light_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Any) -> Embedder:
@@ -637,6 +810,7 @@ class Embedder:
             batch_size=settings.embed_batch_size,
             query_prefix=settings.query_prefix,
             passage_prefix=settings.passage_prefix,
+            query_threads=getattr(settings, "embed_query_threads", 0),
         )
 
     def __repr__(self) -> str:
@@ -716,9 +890,47 @@ class Embedder:
                 f"cannot load embedding model {self.model_name}: {type(e).__name__}: {e} ({hint})"
             ) from e
 
+    def _query_model(self) -> LightBert | None:
+        """The light query encoder, loaded once; None where the model needs sentence-transformers."""
+        with self._light_lock:
+            if self._light is None:
+                self._light = False
+                path = Path(self.model_path)
+                if self.light_queries and self.device == "cpu" and _mean_pooled_bert(path):
+                    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
+                    try:
+                        self._light = LightBert(path)
+                    except ImportError as e:
+                        raise ModelError(
+                            f"cannot load {self.model_name}: {e}; pip install torch"
+                        ) from e
+            return self._light or None
+
+    def warm_up(self, background: bool = False) -> threading.Thread | None:
+        """Load what the first query needs (the query encoder, torch's kernels) now.
+
+        With `background`, in a daemon thread, so that it overlaps other start-up work
+        (opening the index); the first query then waits only for what is left. Errors
+        are left for that first query to report.
+        """
+
+        def run() -> None:
+            with contextlib.suppress(Exception):
+                self._encode_queries([self.query_prefix + "预热"])
+
+        if not background:
+            run()
+            return None
+        t = threading.Thread(target=run, name="rag-embedder-warm-up", daemon=True)
+        t.start()
+        return t
+
     @property
     def dim(self) -> int:
         """Vector length (384 for multilingual-e5-small)."""
+        light = self._query_model()
+        if light is not None:
+            return light.hidden
         st = self._model()
         get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         return int(get())
@@ -728,14 +940,15 @@ class Embedder:
     def _encode(self, texts: list[str], prefix: str, show_progress: bool) -> np.ndarray:
         st = self._model()
         try:
-            vecs = st.encode(
-                texts,
-                prompt=prefix,  # "" (not None) also keeps any default prompt of the model out
-                batch_size=self.batch_size,
-                show_progress_bar=show_progress,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-            )
+            with _torch_threads(0) if self.device == "cpu" else contextlib.nullcontext():
+                vecs = st.encode(
+                    texts,
+                    prompt=prefix,  # "": also keeps any default prompt of the model out
+                    batch_size=self.batch_size,
+                    show_progress_bar=show_progress,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                )
         except Exception as e:
             raise ModelError(f"embedding with {self.model_name} failed: {e}") from e
         return np.ascontiguousarray(vecs, dtype=np.float32)
@@ -747,9 +960,52 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         return self._encode(texts, self.passage_prefix, show_progress)
 
+    def query_threads_now(self) -> int:
+        """Torch threads for one query: `query_threads`, or with 0 (auto) every core while
+        the machine has one free (1-minute load average below the core count), else one.
+
+        Measured here (bench/results/optimisations.md): two threads embed a query in
+        23 ms against 30 ms for one on a quiet machine, but at load 5 on two cores the
+        threads wait for each other and one thread is faster (60 ms against 75 ms).
+        """
+        if self.query_threads > 0:
+            return self.query_threads
+        cores = os.cpu_count() or 1
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            return 1
+        return cores if busy < cores else 1
+
+    def _encode_queries(self, texts: list[str], threads: int | None = None) -> np.ndarray:
+        """Prefixed texts through the light encoder (or sentence-transformers without one)."""
+        light = self._query_model()
+        threads = self.query_threads_now() if threads is None else threads
+        if light is None:
+            st = self._model()
+            with _torch_threads(threads):
+                try:
+                    vecs = st.encode(texts, prompt="", batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)  # fmt: skip
+                except Exception as e:
+                    raise ModelError(f"embedding with {self.model_name} failed: {e}") from e
+            return np.ascontiguousarray(vecs, dtype=np.float32)
+        with _torch_threads(threads):
+            try:
+                return light.encode(texts)
+            except Exception as e:
+                raise ModelError(f"embedding with {self.model_name} failed: {e}") from e
+
     def embed_queries(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         """Many queries at once (evaluation): batched, with the query prefix, no cache."""
-        return self._encode(list(texts), self.query_prefix, show_progress)
+        texts = [self.query_prefix + t for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding
+        out = np.empty((len(texts), self.dim), np.float32)
+        for a in range(0, len(order), self.batch_size):
+            rows = order[a : a + self.batch_size]
+            out[rows] = self._encode_queries([texts[i] for i in rows], threads=0)
+        return out
 
     def embed_query(self, text: str) -> np.ndarray:
         """One unit vector of shape (dim,); recent queries are answered from a small cache."""
@@ -758,7 +1014,7 @@ class Embedder:
             if hit is not None:
                 self._query_cache.move_to_end(text)
                 return hit.copy()
-        vec = self._encode([text], self.query_prefix, False)[0]
+        vec = self._encode_queries([self.query_prefix + text])[0]
         with self._lock:
             self._query_cache[text] = vec
             while len(self._query_cache) > self._query_cache_size:

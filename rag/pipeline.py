@@ -11,14 +11,7 @@ from rag.config import Settings
 def make_embedder(settings: Settings):
     from rag.embed import Embedder
 
-    return Embedder(
-        settings.embed_model,
-        cache_dir=settings.cache_path,
-        device=settings.embed_device,
-        batch_size=settings.embed_batch_size,
-        query_prefix=settings.query_prefix,
-        passage_prefix=settings.passage_prefix,
-    )
+    return Embedder.from_settings(settings)
 
 
 @dataclass
@@ -40,16 +33,29 @@ class RagSystem:
         self.retriever.index = self.index
 
 
-def load_system(settings: Settings, embedder=None, index_dir: str | Path | None = None) -> RagSystem:
-    """Open the index and build retriever and answerer; the embedder loads lazily."""
-    from rag.index import HybridIndex
+def load_system(
+    settings: Settings, embedder=None, index_dir: str | Path | None = None
+) -> RagSystem:
+    """Open the index and build retriever and answerer.
+
+    The query encoder and the index's word segmenter load in background threads while
+    the index opens, so the first question waits for whichever takes longer, not both.
+    """
+    if index_dir is not None:
+        settings = settings.replace(index_dir=str(index_dir))
+    embedder = embedder or make_embedder(settings)
+    warm_up = getattr(embedder, "warm_up", None)
+    exists = (settings.index_path / "CURRENT").is_file()  # else open() fails: load nothing
+    if exists and callable(warm_up):
+        warm_up(background=True)  # started before importing llama-index, which it overlaps
+    from rag.index import HybridIndex, warm_up_segmenter
+
+    if exists:
+        warm_up_segmenter(settings.index_path, background=True)
     from rag.llm import make_answerer
     from rag.retrieve import HybridRetriever
 
-    if index_dir is not None:
-        settings = settings.replace(index_dir=str(index_dir))
     index = HybridIndex.open(settings.index_path, settings)
-    embedder = embedder or make_embedder(settings)
     if index.manifest["embedding"]["model"] != embedder.model_id:
         from rag.errors import IndexStoreError
 

@@ -6,7 +6,8 @@ talks to `BasePydanticVectorStore.query`, so another store (Milvus, for users wh
 outgrow one machine) can take this one's place without touching retrieval.
 
 Row i of the FAISS index is row i of the index's chunk table; the store keeps the
-row -> node id and row -> document id maps.
+row -> node id and row -> document id maps. Adding rows appends to the FAISS index
+(exact or HNSW alike); only removing rows or crossing `ann_min` rebuilds it.
 """
 
 from __future__ import annotations
@@ -60,16 +61,18 @@ class FaissStore(BasePydanticVectorStore):
     _index: Any = PrivateAttr(default=None)
     _ids: list[str] = PrivateAttr(default_factory=list)
     _doc_ids: list[str] = PrivateAttr(default_factory=list)
-    _row_of: dict[str, int] = PrivateAttr(default_factory=dict)
 
     def __init__(self, dim: int, index: Any = None, ids=(), doc_ids=(), **kw: Any):
         super().__init__(dim=dim, **kw)
-        self._index = index if index is not None else build_faiss(
-            np.zeros((0, dim), np.float32), self.ann_min, self.hnsw_m, self.ef_search
+        self._index = (
+            index
+            if index is not None
+            else build_faiss(
+                np.zeros((0, dim), np.float32), self.ann_min, self.hnsw_m, self.ef_search
+            )
         )
         self._ids = list(ids)
         self._doc_ids = list(doc_ids)
-        self._row_of = {cid: i for i, cid in enumerate(self._ids)}
         if self._index.ntotal != len(self._ids):
             raise IndexStoreError(
                 f"vector index has {self._index.ntotal} rows but {len(self._ids)} chunk ids: "
@@ -155,6 +158,17 @@ class FaissStore(BasePydanticVectorStore):
         return allv if rows is None else allv[rows]
 
     def add_vectors(self, vecs: np.ndarray, ids: list[str], doc_ids: list[str]) -> None:
+        """Append rows: added to the FAISS index in place while it stays the same kind
+        (exact below `ann_min` rows, HNSW from there on); rebuilt when it switches."""
+        if len(vecs) != len(ids) or len(ids) != len(doc_ids):
+            raise ValueError(f"{len(vecs)} vectors for {len(ids)} ids and {len(doc_ids)} doc ids")
+        n = len(self._ids) + len(ids)
+        if self.is_approximate == (n >= self.ann_min):
+            if len(ids):
+                self._index.add(np.ascontiguousarray(vecs, dtype=np.float32))
+            self._ids = self._ids + list(ids)
+            self._doc_ids = self._doc_ids + list(doc_ids)
+            return
         allv = np.vstack([self.vectors(), vecs]) if len(self._ids) else vecs
         self._rebuild(allv, self._ids + list(ids), self._doc_ids + list(doc_ids))
 
@@ -166,7 +180,6 @@ class FaissStore(BasePydanticVectorStore):
     def _rebuild(self, vecs: np.ndarray, ids: list[str], doc_ids: list[str]) -> None:
         self._index = build_faiss(vecs, self.ann_min, self.hnsw_m, self.ef_search)
         self._ids, self._doc_ids = ids, doc_ids
-        self._row_of = {cid: i for i, cid in enumerate(ids)}
 
     # persistence ----------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -181,7 +194,9 @@ class FaissStore(BasePydanticVectorStore):
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as e:
-            raise IndexStoreError(f"{path}: cannot read the vector index ({e}); rebuild it") from None
+            raise IndexStoreError(
+                f"{path}: cannot read the vector index ({e}); rebuild it"
+            ) from None
         if index.d != dim:
             raise IndexStoreError(f"{path}: vectors have dimension {index.d}, manifest says {dim}")
         if isinstance(index, faiss.IndexHNSW):

@@ -90,6 +90,30 @@ def normalize(text: str) -> Normalized:
     return Normalized("".join(out), offsets)
 
 
+# `normalize` without the offset map. Regex substitutions, not str.translate: that looks
+# up every character of the text, and Chinese text has a full-width comma every few words.
+_WIDE = re.compile("[\uff01-\uff5e\u3000]")
+_WIDE_FOLD = {chr(o): chr(o - 0xFEE0) for o in range(0xFF01, 0xFF5F)} | {"\u3000": " "}
+_UPPER = re.compile("[A-Z]+")
+_SPACES = re.compile(r"\s+")  # \s is exactly str.isspace() for str patterns
+
+
+def _lower(m: re.Match) -> str:
+    return m.group().lower()
+
+
+def _fold(m: re.Match) -> str:
+    return _WIDE_FOLD[m.group()]
+
+
 def norm(text: str) -> str:
-    """Just the normalised string (queries, answer matching)."""
-    return normalize(text).text
+    """Just the normalised string: `normalize(text).text`, several times faster.
+
+    Ingestion normalises every chunk and needs no offsets, so this skips building them
+    (a few regex passes instead of a loop over characters).
+    """
+    simp = to_simplified(text)
+    if "(" in simp or "（" in simp:
+        simp = _PINYIN_GLOSS.sub("", simp)
+    simp = _UPPER.sub(_lower, _WIDE.sub(_fold, simp))
+    return _SPACES.sub(" ", simp).strip()

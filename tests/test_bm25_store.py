@@ -47,7 +47,9 @@ def test_bm25_scores_match_rank_bm25():
 
 
 def test_bm25_add_select_and_roundtrip(tmp_path):
-    idx = BM25Index.empty().add([tokenize(d) for d in DOCS[:3]]).add([tokenize(d) for d in DOCS[3:]])
+    idx = (
+        BM25Index.empty().add([tokenize(d) for d in DOCS[:3]]).add([tokenize(d) for d in DOCS[3:]])
+    )
     assert len(idx) == 5
     assert idx.search(tokenize("管廊"), 3).rows[0] == 4
     kept = idx.select(np.array([4, 0]))
@@ -98,3 +100,98 @@ def test_store_rejects_mismatched_ids(tmp_path):
         FaissStore.load(tmp_path, ["a", "b"], ["x", "x"], 8)
     with pytest.raises(IndexStoreError, match="dimension"):
         FaissStore.load(tmp_path, ["a", "b", "c", "d"], ["x"] * 4, 16)
+
+
+# --------------------------------------------------------------------------- segmenters
+# Runs that jieba-rs' HMM keeps whole and jieba splits, plus ordinary text.
+TRICKY = [
+    "联络线长2.4km。变为cctv-1,以及“m-touch”和3-mcpd",
+    "最终以1-2失利，建于1958-1965年，zh-hk与zh-tw繁体，formula_1赛车",
+    "号:qs3304.1201.0002。a.l.还有text-align:center",
+    "据毛伊岛交通局长埃德·斯尼芬称，当地时间8月9日火势蔓延",
+    *DOCS,
+]
+
+
+def test_rjieba_segmenter_gives_jiebas_search_tokens():
+    pytest.importorskip("rjieba")
+    from rag.bm25 import get_segmenter
+    from rag.textnorm import norm
+
+    jieba_seg, rjieba_seg = get_segmenter("jieba"), get_segmenter("rjieba")
+    for text in TRICKY:
+        t = norm(text)
+        assert rjieba_seg.cut_for_search(t) == jieba_seg.cut_for_search(t), text
+        assert rjieba_seg.tokens(t) == jieba_seg.tokens(t) == tokenize(t, True, "jieba"), text
+        assert rjieba_seg.tokens(t) == rjieba_seg.tokens(t)  # the word cache changes nothing
+
+
+def test_saved_weights_load_without_term_frequencies(tmp_path):
+    toks = [tokenize(d) for d in DOCS]
+    idx = BM25Index.empty(segmenter="jieba").add(toks)
+    groups = np.array([0, 0, 1, 2, 2])
+    idx.save(tmp_path, groups=(groups, 3))
+    back = BM25Index.load(tmp_path, segmenter="jieba")
+    assert back._tf is None and back.segmenter == "jieba"  # opened from the saved weights
+    q = tokenize("城市建设 管廊")
+    assert list(back.search(q, 5).rows) == list(idx.search(q, 5).rows)
+    np.testing.assert_allclose(back.search(q, 5).scores, idx.search(q, 5).scores, rtol=1e-6)
+    np.testing.assert_array_equal(back.df, idx.df)
+    assert back._tf is None  # neither searching nor df needed the term frequencies
+    assert (back.tf != idx.tf).nnz == 0  # read on demand, equal
+    # the grouped (whole-document) weights come from the file, equal to recomputed ones
+    g_saved, g_new = back.grouped(groups, 3), idx.grouped(groups, 3)
+    np.testing.assert_allclose(g_saved.search(q, 3).scores, g_new.search(q, 3).scores, rtol=1e-6)
+    np.testing.assert_allclose(g_saved.weights.toarray(), g_new.weights.toarray(), rtol=1e-6)
+    other = back.grouped(np.array([0, 1, 1, 1, 2]), 3)  # another grouping: recomputed
+    assert other.weights.shape == (3, len(idx.vocab))
+    # other BM25 parameters than the saved weights': computed again from the frequencies
+    k15 = BM25Index.load(tmp_path, k1=1.5)
+    ref = BM25Index.empty(k1=1.5).add(toks)
+    np.testing.assert_allclose(k15.search(q, 5).scores, ref.search(q, 5).scores, rtol=1e-6)
+
+
+def test_damaged_term_frequencies_are_caught_at_load(tmp_path):
+    BM25Index.empty().add([tokenize(d) for d in DOCS]).save(tmp_path)
+    with np.load(tmp_path / "bm25_tf.npz") as z:
+        parts = {k: z[k] for k in z.files}
+    parts["indptr"], parts["shape"] = parts["indptr"][:-1], parts["shape"] - [1, 0]
+    np.savez(tmp_path / "bm25_tf.npz", **parts)
+    with pytest.raises(ValueError):
+        BM25Index.load(tmp_path)
+
+
+def test_add_counts_builds_the_same_index_as_add():
+    from rag.bm25 import term_counts
+
+    toks = [tokenize(d) for d in DOCS]
+    a = BM25Index.empty().add(toks[:2]).add(toks[2:])
+    b = (
+        BM25Index.empty()
+        .add_counts(map(term_counts, toks[:2]))
+        .add_counts(term_counts(t) for t in toks[2:])
+    )
+    assert a.vocab == b.vocab and (a.tf != b.tf).nnz == 0
+
+
+def test_store_appends_in_place_until_it_switches_to_hnsw():
+    v = _unit(300, 16, seed=3)
+    ids = [str(i) for i in range(300)]
+    flat = FaissStore(dim=16, ann_min=250)
+    flat.add_vectors(v[:100], ids[:100], ["d"] * 100)
+    index = flat.client
+    flat.add_vectors(v[100:200], ids[100:200], ["d"] * 100)
+    assert flat.client is index and not flat.is_approximate  # appended, not rebuilt
+    assert flat.search(v[150], 1)[0][0] == 150
+    flat.add_vectors(v[200:], ids[200:], ["e"] * 100)  # 300 >= 250: becomes HNSW
+    assert flat.is_approximate and flat.client is not index and len(flat) == 300
+    hnsw = flat.client
+    more = _unit(20, 16, seed=4)
+    flat.add_vectors(more, [f"m{i}" for i in range(20)], ["f"] * 20)
+    assert flat.client is hnsw and len(flat) == 320  # HNSW grows in place too
+    assert flat.search(more[5], 1)[0][0] == 305
+    assert flat.ids[305] == "m5" and set(flat.search(v[7], 5, doc_ids=["e"])[0]) <= set(
+        range(200, 300)
+    )
+    with pytest.raises(ValueError, match="vectors for"):
+        flat.add_vectors(more[:2], ["x"], ["f"])

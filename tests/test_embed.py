@@ -285,3 +285,67 @@ def test_llama_index_adapter_returns_the_embedder_vectors(embedder: Embedder) ->
     np.testing.assert_allclose(
         li.get_text_embedding(SENTENCES[2]), embedder.embed_passages([SENTENCES[2]])[0], atol=1e-5
     )
+
+
+# -- the light query encoder -----------------------------------------------------------
+
+ODD = [
+    "",
+    "  leading and trailing blanks\t\n ",
+    "多个   空格\u3000\u3000和\xa0不换行空格",
+    "x" * 3000,  # truncated at 512 tokens
+    "崂山区" * 400,
+    "emoji 🚇 and 𠀀 astral",
+]
+
+
+def test_light_encoder_tokenizes_like_sentence_transformers(embedder: Embedder) -> None:
+    light = embedder._query_model()
+    assert light is not None  # the default model takes the light road
+    st = embedder._model()
+    for text in SENTENCES + ODD:
+        t = embedder.query_prefix + text
+        want = st.tokenizer(t, truncation=True, max_length=st.max_seq_length)["input_ids"]
+        assert light.tokenizer.encode(t).ids == list(want), repr(text[:30])
+
+
+def test_light_queries_equal_sentence_transformers_vectors(embedder: Embedder) -> None:
+    texts = SENTENCES + ODD
+    st = embedder._model().encode(
+        texts, prompt=embedder.query_prefix, normalize_embeddings=True, convert_to_numpy=True
+    )
+    one = np.stack([embedder._encode_queries([embedder.query_prefix + t])[0] for t in texts])
+    batch = embedder.embed_queries(texts)  # padded batches, sorted by length
+    assert one.dtype == batch.dtype == np.float32
+    np.testing.assert_allclose(one, st, atol=1e-5)
+    np.testing.assert_allclose(batch, st, atol=1e-5)
+
+
+def test_query_threads_are_set_per_call(embedder: Embedder) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    fixed = Embedder(embedder.model_name, cache_dir=embedder.cache_dir, query_threads=1)
+    assert fixed.query_threads_now() == 1
+    fixed.embed_query("地铁几点开门")
+    assert torch.get_num_threads() == before  # restored after the query
+    auto = Embedder(embedder.model_name, cache_dir=embedder.cache_dir, query_threads=0)
+    assert auto.query_threads_now() in (1, os.cpu_count())
+
+
+def test_queries_load_neither_transformers_nor_sentence_transformers(model_dir: Path) -> None:
+    """What start-up gains: a question is embedded without the heavy libraries, and the
+    encoder can load in a background thread while other start-up work goes on."""
+    code = (
+        "import sys\n"
+        "from rag.embed import Embedder\n"
+        f"e = Embedder({str(model_dir)!r})\n"
+        "t = e.warm_up(background=True)\n"
+        "t.join(120)\n"
+        "assert not t.is_alive() and e._light, 'warm-up did not load the light encoder'\n"
+        "v = e.embed_query('青岛地铁的建设情况怎么样？')\n"
+        "assert v.shape == (384,) and abs(float((v * v).sum()) - 1) < 1e-4\n"
+        "heavy = [m for m in ('sentence_transformers', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -6,6 +6,7 @@ import json
 import multiprocessing as mp
 import time
 
+import numpy as np
 import pytest
 
 from rag.cli import main
@@ -14,7 +15,10 @@ from rag.errors import IndexStoreError
 from rag.index import HybridIndex, index_lock, ingest
 
 DOCS = {
-    "renewal.txt": ("utf-8", "崂山区召开城市更新动员大会。会议部署了196个重点项目，年度计划投资156亿元。"),
+    "renewal.txt": (
+        "utf-8",
+        "崂山区召开城市更新动员大会。会议部署了196个重点项目，年度计划投资156亿元。",
+    ),
     "weihai.txt": ("gbk", "威海累计建成地下综合管廊40.6公里。海绵城市78.6平方公里。"),
     "notes.md": ("utf-8", "# 西溪湿地\n\n西溪湿地公园坚持生态优先、最小干预的原则。"),
 }
@@ -97,7 +101,9 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("stage", ["mkdir", "texts", "chunks", "bm25", "vectors", "manifest", "renamed"])
+@pytest.mark.parametrize(
+    "stage", ["mkdir", "texts", "chunks", "bm25", "vectors", "manifest", "renamed"]
+)
 def test_crash_at_any_stage_leaves_previous_index_loadable(tmp_path, settings, embedder, stage):
     docs = tmp_path / "docs"
     write_docs(docs)
@@ -178,3 +184,86 @@ def test_cli_exit_status(tmp_path, capsys):
     assert main(["ingest", str(tmp_path / "missing"), "--index", idx, "--quiet"]) == 2
     assert main(["ask", "城市更新", "--index", str(tmp_path / "none")]) == 2
     assert "rag ingest" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- speed-ups
+def _rows(idx):
+    inverse = {j: w for w, j in idx.bm25.vocab.items()}
+    tf = idx.bm25.tf
+    return [
+        (idx.ids[r], {inverse[j]: v for j, v in zip(tf[r].indices, tf[r].data)})
+        for r in range(len(idx))
+    ]
+
+
+def test_index_records_its_segmenter_and_an_old_index_keeps_jieba(tmp_path, settings, embedder):
+    from rag.bm25 import available_segmenter
+
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    ingest([docs], settings, embedder=embedder, **quiet())
+    idx = HybridIndex.open(settings.index_path, settings)
+    assert idx.manifest["tokenizer"]["name"] == idx.segmenter == available_segmenter()
+    assert idx.tokenize("崂山区城市更新") == idx.bm25.tokenize("崂山区城市更新")
+
+    # an index from before the segmenter was recorded was built with jieba, and keeps it
+    m_path = idx.folder / "manifest.json"
+    m = json.loads(m_path.read_text(encoding="utf-8"))
+    del m["tokenizer"]
+    m_path.write_text(json.dumps(m, ensure_ascii=False), encoding="utf-8")
+    old = HybridIndex.open(settings.index_path, settings)
+    assert old.segmenter == "jieba"
+    (docs / "extra.txt").write_text("杭州钱江新城的地下空间利用很有特色。", encoding="utf-8")
+    report = ingest([docs], settings, embedder=embedder, **quiet())
+    assert report.count("added") == 1 and report.count("unchanged") == 3
+    new = HybridIndex.open(settings.index_path, settings)
+    assert new.manifest["tokenizer"]["name"] == new.segmenter == "jieba"
+    assert new.bm25.vocab.keys() >= old.bm25.vocab.keys()
+
+    # asking for another segmenter re-indexes everything with it
+    again = ingest([docs], settings.replace(tokenizer="rjieba"), embedder=embedder, **quiet())
+    if available_segmenter() == "rjieba":
+        assert again.count("added") == 4
+        assert HybridIndex.open(settings.index_path, settings).segmenter == "rjieba"
+
+
+def test_adding_documents_appends_rows_and_vectors(tmp_path, settings, embedder):
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    ingest([docs], settings.replace(ann_min_chunks=2), embedder=embedder, **quiet())
+    before = HybridIndex.open(settings.index_path, settings.replace(ann_min_chunks=2))
+    assert before.vectors.is_approximate  # HNSW from 2 chunks on
+    (docs / "extra.txt").write_text("杭州钱江新城的地下空间利用很有特色。", encoding="utf-8")
+    report = ingest([docs], settings.replace(ann_min_chunks=2), embedder=embedder, **quiet())
+    assert report.count("added") == 1 and report.vector_seconds >= 0
+    after = HybridIndex.open(settings.index_path, settings.replace(ann_min_chunks=2))
+    n = len(before)
+    assert after.ids[:n] == before.ids and len(after) > n  # old rows first, unchanged
+    np.testing.assert_array_equal(after.vectors.vectors()[:n], before.vectors.vectors())
+    assert after.vectors.is_approximate and len(after.vectors) == len(after) == len(after.bm25)
+    new_row = after.doc_rows("extra")[0]
+    q = embedder.embed_query("钱江新城的地下空间")
+    assert new_row in after.vectors.search(q, 3)[0]
+    assert _rows(after)[:n] == _rows(before)
+
+
+def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
+    import rag.index
+
+    docs = tmp_path / "docs"
+    many = {f"d{i}.txt": ("utf-8", f"第{i}篇：崂山区召开城市更新动员大会，部署{i}个重点项目。" * 3) for i in range(30)}  # fmt: skip
+    write_docs(docs, {**DOCS, **many})
+    monkeypatch.setattr(rag.index, "_POOL_MIN_CHARS", 0)  # a small batch goes to the pool too
+    monkeypatch.setattr(rag.index, "_TASK_DOCS", 4)  # several tasks per worker, in order
+    built = {}
+    for workers in (1, 2):
+        s = Settings(
+            index_dir=str(tmp_path / f"index-{workers}"), chunk_size=60, ingest_workers=workers
+        )
+        report = ingest([docs], s, embedder=embedder, **quiet())
+        assert report.count("added") == 33
+        built[workers] = HybridIndex.open(s.index_path, s)
+    one, two = built[1], built[2]
+    assert one.ids == two.ids and one.texts == two.texts and one.bm25.vocab == two.bm25.vocab
+    assert _rows(one) == _rows(two)
+    np.testing.assert_allclose(one.vectors.vectors(), two.vectors.vectors(), atol=1e-6)

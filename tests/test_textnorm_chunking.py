@@ -36,7 +36,7 @@ def test_chunks_are_exact_slices_with_overlap():
     text = "".join(f"第{i}句话讲的是城市更新工作的第{i}个要点。" for i in range(60))
     spans = chunk_spans(text, size=100, overlap=1)
     assert len(spans) > 5
-    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+    for (s1, e1), (s2, _e2) in zip(spans, spans[1:]):
         assert s2 < e1  # one sentence of overlap
         assert s2 > s1  # progress
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
@@ -60,3 +60,15 @@ def test_nodes_carry_offsets_hash_ids_and_metadata():
     again = make_nodes("doc-1", TEXT, {"title": "测试"}, size=40, overlap=1)
     assert [n.node_id for n in nodes] == [n.node_id for n in again]
     assert len({n.node_id for n in nodes}) == len(nodes)
+
+
+def test_norm_is_normalize_text_on_every_code_point():
+    from rag.textnorm import norm
+
+    # every code point, in runs of 64 between letters, spaces, full-width forms and glosses
+    points = [chr(o) for o in range(0x110000) if not 0xD800 <= o <= 0xDFFF]
+    for i in range(0, len(points), 64):
+        run = "".join(points[i : i + 64])
+        for text in (run, f"Ａ {run}  漢(hàn)\u3000x", f"  {run[::-1]}ＢＣ\t"):
+            assert norm(text) == normalize(text).text, hex(ord(run[0]))
+    assert norm(TEXT) == normalize(TEXT).text
