@@ -377,17 +377,21 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def _with_title(meta: dict, text: str, fallback: str) -> dict:
+def _with_title(meta: dict, text: str, fallback: str, fallback_is_id: bool = False) -> dict:
     """Ensure meta["title"]: given title, else a short first line, else `fallback`.
 
     The first line is the first one with a letter, digit or hanzi in it, so a rule
-    like "-----" or "***" is not taken for a title.
+    like "-----" or "***" is not taken for a title. A record id used as the title is
+    marked (`title_is_id`): it names the record for people but means nothing to the
+    embedding model, so the index does not prepend it to the chunks it embeds.
     """
     title = meta.get("title")
     if isinstance(title, str) and title.strip():
         return {**meta, "title": title.strip()}
     first = next((ln.strip() for ln in text.split("\n") if re.search(r"\w", ln)), "")
-    return {**meta, "title": first if 0 < len(first) <= MAX_TITLE_CHARS else fallback}
+    if 0 < len(first) <= MAX_TITLE_CHARS:
+        return {**meta, "title": first}
+    return {**meta, "title": fallback, **({"title_is_id": True} if fallback_is_id else {})}
 
 
 def _read_sidecar(path: Path) -> dict:
@@ -751,7 +755,7 @@ def _jsonl(text: str, path: Path, encoding: str, file_meta: dict) -> list[RawDoc
                 source=f"{path}#{rid}",
                 format="jsonl",
                 encoding=encoding,
-                meta=_with_title({**file_meta, **extra}, body, rid),
+                meta=_with_title({**file_meta, **extra}, body, rid, fallback_is_id=True),
                 file_hash=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
             )
         )
