@@ -3,6 +3,8 @@
 For each calibration set, answerable questions are asked normally (label: answer) and,
 when `hide` is set, asked again with their gold documents and every document of the
 same title hidden from retrieval (label: refuse) -- the documents then lack the answer.
+`hidepara` hides only the gold paragraph: the rest of the article stays, so the
+negatives are near misses (same topic and names, not the asked fact), the hard case.
 Sets whose questions carry `answerable: false` (RGB's refusal variant) are used as is.
 A logistic regression over the answerer's evidence features is fitted, and the
 threshold is the lowest refusal probability that keeps false refusals under the target.
@@ -37,7 +39,9 @@ FEATURES = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1", "oov
 def features_for(system, question: str, **filters) -> list[float] | None:
     ans = system.answerer
     res = system.retriever.search(question, **filters)
-    cands = sorted(ans._candidates(question, res.hits, answer_type(question)), key=lambda c: -c.score)
+    cands = sorted(
+        ans._candidates(question, res.hits, answer_type(question)), key=lambda c: -c.score
+    )
     f = ans.features(question, res.hits, cands[0] if cands else None)
     return [f[k] for k in FEATURES] if f else None
 
@@ -64,10 +68,12 @@ def collect(spec: str, embedder):
         if f is not None:
             X.append(f)
             y.append(1 if r.get("answerable", True) else 0)
-        if mode == "hide" and r.get("answerable", True):
+        if mode in ("hide", "hidepara") and r.get("answerable", True):
             hidden = set(r["gold_doc_ids"])
-            for g in r["gold_doc_ids"]:
-                hidden.update(titles.get(system.index.docs.get(g, {}).get("title") or g, []))
+            if mode == "hide":  # the whole article: an off-topic negative
+                for g in r["gold_doc_ids"]:
+                    hidden.update(titles.get(system.index.docs.get(g, {}).get("title") or g, []))
+            # "hidepara": only the gold paragraph, its siblings stay: a near-miss negative
             f = features_for(system, r["question"], exclude_doc_ids=sorted(hidden))
             if f is not None:
                 X.append(f)
@@ -78,11 +84,26 @@ def collect(spec: str, embedder):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", action="append", required=True, help="NAME:QUESTIONS:INDEX[:hide][:LIMIT][:odd|even]")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        help="NAME:QUESTIONS:INDEX[:hide|hidepara][:LIMIT][:odd|even]",
+    )
     ap.add_argument("--max-false-refusal", type=float, default=0.08)
     ap.add_argument("--out-model", default=str(REPO / "rag" / "refusal_model.json"))
-    ap.add_argument("--out-report", default=str(REPO / "eval" / "reports" / "refusal_calibration.md"))
+    ap.add_argument(
+        "--out-report", default=str(REPO / "eval" / "reports" / "refusal_calibration.md")
+    )
+    ap.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        help="a held-out set, same format as --set: reported, never fitted",
+    )
     args = ap.parse_args()
 
     from sklearn.linear_model import LogisticRegression
@@ -91,6 +112,7 @@ def main() -> None:
 
     embedder = make_embedder(Settings())
     sets = [collect(s, embedder) for s in args.set]
+    checks = [collect(s, embedder) for s in args.check]
     X = np.vstack([s[1] for s in sets])
     y = np.concatenate([s[2] for s in sets])
     # each set weighs the same in the fit, however many questions it has
@@ -119,7 +141,8 @@ def main() -> None:
         "Command:",
         "",
         "```",
-        "python eval/calibrate_refusal.py " + " ".join(f"--set {s}" for s in args.set),
+        "python eval/calibrate_refusal.py "
+        + " ".join([f"--set {s}" for s in args.set] + [f"--check {s}" for s in args.check]),
         "```",
         "",
         "Negatives are answerable questions asked again with their gold documents (and every",
@@ -133,12 +156,20 @@ def main() -> None:
         "| set | examples | answerable refused (false refusal) | unanswerable refused |",
         "|---|---|---|---|",
     ]
-    for n, Xs, ys in sets:
+    for (n, Xs, ys), held_out in [(x, False) for x in sets] + [(x, True) for x in checks]:
         ps = clf.predict_proba(Xs)[:, 1]
-        fr = float(np.mean(ps[ys == 1] < threshold)) if (ys == 1).any() else float("nan")
-        rr = float(np.mean(ps[ys == 0] < threshold)) if (ys == 0).any() else float("nan")
-        lines.append(f"| {n} | {len(ys)} | {fr:.3f} | {rr:.3f} |")
-    lines += ["", "Coefficients: " + ", ".join(f"{f} {c:+.3f}" for f, c in zip(FEATURES, model["coef"]))]
+        fr = int(np.sum(ps[ys == 1] < threshold))
+        rr = int(np.sum(ps[ys == 0] < threshold))
+        npos, nneg = int((ys == 1).sum()), int((ys == 0).sum())
+        label = f"{n} (held out)" if held_out else n
+        lines.append(
+            f"| {label} | {len(ys)} | {fr}/{npos} = {fr / max(npos, 1):.3f} "
+            f"| {rr}/{nneg} = {rr / max(nneg, 1):.3f} |"
+        )
+    lines += [
+        "",
+        "Coefficients: " + ", ".join(f"{f} {c:+.3f}" for f, c in zip(FEATURES, model["coef"])),
+    ]
     lines += [f"Intercept: {model['intercept']:+.3f}", ""]
     Path(args.out_report).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

@@ -4,8 +4,9 @@
     rag ingest /tmp/cmrc/corpus.jsonl --index /tmp/cmrc-index
     python eval/quality.py /tmp/cmrc/questions.jsonl --index /tmp/cmrc-index
 
-Prints Recall@1/5/10 and MRR@10 by gold document (a hit is any chunk of a gold
-document), answer containment and mean answer length, and warm latency. Query vectors
+Prints Recall@1/5/10, Hit@1/5/10 (any gold document in the top k: what the issue's
+tables call R@k when a question has several gold passages, as in RGB) and MRR@10 by gold
+document (a hit is any chunk of a gold document), answer containment and mean answer length, and warm latency. Query vectors
 are cached next to the questions file (`.qvec.npy`) so that experiments with fusion
 settings (`--set rrf_k=30 --set dense_weight=1.5`) do not re-embed the questions.
 The full `rag eval run` harness computes the same metrics with confidence intervals.
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from rag.config import Settings  # noqa: E402
-from rag.eval.metrics import containment, mrr_at_k, recall_at_k  # noqa: E402
+from rag.eval.metrics import containment, hit_at_k, mrr_at_k, recall_at_k  # noqa: E402
 from rag.pipeline import load_system, make_embedder  # noqa: E402
 from rag.textnorm import norm  # noqa: E402
 
@@ -57,7 +58,9 @@ def cached_query_vectors(questions: list[str], embedder, path: Path) -> dict[str
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("questions")
     ap.add_argument("--index", required=True)
     ap.add_argument("--limit", type=int)
@@ -76,6 +79,7 @@ def main() -> None:
     system = load_system(settings, embedder=embedder)
     ks = (1, 5, 10)
     rec = {k: [] for k in ks}
+    hit = {k: [] for k in ks}
     mrr, cont, chars, lat, refused = [], [], [], [], []
     for r in rows:
         t = time.perf_counter()
@@ -93,8 +97,10 @@ def main() -> None:
         ranked = list(dict.fromkeys(h.doc_id for h in hits))
         for k in ks:
             rec[k].append(recall_at_k(ranked, r["gold_doc_ids"], k))
+            hit[k].append(hit_at_k(ranked, r["gold_doc_ids"], k))
         mrr.append(mrr_at_k(ranked, r["gold_doc_ids"], 10))
     m = {f"recall@{k}": float(np.mean(v)) for k, v in rec.items()}
+    m.update({f"hit@{k}": float(np.mean(v)) for k, v in hit.items()})
     m["mrr@10"] = float(np.mean(mrr))
     if cont:
         m["containment"] = float(np.mean(cont))

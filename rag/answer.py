@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rag.bm25 import tokenize
 from rag.chunking import split_sentences
 from rag.config import Settings
 from rag.retrieve import Hit, HybridRetriever
@@ -121,14 +120,18 @@ class Answer:
 
 
 # ------------------------------------------------------------------ question analysis
-_NUM_Q = re.compile(r"多少|几[个名次年天人岁项座条部处家种届期位万亿]|几|数量|比例|百分之|多大|多高|多长|多远|多重|面积|人口|规模")
+_NUM_Q = re.compile(
+    r"多少|几[个名次年天人岁项座条部处家种届期位万亿]|几|数量|比例|百分之|多大|多高|多长|多远|多重|面积|人口|规模"
+)
 _DATE_Q = re.compile(r"何时|什么时候|哪一?年|哪个月|哪一?天|几月|几号|日期|时间|年份|何年")
 _WHO_Q = re.compile(r"谁|哪位|何人|什么人|哪个人|姓名|名字")
 _LIST_Q = re.compile(r"哪些|哪几|有什么|包括|分别")
 _WHERE_Q = re.compile(r"哪里|在哪|何处|什么地方|哪个(?:城市|地方|国家|省|市|区)")
 
 _NUM = re.compile(r"\d|[一二三四五六七八九十百千万亿两半]+[个名次年天人岁项座条部处家种届期位%％]")
-_DATE = re.compile(r"\d{2,4}\s*年|\d{1,2}\s*月\s*\d{0,2}|[一二三四五六七八九十〇零]{2,4}年|\d{1,2}日")
+_DATE = re.compile(
+    r"\d{2,4}\s*年|\d{1,2}\s*月\s*\d{0,2}|[一二三四五六七八九十〇零]{2,4}年|\d{1,2}日"
+)
 _LIST = re.compile(r"[、，,；;].*[、，,；;]")
 _CLAUSE = re.compile(r"[，,；;：:、]\s*")
 
@@ -210,7 +213,7 @@ class ExtractiveAnswerer:
         return out
 
     def _candidates(self, question: str, hits: list[Hit], kind: str) -> list[_Cand]:
-        q_toks = tokenize(question)
+        q_toks = self.retriever.index.tokenize(question)
         idf = self._idf(q_toks)
         total = sum(idf.values()) or 1.0
         q_norm = norm(question)
@@ -261,7 +264,7 @@ class ExtractiveAnswerer:
         """Evidence features of the refusal model (all in [0, 1] except type_ok)."""
         if not hits or best is None:
             return {}
-        q_toks = tokenize(question)
+        q_toks = self.retriever.index.tokenize(question)
         idf = self._idf(q_toks)
         top_text = norm(hits[0].text)
         top3 = norm("".join(h.text for h in hits[:3]))
@@ -270,7 +273,8 @@ class ExtractiveAnswerer:
         vocab = self.retriever.index.bm25.vocab
         return {
             "oov": sum(t not in vocab for t in content) / max(len(content), 1),
-            "coverage_top3": sum(w for t, w in idf.items() if t in top3) / (sum(idf.values()) or 1.0),
+            "coverage_top3": sum(w for t, w in idf.items() if t in top3)
+            / (sum(idf.values()) or 1.0),
             "dense_top": max((h.dense_score or 0.0) for h in hits[:3]),
             "coverage": best.coverage,
             "missing_idf": max(missing, default=0.0) / (max(idf.values(), default=1.0) or 1.0),
@@ -324,7 +328,9 @@ class ExtractiveAnswerer:
                 break
             used = sum(len(x.text) for x in chosen)
             overlaps = any(
-                c.hit_i == x.hit_i and c.start < x.end and x.start < c.end
+                c.hit_i == x.hit_i
+                and c.start < x.end
+                and x.start < c.end
                 or norm(c.text) == norm(x.text)
                 for x in chosen
             )
@@ -341,8 +347,16 @@ class ExtractiveAnswerer:
     def _citation(self, n: int, h: Hit, quotes=()) -> Citation:
         meta = self.retriever.index.doc_meta(h.doc_id)
         return Citation(
-            n, h.chunk_id, h.doc_id, meta.get("title") or h.doc_id, meta.get("source") or "",
-            meta.get("date"), h.start, h.end, h.text, tuple(quotes),
+            n,
+            h.chunk_id,
+            h.doc_id,
+            meta.get("title") or h.doc_id,
+            meta.get("source") or "",
+            meta.get("date"),
+            h.start,
+            h.end,
+            h.text,
+            tuple(quotes),
         )
 
     def _cited(self, question, hits, chosen: list[_Cand], conf: float) -> Answer:
@@ -352,9 +366,7 @@ class ExtractiveAnswerer:
                 order.append(c.hit_i)
         n_of = {hi: n for n, hi in enumerate(order, start=1)}
         citations = [
-            self._citation(
-                n_of[hi], hits[hi], [(c.start, c.end) for c in chosen if c.hit_i == hi]
-            )
+            self._citation(n_of[hi], hits[hi], [(c.start, c.end) for c in chosen if c.hit_i == hi])
             for hi in order
         ]
         sentences = [AnswerSentence(c.text, n_of[c.hit_i], c.start, c.end) for c in chosen]
@@ -364,6 +376,12 @@ class ExtractiveAnswerer:
     def _refusal(self, question, hits, conf: float) -> Answer:
         related = [self._citation(n, h) for n, h in enumerate(hits[:3], start=1)]
         return Answer(
-            question, REFUSAL, True, related, [], hits, conf,
+            question,
+            REFUSAL,
+            True,
+            related,
+            [],
+            hits,
+            conf,
             notice="以下段落可能相关，但不足以回答这个问题。" if related else "",
         )

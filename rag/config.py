@@ -56,10 +56,15 @@ class Settings:
     # retrieval
     top_k: int = 5
     candidate_depth: int = 50
+    # fusion "score": weighted sum of normalised evidence (weights below, chosen on the
+    # CMRC tuning split, eval/reports/fusion.md); "rrf": weighted reciprocal rank fusion
+    fusion: str = "score"
     rrf_k: int = 60
-    dense_weight: float = 1.0
-    bm25_weight: float = 1.0
-    doc_bm25_weight: float = 0.0  # whole-document BM25 as a third ranking
+    dense_weight: float = 0.6
+    bm25_weight: float = 0.4
+    doc_bm25_weight: float = 0.1  # whole-document BM25 as a third signal
+    coverage_weight: float = 0.2  # IDF-weighted share of query terms in the chunk (score only)
+    number_weight: float = 0.2  # share of the query's numbers in the chunk (score only)
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     # answering
@@ -78,6 +83,10 @@ class Settings:
     answer_max_chars: int = 100  # the quoted sentences together
     answer_second_ratio: float = 0.5  # another sentence joins if it scores this share of the best
     refusal_threshold: float | None = None  # None: the calibrated value (rag/refusal_model.json)
+
+    def __post_init__(self) -> None:
+        if self.fusion not in ("score", "rrf"):
+            raise ConfigError(f"fusion must be 'score' or 'rrf', got {self.fusion!r}")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied; None values are ignored (unset CLI flags)."""
