@@ -11,16 +11,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rag.errors import ConfigError
+from rag.eval.files import write_jsonl_atomic
 from rag.eval.metrics import normalize_answer
 
 KINDS = ("cmrc", "squad", "squad2", "rgb")
@@ -308,20 +307,6 @@ def _pick_refusals(
 # ---------------------------------------------------------------- writing
 
 
-def _write_jsonl_atomic(path: Path, records: Iterable[Record]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def convert(
     kind: str,
     input_path: Path,
@@ -357,8 +342,8 @@ def convert(
     questions = questions[:limit]
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_jsonl_atomic(out_dir / "corpus.jsonl", corpus)
-    _write_jsonl_atomic(out_dir / "questions.jsonl", questions)
+    write_jsonl_atomic(out_dir / "corpus.jsonl", corpus)
+    write_jsonl_atomic(out_dir / "questions.jsonl", questions)
     answerable = sum(1 for q in questions if q["answerable"])
     return ConvertStats(
         questions=len(questions),

@@ -15,6 +15,7 @@ applicable" where NaN would read as a broken number.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import string
 import unicodedata
@@ -101,10 +102,12 @@ def ndcg_at_k(ranked: Sequence[str], gold: Iterable[str], k: int = 10) -> float:
 _ASCII_PUNCT = frozenset(string.punctuation)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # per character; metrics see the same few thousand
 def _is_punct(c: str) -> bool:
     return c in _ASCII_PUNCT or unicodedata.category(c).startswith("P")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _is_wide(c: str) -> bool:
     # CJK ideographs, kana, hangul: one token per character, as in CMRC's evaluation.
     return unicodedata.east_asian_width(c) in ("W", "F")

@@ -17,7 +17,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,6 +30,7 @@ import numpy as np
 from rag.config import Settings
 from rag.errors import ConfigError
 from rag.eval import metrics as M
+from rag.eval.files import write_atomic, write_json
 
 KS = (1, 3, 5, 10)
 RETRIEVAL_DEPTH = 30  # chunks searched for the retrieval metrics; ranks documents to 10
@@ -453,31 +453,6 @@ def _dump(row: Mapping[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; results are not
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
-
-
 # ---------------------------------------------------------------- configuration
 
 
@@ -872,7 +847,7 @@ def run_eval(
         config["started"] = old["started"]  # only the report is rewritten
     write_json(old_config_path, config)
     # Rewrite first: drops a line cut short by an interruption, so appends stay whole.
-    write_text_atomic(results, "".join(_dump(r) + "\n" for r in kept.values()))
+    write_atomic(results, (_dump(r) + "\n" for r in kept.values()))
     if resumed:
         log(f"Resuming: {resumed} of {len(selected)} questions already answered in {results}")
 
@@ -896,7 +871,7 @@ def run_eval(
 
     order = {q.id: i for i, q in enumerate(all_questions)}
     ordered = sorted(kept.values(), key=lambda r: order.get(r["question_id"], len(order)))
-    write_text_atomic(results, "".join(_dump(r) + "\n" for r in ordered))
+    write_atomic(results, (_dump(r) + "\n" for r in ordered))
     rows = [r for r in ordered if r["question_id"] in wanted]
     metrics = summarize(rows, ks)
     metrics["by_type"] = by_type(rows)
