@@ -48,7 +48,9 @@ def cmd_ingest(args) -> int:
     print(report.summary())
     if report.embedded_chunks:
         rate = report.embedded_chunks / max(report.embed_seconds, 1e-9)
-        print(f"embedded {report.embedded_chunks} chunks in {report.embed_seconds:.1f} s ({rate:.1f} chunks/s)")
+        print(
+            f"embedded {report.embedded_chunks} chunks in {report.embed_seconds:.1f} s ({rate:.1f} chunks/s)"
+        )
     return 0 if report.ingested_anything else 2
 
 
@@ -153,7 +155,7 @@ def _read_batch(path: str):
                 obj = json.loads(line)
                 yield obj.get("id", no), obj["question"]
             except (json.JSONDecodeError, KeyError):
-                raise RagError(f"{p}:{no}: not a JSON object with a \"question\" field") from None
+                raise RagError(f'{p}:{no}: not a JSON object with a "question" field') from None
         else:
             yield no, line
 
@@ -167,7 +169,9 @@ def cmd_ask(args) -> int:
             print(json.dumps(row, ensure_ascii=False), flush=True)
         return 0
     if not args.question:
-        raise RagError("give a question, e.g. rag ask \"威海精致城市建设有哪些做法？\", or --batch FILE")
+        raise RagError(
+            'give a question, e.g. rag ask "威海精致城市建设有哪些做法？", or --batch FILE'
+        )
     if args.json:
         print_answer(system.ask(args.question, top_k=args.top_k, **_filters(args)), True)
     else:
@@ -204,7 +208,9 @@ def cmd_chat(args) -> int:
             standalone = session.rewrite(q)
             if standalone != q:
                 print(f"（理解为：{standalone}）")
-            ans = print_streamed(system.answerer.stream(standalone, top_k=args.top_k, **_filters(args)))
+            ans = print_streamed(
+                system.answerer.stream(standalone, top_k=args.top_k, **_filters(args))
+            )
             ans.question, ans.rewritten_question = q, standalone
             session.history.append(Turn(q, standalone, ans.text))
         print()
@@ -249,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--llm-model", metavar="NAME", help="model name (openai, ollama)")
         sp.add_argument("--llm-base-url", metavar="URL", help="server URL (openai, ollama)")
         sp.add_argument("--llm-model-path", metavar="FILE", help="GGUF file (llamacpp)")
-        sp.add_argument("--llm-timeout", type=float, metavar="SECONDS", help="time limit per answer")
+        sp.add_argument(
+            "--llm-timeout", type=float, metavar="SECONDS", help="time limit per answer"
+        )
 
     ask = sub.add_parser("ask", parents=[common], help="answer one question, or a file of them")
     ask.add_argument("question", nargs="?")

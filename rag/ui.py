@@ -995,7 +995,8 @@ def build_app(library: Library, examples: Sequence[str]):
     def doc_choices():
         return [(f"{r.title}（{r.doc_id}）", r.doc_id) for r in library.documents()]
 
-    with gr.Blocks(title="文档问答") as demo:
+    # every hour, drop Gradio's copies of uploads older than a day (they are indexed by then)
+    with gr.Blocks(title="文档问答", delete_cache=(3600, 86400)) as demo:
         state = gr.State(None)
         gr.Markdown(
             "## 文档问答\n基于知识库中的文档回答问题，每个回答都标明出处 [n]；点击引用可查看原文。"
