@@ -209,6 +209,17 @@ def write_plots(
 # ---------------------------------------------------------------- markdown
 
 
+def _fusion(s: Mapping[str, Any]) -> str:
+    """How the run fused dense and BM25 evidence, in the words of eval/reports/fusion.md."""
+    w = f"dense {s.get('dense_weight')} / BM25 {s.get('bm25_weight')}"
+    if s.get("fusion", "rrf") == "rrf":  # runs from before score fusion have no "fusion"
+        return f"RRF k {s.get('rrf_k')}, weights {w} / document BM25 {s.get('doc_bm25_weight')}"
+    return (
+        f"score fusion, weights {w} / document BM25 {s.get('doc_bm25_weight')} / "
+        f"term coverage {s.get('coverage_weight')} / numbers {s.get('number_weight')}"
+    )
+
+
 def _settings_lines(config: Mapping[str, Any]) -> list[str]:
     s = config.get("settings", {})
     models = config.get("models", {})
@@ -235,12 +246,11 @@ def _settings_lines(config: Mapping[str, Any]) -> list[str]:
         ("chunking", f"{s.get('chunk_size')} chars, {s.get('chunk_overlap')} sentence(s) overlap"),
         (
             "retrieval",
-            f"top_k {s.get('top_k')}, candidate_depth {s.get('candidate_depth')}, "
-            f"RRF k {s.get('rrf_k')}, weights dense {s.get('dense_weight')} / BM25 {s.get('bm25_weight')}",
+            f"top_k {s.get('top_k')}, candidate_depth {s.get('candidate_depth')}, " + _fusion(s),
         ),
         (
             "answering",
-            f"max {s.get('max_answer_sentences')} sentences, refusal threshold {s.get('refusal_threshold')}",
+            f"max {s.get('max_answer_sentences')} sentences, refusal threshold {s.get('refusal_threshold') or 'calibrated (rag/refusal_model.json)'}",
         ),
         (
             "metrics depth",
