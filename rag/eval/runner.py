@@ -473,7 +473,8 @@ def _git() -> dict[str, Any]:
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # reports being (re)written are not code: they do not make the tree dirty
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!eval/reports"],
             cwd=repo,
             capture_output=True,
             text=True,
