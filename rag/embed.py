@@ -909,7 +909,7 @@ class Embedder:
     def warm_up(self, background: bool = False) -> threading.Thread | None:
         """Load what the first query needs (the query encoder, torch's kernels) now.
 
-        With `background`, in a daemon thread, so that it overlaps other start-up work
+        With `background`, in a thread (the process waits for it at exit), so that it overlaps other start-up work
         (opening the index); the first query then waits only for what is left. Errors
         are left for that first query to report.
         """
@@ -921,7 +921,9 @@ class Embedder:
         if not background:
             run()
             return None
-        t = threading.Thread(target=run, name="rag-embedder-warm-up", daemon=True)
+        # not a daemon: a process that exits while torch or the dictionary is still loading
+        # would be killed mid-C++ ("terminate called without an active exception")
+        t = threading.Thread(target=run, name="rag-embedder-warm-up", daemon=False)
         t.start()
         return t
 

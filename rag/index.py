@@ -262,7 +262,9 @@ def warm_up_segmenter(index_dir: Path, background: bool = False) -> threading.Th
     if not background:
         run()
         return None
-    t = threading.Thread(target=run, name="rag-segmenter-warm-up", daemon=True)
+    # not a daemon: a process that exits while torch or the dictionary is still loading
+    # would be killed mid-C++ ("terminate called without an active exception")
+    t = threading.Thread(target=run, name="rag-segmenter-warm-up", daemon=False)
     t.start()
     return t
 
