@@ -55,6 +55,23 @@ class Citation:
     quotes: tuple[tuple[int, int], ...] = ()  # quoted sentences' offsets in the document
 
 
+def make_citation(index, n: int, h: Hit, quotes=()) -> Citation:
+    """Citation `n` for hit `h`: its passage plus its document's title, source and date."""
+    meta = index.doc_meta(h.doc_id)
+    return Citation(
+        n,
+        h.chunk_id,
+        h.doc_id,
+        meta.get("title") or h.doc_id,
+        meta.get("source") or "",
+        meta.get("date"),
+        h.start,
+        h.end,
+        h.text,
+        tuple(quotes),
+    )
+
+
 @dataclass(frozen=True)
 class AnswerSentence:
     text: str
@@ -344,21 +361,6 @@ class ExtractiveAnswerer:
         # best sentence first: the reader sees the answer before the supporting context
         return self._cited(question, hits, chosen, conf)
 
-    def _citation(self, n: int, h: Hit, quotes=()) -> Citation:
-        meta = self.retriever.index.doc_meta(h.doc_id)
-        return Citation(
-            n,
-            h.chunk_id,
-            h.doc_id,
-            meta.get("title") or h.doc_id,
-            meta.get("source") or "",
-            meta.get("date"),
-            h.start,
-            h.end,
-            h.text,
-            tuple(quotes),
-        )
-
     def _cited(self, question, hits, chosen: list[_Cand], conf: float) -> Answer:
         order: list[int] = []
         for c in chosen:
@@ -366,7 +368,12 @@ class ExtractiveAnswerer:
                 order.append(c.hit_i)
         n_of = {hi: n for n, hi in enumerate(order, start=1)}
         citations = [
-            self._citation(n_of[hi], hits[hi], [(c.start, c.end) for c in chosen if c.hit_i == hi])
+            make_citation(
+                self.retriever.index,
+                n_of[hi],
+                hits[hi],
+                [(c.start, c.end) for c in chosen if c.hit_i == hi],
+            )
             for hi in order
         ]
         sentences = [AnswerSentence(c.text, n_of[c.hit_i], c.start, c.end) for c in chosen]
@@ -374,7 +381,9 @@ class ExtractiveAnswerer:
         return Answer(question, text, False, citations, sentences, hits, conf)
 
     def _refusal(self, question, hits, conf: float) -> Answer:
-        related = [self._citation(n, h) for n, h in enumerate(hits[:3], start=1)]
+        related = [
+            make_citation(self.retriever.index, n, h) for n, h in enumerate(hits[:3], start=1)
+        ]
         return Answer(
             question,
             REFUSAL,

@@ -810,7 +810,7 @@ class Embedder:
             batch_size=settings.embed_batch_size,
             query_prefix=settings.query_prefix,
             passage_prefix=settings.passage_prefix,
-            query_threads=getattr(settings, "embed_query_threads", 0),
+            query_threads=settings.embed_query_threads,
         )
 
     def __repr__(self) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rag.answer import REFUSAL, Answer, AnswerSentence, Citation, ExtractiveAnswerer
+from rag.answer import REFUSAL, Answer, AnswerSentence, ExtractiveAnswerer, make_citation
 from rag.chunking import split_sentences
 from rag.config import Settings
 from rag.errors import ConfigError, ModelError
@@ -566,7 +566,9 @@ class LLMAnswerer:
         """Turn the LLM's raw text into a checked `Answer` (or the extractive one)."""
         raw = raw.strip()
         if is_refusal(raw):
-            related = [self._citation(n, h) for n, h in enumerate(hits[:3], start=1)]
+            related = [
+                make_citation(self.retriever.index, n, h) for n, h in enumerate(hits[:3], start=1)
+            ]
             return Answer(
                 question,
                 REFUSAL,
@@ -605,7 +607,7 @@ class LLMAnswerer:
             quotes = sorted(
                 {(s.start, s.end) for s in sentences if s.citation == new_n and s.supported}
             )
-            citations.append(self._citation(new_n, hits[old_n - 1], quotes))
+            citations.append(make_citation(self.retriever.index, new_n, hits[old_n - 1], quotes))
 
         notes = []
         if invalid:
@@ -641,21 +643,6 @@ class LLMAnswerer:
             meta = self.retriever.index.doc_meta(h.doc_id)
             out.append(Passage(n, meta.get("title") or h.doc_id, meta.get("date"), h.text))
         return out
-
-    def _citation(self, n: int, h: Hit, quotes=()) -> Citation:
-        meta = self.retriever.index.doc_meta(h.doc_id)
-        return Citation(
-            n,
-            h.chunk_id,
-            h.doc_id,
-            meta.get("title") or h.doc_id,
-            meta.get("source") or "",
-            meta.get("date"),
-            h.start,
-            h.end,
-            h.text,
-            tuple(quotes),
-        )
 
     @staticmethod
     def _marked(c: SentenceCheck, renumber: _Renumberer) -> str:

@@ -191,18 +191,14 @@ class HybridRetriever(BaseRetriever):
             return {}
         rows = np.asarray(cands)
         dense = np.zeros(len(cands))
-        if len(d_rows):
+        if len(d_rows):  # the dense rows open `cands`, in their order
             ds = np.asarray(d_scores, float)
-            lo, hi = float(ds.min()), float(ds.max())
-            pos = {int(r): i for i, r in enumerate(cands)}
-            for r, v in zip(d_rows, ds):
-                dense[pos[int(r)]] = (v - lo) / max(hi - lo, 1e-6)
+            dense[: len(ds)] = (ds - ds.min()) / max(float(ds.max() - ds.min()), 1e-6)
         lex = np.zeros(len(cands))
         if len(b_rows):
+            pos = {r: i for i, r in enumerate(cands)}
             best = float(b_scores[0]) or 1.0
-            pos = {int(r): i for i, r in enumerate(cands)}
-            for r, v in zip(b_rows, b_scores):
-                lex[pos[int(r)]] = float(v) / best
+            lex[[pos[int(r)] for r in b_rows]] = np.asarray(b_scores, float) / best
         fused = s.dense_weight * dense + s.bm25_weight * lex
         if doc_norm:
             doc_of = self.index.doc_ids
