@@ -10,10 +10,12 @@ model (a hub name or a local folder) loads the usual way.
 Heavy libraries (torch, sentence-transformers, llama-index) are imported only when a
 model is first used, so `import rag` stays fast.
 
-Queries take a lighter road: `LightBert` runs the same BERT forward pass in plain torch
-from the folder's safetensors (memory-mapped) and tokenizer.json, giving the same vectors
-(within 1e-6) without importing transformers and sentence-transformers, which takes
-longer than everything else at start-up. Passages (batch ingestion) use sentence-transformers.
+Mean-pooled BERT models (the default is one) take a lighter road: `LightBert` runs the
+same forward pass in plain torch from the folder's safetensors (memory-mapped) and
+tokenizer.json, giving the same vectors (within 1e-6). Queries gain start-up time (no
+transformers/sentence-transformers import); passages gain throughput (batches sorted by
+token count, no per-batch tokenizer and module overhead: 1.3x sentence-transformers'
+tokens/s here, bench/results/optimisations.md). Other models use sentence-transformers.
 """
 
 from __future__ import annotations
@@ -670,20 +672,27 @@ class LightBert:
             }
         self._torch = torch
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Model token ids of each text (special tokens added, truncated to max_length)."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), hidden) float32 unit rows, one batch padded to its longest text."""
+        return self.encode_ids(self.token_ids(texts))
+
+    def encode_ids(self, seqs: list[list[int]]) -> np.ndarray:
+        """`encode` for texts already turned into token ids (one padded batch)."""
         torch = self._torch
         F = torch.nn.functional
-        enc = self.tokenizer.encode_batch(list(texts))
-        n = max(len(e.ids) for e in enc)
-        ids = torch.zeros((len(enc), n), dtype=torch.long)
-        mask = torch.zeros((len(enc), n), dtype=torch.bool)
-        for i, e in enumerate(enc):
-            ids[i, : len(e.ids)] = torch.tensor(e.ids)
-            mask[i, : len(e.ids)] = True
+        n = max(len(s) for s in seqs)
+        ids = torch.zeros((len(seqs), n), dtype=torch.long)
+        mask = torch.zeros((len(seqs), n), dtype=torch.bool)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = True
         w, H, nh = self.w, self.hidden, self.heads
         d = H // nh
-        B = len(enc)
+        B = len(seqs)
         attn = mask[:, None, None, :] if not bool(mask.all()) else None
         with torch.inference_mode():
             x = w["embeddings.word_embeddings.weight"][ids]
@@ -759,8 +768,9 @@ def _torch_threads(n: int) -> Iterator[None]:
 class Embedder:
     """Embeds passages and queries with a sentence-transformers model, loaded on first use.
 
-    Queries go through `LightBert` when the model allows it (the default does), on
-    `query_threads` torch threads; `warm_up()` loads it ahead of the first question.
+    Passages and queries go through `LightBert` when the model allows it (the default
+    does; `light_encoder=False` forces sentence-transformers), queries on `query_threads`
+    torch threads; `warm_up()` loads it ahead of the first question.
 
     >>> emb = Embedder()                        # multilingual-e5-small
     >>> P = emb.embed_passages(["崂山区城市更新", "青岛地铁"])   # (2, 384) float32, unit rows
@@ -777,7 +787,7 @@ class Embedder:
         passage_prefix: str | None = None,
         query_cache_size: int = 256,
         query_threads: int = 0,
-        light_queries: bool = True,
+        light_encoder: bool = True,
     ):
         if cache_dir is None:
             from rag.config import Settings
@@ -796,7 +806,7 @@ class Embedder:
         self._st: SentenceTransformer | None = None
         self._lock = threading.RLock()
         self.query_threads = int(query_threads)
-        self.light_queries = light_queries
+        self.light_encoder = light_encoder
         self._light: LightBert | None | bool = None  # False: the model does not allow it
         self._light_lock = threading.Lock()
 
@@ -890,13 +900,13 @@ class Embedder:
                 f"cannot load embedding model {self.model_name}: {type(e).__name__}: {e} ({hint})"
             ) from e
 
-    def _query_model(self) -> LightBert | None:
-        """The light query encoder, loaded once; None where the model needs sentence-transformers."""
+    def _light_model(self) -> LightBert | None:
+        """The light encoder, loaded once; None where the model needs sentence-transformers."""
         with self._light_lock:
             if self._light is None:
                 self._light = False
                 path = Path(self.model_path)
-                if self.light_queries and self.device == "cpu" and _mean_pooled_bert(path):
+                if self.light_encoder and self.device == "cpu" and _mean_pooled_bert(path):
                     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
                     try:
                         self._light = LightBert(path)
@@ -930,7 +940,7 @@ class Embedder:
     @property
     def dim(self) -> int:
         """Vector length (384 for multilingual-e5-small)."""
-        light = self._query_model()
+        light = self._light_model()
         if light is not None:
             return light.hidden
         st = self._model()
@@ -960,7 +970,34 @@ class Embedder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        return self._encode(texts, self.passage_prefix, show_progress)
+        light = self._light_model()
+        if light is None:
+            return self._encode(texts, self.passage_prefix, show_progress)
+        try:
+            seqs = light.token_ids([self.passage_prefix + t for t in texts])
+        except Exception as e:
+            raise ModelError(f"tokenizing for {self.model_name} failed: {e}") from e
+        # batches of similar token counts: little padding (sentence-transformers sorts too)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]), reverse=True)
+        out = np.empty((len(texts), light.hidden), np.float32)
+        bar = None
+        if show_progress:  # a tqdm bar, which the UI's upload progress follows
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(texts), desc="Embedding", unit="chunk")
+        try:
+            with _torch_threads(0):
+                for a in range(0, len(order), self.batch_size):
+                    rows = order[a : a + self.batch_size]
+                    out[rows] = light.encode_ids([seqs[i] for i in rows])
+                    if bar is not None:
+                        bar.update(len(rows))
+        except Exception as e:
+            raise ModelError(f"embedding with {self.model_name} failed: {e}") from e
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
 
     def query_threads_now(self) -> int:
         """Torch threads for one query: `query_threads`, or with 0 (auto) every core while
@@ -981,7 +1018,7 @@ class Embedder:
 
     def _encode_queries(self, texts: list[str], threads: int | None = None) -> np.ndarray:
         """Prefixed texts through the light encoder (or sentence-transformers without one)."""
-        light = self._query_model()
+        light = self._light_model()
         threads = self.query_threads_now() if threads is None else threads
         if light is None:
             st = self._model()

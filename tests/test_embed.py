@@ -300,7 +300,7 @@ ODD = [
 
 
 def test_light_encoder_tokenizes_like_sentence_transformers(embedder: Embedder) -> None:
-    light = embedder._query_model()
+    light = embedder._light_model()
     assert light is not None  # the default model takes the light road
     st = embedder._model()
     for text in SENTENCES + ODD:
@@ -319,6 +319,20 @@ def test_light_queries_equal_sentence_transformers_vectors(embedder: Embedder) -
     assert one.dtype == batch.dtype == np.float32
     np.testing.assert_allclose(one, st, atol=1e-5)
     np.testing.assert_allclose(batch, st, atol=1e-5)
+
+
+def test_passages_through_the_light_encoder_equal_sentence_transformers(embedder: Embedder) -> None:
+    """Ingestion embeds with LightBert (faster); the vectors must stay sentence-transformers'."""
+    texts = SENTENCES + ODD
+    st = embedder._model().encode(
+        texts, prompt=embedder.passage_prefix, normalize_embeddings=True, convert_to_numpy=True
+    )
+    got = embedder.embed_passages(texts, show_progress=True)  # batches sorted by token count
+    assert got.dtype == np.float32 and got.shape == st.shape
+    np.testing.assert_allclose(got, st, atol=1e-5)
+    forced = Embedder(embedder.model_name, cache_dir=embedder.cache_dir, light_encoder=False)
+    assert forced._light_model() is None  # sentence-transformers on request
+    np.testing.assert_allclose(forced.embed_passages(texts[:2]), st[:2], atol=1e-5)
 
 
 def test_query_threads_are_set_per_call(embedder: Embedder) -> None:
