@@ -671,6 +671,14 @@ class LightBert:
                 for k, v in _safetensors_mmap(folder / "model.safetensors").items()
             }
         self._torch = torch
+        attn = "encoder.layer.{}.attention.self.{}.{}"
+        self._qkv = [
+            tuple(
+                torch.cat([self.w[attn.format(i, m, part)] for m in ("query", "key", "value")])
+                for part in ("weight", "bias")
+            )
+            for i in range(self.layers)
+        ]
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         """Model token ids of each text (special tokens added, truncated to max_length)."""
@@ -720,7 +728,9 @@ class LightBert:
                         t = t.new_zeros(B * n, H).index_copy_(0, where, t)
                     return t.view(B, n, nh, d).transpose(1, 2)
 
-                q, k, v = (heads(lin(x, f"attention.self.{m}")) for m in ("query", "key", "value"))
+                # query, key and value in one matrix product (fewer, larger calls)
+                qkv = F.linear(x, self._qkv[i][0], self._qkv[i][1])
+                q, k, v = (heads(t) for t in qkv.split(H, dim=1))
                 c = F.scaled_dot_product_attention(q, k, v, attn_mask=attn)
                 c = c.transpose(1, 2).reshape(B * n, H)
                 if where is not None:
