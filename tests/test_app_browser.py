@@ -147,7 +147,7 @@ def upload(page, path: Path):
 def test_app_built_its_index_with_progress(server):
     log = server.log.read_text(errors="replace")
     assert "No index in" in log and "building it from" in log
-    assert "Batches" in log and "added 2" in log  # the embedding progress bar and the summary
+    assert "Embedding: 100%" in log and "added 2" in log  # the embedding progress bar, the summary
 
 
 def test_examples_on_the_empty_screen(page):
