@@ -578,7 +578,7 @@ def default_prefixes(model: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------------------
-# The light query encoder
+# The light encoder
 # --------------------------------------------------------------------------------------
 
 
@@ -685,7 +685,7 @@ class LightBert:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), hidden) float32 unit rows, one batch padded to its longest text."""
+        """(len(texts), hidden) float32 unit rows, as one batch."""
         return self.encode_ids(self.token_ids(texts))
 
     def encode_ids(self, seqs: list[list[int]]) -> np.ndarray:
@@ -948,7 +948,7 @@ class Embedder:
 
         def run() -> None:
             with contextlib.suppress(Exception):
-                self._encode_queries([self.query_prefix + "预热"])
+                self._embed(["预热"], self.query_prefix, threads=self.query_threads_now())
 
         if not background:
             run()
@@ -971,10 +971,13 @@ class Embedder:
 
     # -- embedding -------------------------------------------------------------------
 
-    def _encode(self, texts: list[str], prefix: str, show_progress: bool) -> np.ndarray:
+    def _encode(
+        self, texts: list[str], prefix: str, show_progress: bool, threads: int
+    ) -> np.ndarray:
+        """Through sentence-transformers (models `LightBert` does not reproduce)."""
         st = self._model()
         try:
-            with _torch_threads(0) if self.device == "cpu" else contextlib.nullcontext():
+            with _torch_threads(threads) if self.device == "cpu" else contextlib.nullcontext():
                 vecs = st.encode(
                     texts,
                     prompt=prefix,  # "": also keeps any default prompt of the model out
@@ -987,19 +990,18 @@ class Embedder:
             raise ModelError(f"embedding with {self.model_name} failed: {e}") from e
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
-    def embed_passages(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        """Unit vectors, shape (len(texts), dim), float32, one row per text in order."""
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
+    def _embed(
+        self, texts: list[str], prefix: str, show_progress: bool = False, threads: int = 0
+    ) -> np.ndarray:
+        """Unit vectors of `prefix + text`, in batches of similar token counts (little
+        padding, as sentence-transformers sorts too), on `threads` torch threads (0: all)."""
         light = self._light_model()
         if light is None:
-            return self._encode(texts, self.passage_prefix, show_progress)
+            return self._encode(texts, prefix, show_progress, threads)
         try:
-            seqs = light.token_ids([self.passage_prefix + t for t in texts])
+            seqs = light.token_ids([prefix + t for t in texts])
         except Exception as e:
             raise ModelError(f"tokenizing for {self.model_name} failed: {e}") from e
-        # batches of similar token counts: little padding (sentence-transformers sorts too)
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]), reverse=True)
         out = np.empty((len(texts), light.hidden), np.float32)
         bar = None
@@ -1008,7 +1010,7 @@ class Embedder:
 
             bar = tqdm(total=len(texts), desc="Embedding", unit="chunk")
         try:
-            with _torch_threads(0):
+            with _torch_threads(threads):
                 for a in range(0, len(order), self.batch_size):
                     rows = order[a : a + self.batch_size]
                     out[rows] = light.encode_ids([seqs[i] for i in rows])
@@ -1020,6 +1022,13 @@ class Embedder:
             if bar is not None:
                 bar.close()
         return out
+
+    def embed_passages(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """Unit vectors, shape (len(texts), dim), float32, one row per text in order."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return self._embed(texts, self.passage_prefix, show_progress)
 
     def query_threads_now(self) -> int:
         """Torch threads for one query: `query_threads`, or with 0 (auto) every core while
@@ -1038,35 +1047,12 @@ class Embedder:
             return 1
         return cores if busy < cores else 1
 
-    def _encode_queries(self, texts: list[str], threads: int | None = None) -> np.ndarray:
-        """Prefixed texts through the light encoder (or sentence-transformers without one)."""
-        light = self._light_model()
-        threads = self.query_threads_now() if threads is None else threads
-        if light is None:
-            st = self._model()
-            with _torch_threads(threads):
-                try:
-                    vecs = st.encode(texts, prompt="", batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)  # fmt: skip
-                except Exception as e:
-                    raise ModelError(f"embedding with {self.model_name} failed: {e}") from e
-            return np.ascontiguousarray(vecs, dtype=np.float32)
-        with _torch_threads(threads):
-            try:
-                return light.encode(texts)
-            except Exception as e:
-                raise ModelError(f"embedding with {self.model_name} failed: {e}") from e
-
     def embed_queries(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         """Many queries at once (evaluation): batched, with the query prefix, no cache."""
-        texts = [self.query_prefix + t for t in texts]
+        texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding
-        out = np.empty((len(texts), self.dim), np.float32)
-        for a in range(0, len(order), self.batch_size):
-            rows = order[a : a + self.batch_size]
-            out[rows] = self._encode_queries([texts[i] for i in rows], threads=0)
-        return out
+        return self._embed(texts, self.query_prefix, show_progress)
 
     def embed_query(self, text: str) -> np.ndarray:
         """One unit vector of shape (dim,); recent queries are answered from a small cache."""
@@ -1075,7 +1061,7 @@ class Embedder:
             if hit is not None:
                 self._query_cache.move_to_end(text)
                 return hit.copy()
-        vec = self._encode_queries([self.query_prefix + text])[0]
+        vec = self._embed([text], self.query_prefix, threads=self.query_threads_now())[0]
         with self._lock:
             self._query_cache[text] = vec
             while len(self._query_cache) > self._query_cache_size:

@@ -240,7 +240,7 @@ class HybridIndex:
 
 def warm_up_segmenter(index_dir: Path, background: bool = False) -> threading.Thread | None:
     """Load the word segmenter the index in `index_dir` was built with (its dictionary
-    takes up to a second), optionally in a daemon thread while the index opens.
+    takes up to a second), optionally in a background thread while the index opens.
 
     The segmenter is read from the head of the manifest (written first), so this does
     not wait for the whole manifest to be parsed; any doubt means the legacy jieba.

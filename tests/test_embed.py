@@ -314,7 +314,7 @@ def test_light_queries_equal_sentence_transformers_vectors(embedder: Embedder) -
     st = embedder._model().encode(
         texts, prompt=embedder.query_prefix, normalize_embeddings=True, convert_to_numpy=True
     )
-    one = np.stack([embedder._encode_queries([embedder.query_prefix + t])[0] for t in texts])
+    one = np.stack([embedder._embed([t], embedder.query_prefix)[0] for t in texts])
     batch = embedder.embed_queries(texts)  # padded batches, sorted by length
     assert one.dtype == batch.dtype == np.float32
     np.testing.assert_allclose(one, st, atol=1e-5)
