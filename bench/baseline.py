@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import measure
-from bench.phases import _counting_embedder, _settings, main, token_stats
+from bench.phases import _settings, main, token_stats
 
 LI_DEFAULT_EMBED_BATCH = 10  # llama_index.core.constants.DEFAULT_EMBED_BATCH_SIZE
 
@@ -78,7 +78,9 @@ def phase_li_embed(p: dict) -> dict:
     from llama_index.core import VectorStoreIndex
 
     settings = _settings(p.get("index_dir", "/nonexistent"))
-    emb = _counting_embedder(settings)  # our embedder: its tokenizer counts the tokens
+    from rag.embed import Embedder
+
+    emb = Embedder.from_settings(settings)  # the model folder, prefixes and token counter
     model = _timed_hf_embedding(emb)
     model.get_query_embedding("预热")  # load the model outside the timed ingest
     docs = _documents(p["corpus"])
