@@ -220,14 +220,8 @@ class ExtractiveAnswerer:
 
     # scoring ----------------------------------------------------------------
     def _idf(self, tokens: list[str]) -> dict[str, float]:
-        bm = self.retriever.index.bm25
-        n = max(len(bm), 1)
-        out = {}
-        for t in set(tokens):
-            j = bm.vocab.get(t)
-            df = 0 if j is None else bm.df[j]
-            out[t] = math.log1p((n - df + 0.5) / (df + 0.5))
-        return out
+        terms = list(set(tokens))
+        return dict(zip(terms, self.retriever.index.bm25.idf(terms).tolist()))
 
     def _candidates(self, question: str, hits: list[Hit], kind: str) -> list[_Cand]:
         q_toks = self.retriever.index.tokenize(question)

@@ -404,6 +404,13 @@ class BM25Index:
             return np.diff(self.weights.indptr)
         return np.bincount(self.tf.indices, minlength=len(self.vocab))
 
+    def idf(self, terms: Sequence[str]) -> np.ndarray:
+        """BM25's IDF of each term; a term outside the vocabulary has document frequency 0."""
+        n = max(len(self), 1)
+        cols = (self.vocab.get(t) for t in terms)
+        df = np.array([0 if j is None else self.df[j] for j in cols], float)
+        return np.log1p((n - df + 0.5) / (df + 0.5))
+
     @property
     def weights(self) -> sp.csc_matrix:
         if self._weights is None:

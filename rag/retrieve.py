@@ -215,10 +215,8 @@ class HybridRetriever(BaseRetriever):
         zeros = np.zeros(len(rows))
         if not toks:
             return zeros, zeros
-        n = len(bm)
         cols = [bm.vocab.get(t) for t in toks]
-        df = np.array([0 if j is None else bm.df[j] for j in cols], float)
-        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        idf = bm.idf(toks)
         known = [i for i, j in enumerate(cols) if j is not None]
         present = np.zeros((len(rows), len(toks)), bool)
         if known:
