@@ -46,7 +46,7 @@ def scatter_scores(weights, cols: list[int], n: int) -> np.ndarray:
 def ingest_parts(corpus_dir: str, n: int) -> dict:
     """CPU seconds of each ingestion stage on the first `n` articles, before and after the
     optimisations (bench/results/optimisations.md), checking the outputs are the same."""
-    from rag.bm25 import BM25Index, get_segmenter, term_counts
+    from rag.bm25 import BM25Index, count_terms, get_segmenter
     from rag.chunking import chunk_spans
     from rag.textnorm import norm, normalize
 
@@ -80,8 +80,11 @@ def ingest_parts(corpus_dir: str, n: int) -> dict:
         out["rjieba_same_token_lists"] = round(same / max(len(normed), 1), 4)
     toks = next(iter(seg.values()))
     _, out["bm25_add_s"] = _t(lambda: BM25Index.empty().add(toks))
-    rows, out["term_counts_s"] = _t(lambda: [term_counts(t) for t in toks])
-    _, out["bm25_add_counts_s"] = _t(lambda: BM25Index.empty().add_counts(rows))
+    step = 200 * 3  # about one worker batch of chunks
+    blocks, out["count_terms_s"] = _t(
+        lambda: [count_terms(toks[i : i + step]) for i in range(0, len(toks), step)]
+    )
+    _, out["bm25_add_rows_s"] = _t(lambda: BM25Index.empty().add_rows(blocks))
     return out
 
 
@@ -91,14 +94,16 @@ def parts(index_dir: str, queries: list[str]) -> dict:
 
     from rag.bm25 import BM25Index
     from rag.index import current_version
+    from rag.table import ChunkTable
 
     folder = current_version(Path(index_dir))
     out: dict = {"index": str(folder), "files": measure.folder_bytes(folder)}
     read = {}
-    for name in ("manifest.json", "chunks.json", "bm25_vocab.json"):
+    for name in ("manifest.json", "bm25_vocab.json"):
         text, s1 = _t(lambda name=name: (folder / name).read_text(encoding="utf-8"))
         _, s2 = _t(lambda text=text: json.loads(text))
         read[name] = {"read_s": s1, "parse_s": s2}
+    _, read["chunk table"] = _t(lambda: ChunkTable.load(folder))
     seg = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("tokenizer", {})
     out["segmenter"] = seg.get("name", "jieba")
     _, read["bm25_tf.npz"] = _t(lambda: BM25Index.load(folder, segmenter=out["segmenter"]))

@@ -21,7 +21,6 @@ import logging
 import re
 import threading
 from array import array
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
@@ -254,11 +253,41 @@ def tokenize(text: str, normalized: bool = False, segmenter: str | None = None) 
     return get_segmenter(segmenter).tokens(t)
 
 
-def term_counts(tokens: Iterable[str]) -> tuple[list[str], array]:
-    """Distinct terms in first-seen order and their counts: one BM25 row, compact to
-    send between processes (a Counter would be rebuilt in Python on arrival)."""
-    c = Counter(tokens)
-    return list(c), array("f", c.values())
+class TermRows(NamedTuple):
+    """BM25 rows of several chunks over their own small vocabulary (`count_terms`).
+
+    What a segmenting worker sends back: a few arrays and one list of distinct terms,
+    so the receiver maps each distinct term of the batch to a column once, not once
+    per row it occurs in, and nothing is pickled term by term.
+    """
+
+    terms: list[str]  # the batch's vocabulary
+    cols: np.ndarray  # int32: column in `terms` of each (row, term) entry
+    counts: np.ndarray  # float32
+    indptr: np.ndarray  # int64, rows + 1
+
+
+def count_terms(rows: Iterable[Iterable[str]]) -> TermRows:
+    """The term counts of each row of tokens, as one `TermRows` block.
+
+    Tokens become batch-local columns in C (`map` over a dict whose misses assign the next
+    column), and numpy counts the (row, column) pairs of the whole batch at once: a
+    Counter per row cost twice as much (bench/results/optimisations.md).
+    """
+    local = _Vocabulary()
+    col = local.__getitem__
+    flat, indptr = array("i"), array("q", [0])
+    for tokens in rows:
+        flat.extend(map(col, tokens))
+        indptr.append(len(flat))
+    v = max(len(local), 1)
+    lengths = np.diff(np.frombuffer(indptr, np.int64))
+    row = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    keys, counts = np.unique(row * v + np.frombuffer(flat, np.int32), return_counts=True)
+    per_row = np.bincount(keys // v, minlength=len(lengths))
+    out_ptr = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(per_row, out=out_ptr[1:])
+    return TermRows(list(local), (keys % v).astype(np.int32), counts.astype(np.float32), out_ptr)
 
 
 # --------------------------------------------------------------------------- the index
@@ -330,44 +359,35 @@ class BM25Index:
 
     def add(self, token_lists: Iterable[list[str]]) -> BM25Index:
         """A new index with one row appended per token list (the vocabulary grows)."""
-        vocab = dict(self.vocab)
-        data, indices, indptr = array("f"), array("i"), array("q", [0])
-        for toks in token_lists:
-            counts: dict[int, int] = {}
-            for w in toks:
-                j = vocab.setdefault(w, len(vocab))
-                counts[j] = counts.get(j, 0) + 1
-            indices.extend(counts)
-            data.extend(counts.values())
-            indptr.append(len(indices))
-        return self._stack(data, indices, indptr, vocab)
+        return self.add_rows([count_terms(token_lists)])
 
-    def add_counts(self, rows: Iterable[tuple[Sequence[str], Sequence[int]]]) -> BM25Index:
-        """Like `add`, from each row's distinct terms and their counts (`term_counts`).
+    def add_rows(self, blocks: Iterable[TermRows]) -> BM25Index:
+        """A new index with the rows of each block (`count_terms`) appended, in order.
 
-        `rows` may be a generator: rows are packed as they come (C arrays, not lists).
+        `blocks` may be a generator: each is mapped onto the vocabulary as it comes.
         """
         vocab = _Vocabulary(self.vocab)
         column = vocab.__getitem__
-        data, indices, indptr = array("f"), array("i"), array("q", [0])
-        for terms, counts in rows:
-            indices.extend(map(column, terms))
-            data.extend(counts)
-            indptr.append(len(indices))
-        return self._stack(data, indices, indptr, dict(vocab))
-
-    def _stack(self, data: array, indices: array, indptr: array, vocab) -> BM25Index:
+        data, indices, lengths = [], [], []
+        for b in blocks:
+            remap = np.fromiter(map(column, b.terms), np.int32, len(b.terms))
+            data.append(b.counts)
+            indices.append(remap[b.cols])
+            lengths.append(np.diff(b.indptr))
+        indptr = np.zeros(sum(map(len, lengths)) + 1, np.int64)
+        if lengths:
+            np.cumsum(np.concatenate(lengths), out=indptr[1:])
         new = sp.csr_matrix(
             (
-                np.frombuffer(data, np.float32) if data else np.zeros(0, np.float32),
-                np.frombuffer(indices, np.int32) if indices else np.zeros(0, np.int32),
-                np.frombuffer(indptr, np.int64),
+                np.concatenate(data) if data else np.zeros(0, np.float32),
+                np.concatenate(indices) if indices else np.zeros(0, np.int32),
+                indptr,
             ),
             shape=(len(indptr) - 1, len(vocab)),
         )
         old = self.tf
         old = sp.csr_matrix((old.data, old.indices, old.indptr), shape=(old.shape[0], len(vocab)))
-        return self._like(sp.vstack([old, new], format="csr"), vocab)
+        return self._like(sp.vstack([old, new], format="csr"), dict(vocab))
 
     def grouped(self, group_of_row: np.ndarray, n_groups: int) -> BM25Index:
         """BM25 over groups of rows (documents of chunks): term counts summed per group.

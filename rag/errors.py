@@ -24,5 +24,9 @@ class IndexStoreError(RagError):
     """The index is missing, locked, from another schema, or damaged."""
 
 
+class IndexSchemaError(IndexStoreError):
+    """The index was written by another version of rag; `rag ingest` rebuilds it."""
+
+
 class ModelError(RagError):
     """An embedding model or LLM could not be loaded or called."""

@@ -4,8 +4,8 @@ Layout of an index directory::
 
     DIR/CURRENT            name of the live version folder (replaced atomically)
     DIR/.lock              held by the one ingest allowed at a time
-    DIR/v-<stamp>/         manifest.json, chunks.json, texts.jsonl, vectors.faiss,
-                           bm25_tf.npz, bm25_vocab.json
+    DIR/v-<stamp>/         manifest.json, texts.jsonl, vectors.faiss, bm25_tf.npz,
+                           bm25_vocab.json and the chunk table (rag/table.py)
 
 An ingest writes a complete new version folder, fsyncs it, then swaps CURRENT with
 os.replace: a crash at any point leaves the previous version loadable. Nothing is pickled.
@@ -34,9 +34,8 @@ import shutil
 import sys
 import threading
 import time
-from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,19 +48,22 @@ from rag.bm25 import (
     LEGACY_SEGMENTER,
     SEGMENTERS,
     BM25Index,
+    TermRows,
     available_segmenter,
+    count_terms,
     get_segmenter,
     segmenter_record,
     set_default_segmenter,
-    term_counts,
 )
 from rag.chunking import chunk_id, chunk_spans
 from rag.config import Settings
-from rag.errors import IndexStoreError, LoadError
+from rag.errors import IndexSchemaError, IndexStoreError, LoadError
 from rag.store import FaissStore
+from rag.table import ChunkTable
 from rag.textnorm import norm
 
-SCHEMA_VERSION = 1
+# 2: the chunk table moved from one chunks.json to rag/table.py's three files
+SCHEMA_VERSION = 2
 CLEANED_FORMATS = {"txt", "md", "html", "pdf", "docx"}
 
 
@@ -78,14 +80,15 @@ class Chunk(NamedTuple):
 class HybridIndex:
     """One loaded, immutable version of the index."""
 
-    def __init__(self, folder: Path, manifest: dict, table: dict, bm25: BM25Index, vectors):
+    def __init__(self, folder: Path, manifest: dict, table: ChunkTable, bm25: BM25Index, vectors):
         self.folder = folder
         self.manifest = manifest
-        self.ids: list[str] = table["ids"]
-        self.doc_ids: list[str] = table["doc_ids"]
-        self.starts: list[int] = table["starts"]
-        self.ends: list[int] = table["ends"]
-        self.texts: list[str] = table["texts"]
+        self.table = table
+        self.ids: list[str] = table.ids
+        self.doc_ids: list[str] = table.doc_ids
+        self.starts: list[int] = table.starts
+        self.ends: list[int] = table.ends
+        self.texts: Sequence[str] = table.texts
         self.bm25 = bm25
         self.vectors: FaissStore = vectors
         self._doc_rows: dict[str, list[int]] | None = None
@@ -116,15 +119,17 @@ class HybridIndex:
         try:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             if manifest.get("schema_version") != SCHEMA_VERSION:
-                raise IndexStoreError(
+                raise IndexSchemaError(
                     f"{folder}: index schema {manifest.get('schema_version')} is not "
                     f"{SCHEMA_VERSION}; rebuild it with `rag ingest PATH --rebuild`"
                 )
-            table = json.loads((folder / "chunks.json").read_text(encoding="utf-8"))
-            n = len(table["ids"])
-            if not all(len(table[k]) == n for k in ("doc_ids", "starts", "ends", "texts")):
+            table = ChunkTable.load(folder)
+            n = len(table)
+            unknown = set(table.doc_order) - manifest["docs"].keys()
+            if unknown:
                 raise IndexStoreError(
-                    f"{folder}/chunks.json: columns differ in length; rebuild it with "
+                    f"{folder}/chunks.json: chunks of {len(unknown)} documents the manifest "
+                    f"does not list (e.g. {min(unknown)!r}); rebuild it with "
                     "`rag ingest PATH --rebuild`"
                 )
             if not (folder / "texts.jsonl").is_file():
@@ -146,8 +151,8 @@ class HybridIndex:
             bm25 = BM25Index.load(folder, settings.bm25_k1, settings.bm25_b, segmenter)
             vectors = FaissStore.load(
                 folder,
-                table["ids"],
-                table["doc_ids"],
+                table.ids,
+                table.doc_ids,
                 manifest["embedding"]["dim"],
                 ann_min=settings.ann_min_chunks,
                 hnsw_m=settings.hnsw_m,
@@ -174,9 +179,11 @@ class HybridIndex:
         return self.manifest["docs"]
 
     def chunk(self, row: int) -> Chunk:
-        return Chunk(
-            row, self.ids[row], self.doc_ids[row], self.texts[row], self.starts[row], self.ends[row]
-        )
+        try:
+            text = self.texts[row]
+        except ValueError as e:  # chunk_texts.bin damaged after opening: name it, say the fix
+            raise IndexStoreError(f"{e}; rebuild it with `rag ingest PATH --rebuild`") from None
+        return Chunk(row, self.ids[row], self.doc_ids[row], text, self.starts[row], self.ends[row])
 
     def node(self, row: int) -> TextNode:
         """The chunk as a llama-index TextNode with its document's metadata."""
@@ -198,17 +205,15 @@ class HybridIndex:
         d = self.docs.get(doc_id, {})
         return {k: d.get(k) for k in ("title", "source", "date", "author", "source_name")}
 
-    @functools.cached_property
+    @property
     def doc_order(self) -> list[str]:
         """Document ids in first-chunk order; the row order of `doc_bm25`."""
-        return list(dict.fromkeys(self.doc_ids))
+        return self.table.doc_order
 
     @functools.cached_property
     def doc_bm25(self) -> BM25Index:
         """BM25 over whole documents, derived from the chunk term counts (no re-segmenting)."""
-        pos = {d: i for i, d in enumerate(self.doc_order)}
-        group = np.fromiter((pos[d] for d in self.doc_ids), np.int64, len(self.doc_ids))
-        return self.bm25.grouped(group, len(pos))
+        return self.bm25.grouped(self.table.doc_of_row, len(self.table.doc_order))
 
     def doc_rows(self, doc_id: str) -> list[int]:
         if self._doc_rows is None:
@@ -404,31 +409,29 @@ def _under(source: str, roots: list[Path]) -> bool:
 
 
 class _Segmented(NamedTuple):
-    """One document cut into chunks: what the embedder sees and what BM25 counts."""
+    """A batch of documents cut into chunks: what the embedder sees and what BM25 counts."""
 
-    spans: list[tuple[int, int]]
-    embed_inputs: list[str]  # normalised title line + chunk text
-    counts: list[tuple[list[str], array]]  # BM25 `term_counts` of each embed input
+    spans: list[list[tuple[int, int]]]  # each document's chunks
+    embed_inputs: list[str]  # every chunk of the batch: normalised title line + chunk text
+    terms: TermRows  # one BM25 row per chunk, from its embed input
 
 
-# Documents per task sent to a worker process, and the size of a batch (in characters)
-# worth starting workers for: 2M characters (about 3,000 news articles) take one core
-# about 2 s to chunk, normalise and segment, against about 0.1 s to fork the workers.
+# Documents per batch (one task of a worker process), and the size of a batch (in
+# characters) worth starting workers for: 2M characters (about 3,000 news articles) take
+# one core about 2 s to chunk, normalise and segment, against about 0.1 s to fork them.
 _TASK_DOCS = 200
 _POOL_MIN_CHARS = 2_000_000
 
 
-def _segment(title: str | None, text: str, size: int, overlap: int, segmenter: str) -> _Segmented:
-    seg = get_segmenter(segmenter)
-    spans = chunk_spans(text, size, overlap)
-    inputs = [norm(_embed_input(title, text[s:e])) for s, e in spans]
-    return _Segmented(
-        [tuple(sp) for sp in spans], inputs, [term_counts(seg.iter_tokens(t)) for t in inputs]
-    )
-
-
-def _segment_task(task: list[tuple]) -> list[_Segmented]:
-    return [_segment(*args) for args in task]
+def _segment_task(task: list[tuple]) -> _Segmented:
+    """Chunk, normalise and segment a batch of (title, text, size, overlap, segmenter)."""
+    spans, inputs = [], []
+    for title, text, size, overlap, _ in task:
+        doc = [tuple(sp) for sp in chunk_spans(text, size, overlap)]
+        spans.append(doc)
+        inputs.extend(norm(_embed_input(title, text[s:e])) for s, e in doc)
+    seg = get_segmenter(task[0][4]) if task else None
+    return _Segmented(spans, inputs, count_terms(map(seg.iter_tokens, inputs) if seg else ()))
 
 
 def _worker_start(segmenter: str, lock_fd: int | None) -> None:
@@ -443,17 +446,17 @@ def _worker_start(segmenter: str, lock_fd: int | None) -> None:
 def _segment_all(
     tasks: list[tuple], workers: int, segmenter: str, lock_fd: int | None = None
 ) -> Iterator[_Segmented]:
-    """`_segment(*task)` for every task, in order; over `workers` processes when given > 1.
+    """`_segment_task` for every batch of `_TASK_DOCS` tasks, in order; over `workers`
+    processes when given > 1.
 
-    At most two tasks per worker are in flight, so results never pile up in memory.
+    At most two batches per worker are in flight, so results never pile up in memory.
     Forked workers inherit the loaded modules and dictionaries (start in ~0.1 s).
     """
+    groups = (tasks[i : i + _TASK_DOCS] for i in range(0, len(tasks), _TASK_DOCS))
     if workers <= 1:
-        for t in tasks:
-            yield _segment(*t)
+        yield from map(_segment_task, groups)
         return
     ctx = mp.get_context("fork")
-    groups = (tasks[i : i + _TASK_DOCS] for i in range(0, len(tasks), _TASK_DOCS))
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_worker_start, initargs=(segmenter, lock_fd)
     ) as pool:
@@ -465,7 +468,7 @@ def _segment_all(
             nxt = next(groups, None)
             if nxt is not None:
                 pending.append(pool.submit(_segment_task, nxt))
-            yield from done
+            yield done
 
 
 def _workers(settings: Settings, n_chars: int) -> int:
@@ -518,7 +521,10 @@ def ingest(
     with index_lock(index_dir, wait_s=lock_wait_s, log=log) as lock_fd:
         old = None
         if not rebuild and current_version(index_dir) is not None:
-            old = HybridIndex.open(index_dir, settings)
+            try:
+                old = HybridIndex.open(index_dir, settings)
+            except IndexSchemaError:
+                log(f"{index_dir}: written by another version of rag; re-indexing every document.")
         if embedder is None:
             from rag.pipeline import make_embedder
 
@@ -613,24 +619,27 @@ def ingest(
         tasks = [(t, new_texts[k], size, overlap, segmenter) for t, k in zip(titles, new_docs)]
         workers = report.workers = _workers(settings, sum(len(t[1]) for t in tasks))
 
-        def chunk_counts() -> Iterator[tuple]:  # streamed into BM25: no token lists kept
-            segmented = _segment_all(tasks, workers, segmenter, lock_fd)
-            for (doc_id, d), seg in zip(new_docs.items(), segmented, strict=True):
-                text = new_texts[doc_id]
-                cids = []
-                for (s, e), normed, counts in zip(seg.spans, seg.embed_inputs, seg.counts):
-                    t = text[s:e]
-                    cids.append(chunk_id(doc_id, s, e, t))
-                    doc_ids.append(doc_id)
-                    starts.append(s)
-                    ends.append(e)
-                    texts.append(t)
-                    embed_in.append(normed)
-                    yield counts
-                ids.extend(cids)
-                d["chunk_ids"] = cids
+        def term_rows() -> Iterator[TermRows]:  # streamed into BM25: no token lists kept
+            docs_left = iter(new_docs.items())
+            for batch in _segment_all(tasks, workers, segmenter, lock_fd):
+                for spans, (doc_id, d) in zip(batch.spans, docs_left):
+                    text = new_texts[doc_id]
+                    cids = []
+                    for s, e in spans:
+                        t = text[s:e]
+                        cids.append(chunk_id(doc_id, s, e, t))
+                        starts.append(s)
+                        ends.append(e)
+                        texts.append(t)
+                    ids.extend(cids)
+                    doc_ids.extend([doc_id] * len(cids))
+                    d["chunk_ids"] = cids
+                embed_in.extend(batch.embed_inputs)
+                yield batch.terms
 
-        bm25 = bm25.add_counts(chunk_counts())
+        bm25 = bm25.add_rows(term_rows())
+        if len(ids) != len(embed_in) or any("chunk_ids" not in d for d in new_docs.values()):
+            raise RuntimeError("segmenting lost documents")  # a bug, never the user's input
 
         # 3. embed them ------------------------------------------------------------
         te = time.perf_counter()
@@ -646,16 +655,9 @@ def ingest(
 
         # 4. assemble the new version: kept rows of the old one + the new rows -----
         new_vecs = new_vecs.astype(np.float32)
+        table = ChunkTable.build(ids, doc_ids, starts, ends, texts)
         if old is not None:
-            table = {
-                "ids": [old.ids[i] for i in keep] + ids,
-                "doc_ids": [old.doc_ids[i] for i in keep] + doc_ids,
-                "starts": [old.starts[i] for i in keep] + starts,
-                "ends": [old.ends[i] for i in keep] + ends,
-                "texts": [old.texts[i] for i in keep] + texts,
-            }
-        else:
-            table = {"ids": ids, "doc_ids": doc_ids, "starts": starts, "ends": ends, "texts": texts}
+            table = old.table.take(keep).extend(table)
         tv = time.perf_counter()
         if old is not None and len(keep) == len(old) and _same_ann(old.vectors, settings):
             # nothing removed: the loaded FAISS index (this ingest's own copy) grows in place
@@ -670,7 +672,7 @@ def ingest(
             )
             kept = old.vectors.vectors(keep) if old is not None and len(keep) else None
             all_vecs = new_vecs if kept is None else np.vstack([kept, new_vecs])
-            store.add_vectors(all_vecs, table["ids"], table["doc_ids"])
+            store.add_vectors(all_vecs, table.ids, table.doc_ids)
         report.vector_seconds = time.perf_counter() - tv
 
         docs: dict[str, dict] = {k: v for k, v in old_docs.items() if k not in drop}
@@ -690,13 +692,13 @@ def ingest(
             "chunker": {"size": settings.chunk_size, "overlap": settings.chunk_overlap},
             "tokenizer": segmenter_record(segmenter),
             "vector_index": "hnsw" if store.is_approximate else "flat",
-            "n_chunks": len(table["ids"]),
+            "n_chunks": len(table),
             "n_docs": len(docs),
             "settings": settings.to_dict(),
             "docs": docs,
         }
         _write_version(index_dir, old, manifest, table, bm25, store, new_texts, crash_hook)
-        report.total_chunks, report.total_docs = len(table["ids"]), len(docs)
+        report.total_chunks, report.total_docs = len(table), len(docs)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -714,7 +716,9 @@ def _compatible(manifest: dict, settings: Settings, embedder) -> bool:
     )
 
 
-def _write_version(index_dir, old, manifest, table, bm25, store, new_texts, crash_hook) -> None:
+def _write_version(
+    index_dir, old, manifest, table: ChunkTable, bm25, store, new_texts, crash_hook
+) -> None:
     hook = crash_hook or (lambda stage: None)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     tmp = index_dir / f".tmp-v-{stamp}"
@@ -732,12 +736,10 @@ def _write_version(index_dir, old, manifest, table, bm25, store, new_texts, cras
         f.flush()
         os.fsync(f.fileno())
     hook("texts")
-    _write(tmp / "chunks.json", json.dumps(table, ensure_ascii=False))
+    table.save(tmp)
     hook("chunks")
     # whole-document BM25 (HybridIndex.doc_bm25) groups rows by document, first-chunk order
-    pos: dict[str, int] = {}
-    groups = np.fromiter((pos.setdefault(d, len(pos)) for d in table["doc_ids"]), np.int64)
-    bm25.save(tmp, groups=(groups, len(pos)))
+    bm25.save(tmp, groups=(table.doc_of_row, len(table.doc_order)))
     hook("bm25")
     store.save(tmp)
     hook("vectors")
@@ -812,30 +814,27 @@ def remove_documents(
         if drop == set(old.docs):
             raise ConfigError("cannot remove every document: the index needs at least one")
         keep = np.asarray([i for i, d in enumerate(old.doc_ids) if d not in drop], np.int64)
-        table = {
-            k: [getattr(old, k)[i] for i in keep]
-            for k in ("ids", "doc_ids", "starts", "ends", "texts")
-        }
+        table = old.table.take(keep)
         store = FaissStore(
             dim=old.manifest["embedding"]["dim"],
             ann_min=settings.ann_min_chunks,
             hnsw_m=settings.hnsw_m,
             ef_search=settings.hnsw_ef_search,
         )
-        store.add_vectors(old.vectors.vectors(keep), table["ids"], table["doc_ids"])
+        store.add_vectors(old.vectors.vectors(keep), table.ids, table.doc_ids)
         # copies: _write_version records new text offsets in these dicts
         docs = {k: dict(v) for k, v in old.docs.items() if k not in drop}
         manifest = {
             **{k: v for k, v in old.manifest.items() if k != "docs"},
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "vector_index": "hnsw" if store.is_approximate else "flat",
-            "n_chunks": len(table["ids"]),
+            "n_chunks": len(table),
             "n_docs": len(docs),
             "docs": docs,
         }
         _write_version(index_dir, old, manifest, table, old.bm25.select(keep), store, {}, None)
         for d in sorted(drop):
             report.results.append(FileResult(old.docs[d]["source"], "removed", d))
-        report.total_chunks, report.total_docs = len(table["ids"]), len(docs)
+        report.total_chunks, report.total_docs = len(table), len(docs)
     report.seconds = time.perf_counter() - t0
     return report

@@ -161,17 +161,26 @@ def test_damaged_term_frequencies_are_caught_at_load(tmp_path):
         BM25Index.load(tmp_path)
 
 
-def test_add_counts_builds_the_same_index_as_add():
-    from rag.bm25 import term_counts
+def test_blocks_with_their_own_vocabularies_map_onto_one():
+    """Workers count terms over a batch-local vocabulary; appending the blocks must give
+    every row its exact counts under one global vocabulary, in first-seen order."""
+    from collections import Counter
+    from itertools import chain
 
-    toks = [tokenize(d) for d in DOCS]
-    a = BM25Index.empty().add(toks[:2]).add(toks[2:])
-    b = (
-        BM25Index.empty()
-        .add_counts(map(term_counts, toks[:2]))
-        .add_counts(term_counts(t) for t in toks[2:])
-    )
-    assert a.vocab == b.vocab and (a.tf != b.tf).nnz == 0
+    from rag.bm25 import count_terms
+
+    toks = [tokenize(d) for d in DOCS] + [["崂山", "崂山", "新词"], []]
+    blocks = [count_terms(toks[:1]), count_terms([]), count_terms(toks[1:3])]
+    idx = BM25Index.empty().add_rows(blocks).add_rows([count_terms(toks[3:])])
+    assert list(idx.vocab) == list(dict.fromkeys(chain.from_iterable(toks)))
+    tf = idx.tf.toarray()
+    assert tf.shape == (len(toks), len(idx.vocab))
+    for i, row in enumerate(toks):
+        want = np.zeros(len(idx.vocab))
+        for term, c in Counter(row).items():
+            want[idx.vocab[term]] = c
+        assert (tf[i] == want).all(), i
+    assert idx.tf.nnz == sum(len(set(r)) for r in toks)
 
 
 def test_store_appends_in_place_until_it_switches_to_hnsw():

@@ -164,6 +164,23 @@ def test_tampered_index_fails_clearly(tmp_path, settings, embedder):
         HybridIndex.open(settings.index_path, settings)
 
 
+def test_an_index_from_another_version_is_rebuilt_by_ingest(tmp_path, settings, embedder):
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    ingest([docs], settings, embedder=embedder, **quiet())
+    folder = HybridIndex.open(settings.index_path).folder
+    m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    m["schema_version"] = 1  # what rag wrote before the chunk table left chunks.json
+    (folder / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    with pytest.raises(IndexStoreError, match="schema 1 is not 2; rebuild"):
+        HybridIndex.open(settings.index_path, settings)
+    said = []
+    report = ingest([docs], settings, embedder=embedder, progress=False, log=said.append)
+    assert report.count("added") == 3 and any("another version" in m for m in said), said
+    idx = HybridIndex.open(settings.index_path, settings)
+    assert idx.folder != folder and set(idx.docs) == {"renewal", "weihai", "notes"}
+
+
 def test_missing_index_says_how_to_build_one(tmp_path):
     with pytest.raises(IndexStoreError, match="rag ingest"):
         HybridIndex.open(tmp_path / "nothing")
@@ -264,6 +281,10 @@ def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
         assert report.count("added") == 33
         built[workers] = HybridIndex.open(s.index_path, s)
     one, two = built[1], built[2]
-    assert one.ids == two.ids and one.texts == two.texts and one.bm25.vocab == two.bm25.vocab
+    assert (
+        one.ids == two.ids
+        and list(one.texts) == list(two.texts)
+        and one.bm25.vocab == two.bm25.vocab
+    )
     assert _rows(one) == _rows(two)
     np.testing.assert_allclose(one.vectors.vectors(), two.vectors.vectors(), atol=1e-6)

@@ -365,6 +365,8 @@ def test_the_index_holds_no_pickle(corpus_settings):
     assert {p.name for p in files} == {
         "manifest.json",
         "chunks.json",
+        "chunks.npy",
+        "chunk_texts.bin",
         "texts.jsonl",
         "vectors.faiss",
         "bm25_tf.npz",
@@ -380,6 +382,10 @@ def test_the_index_holds_no_pickle(corpus_settings):
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 assert all(z[k].dtype != object for k in z.files)
+        elif p.suffix == ".npy":
+            assert np.load(p, allow_pickle=False).dtype == np.int64
+        elif p.suffix == ".bin":
+            p.read_bytes().decode("utf-8")
     source = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "rag").rglob("*.py"))
     for banned in ("import pickle", "allow_pickle=True", "joblib", "torch.load(", "dill"):
         assert banned not in source, banned
@@ -407,8 +413,21 @@ def _tamper(folder: Path, kind: str, marker: Path) -> None:
         (folder / "chunks.json").write_bytes(data[: len(data) // 2])
     elif kind == "chunks-columns":
         t = json.loads((folder / "chunks.json").read_text(encoding="utf-8"))
-        t["texts"] = t["texts"][:-1]
+        t["ids"] = t["ids"][:-1]
         (folder / "chunks.json").write_text(json.dumps(t), encoding="utf-8")
+    elif kind == "chunk-spans-pickle":
+        np.save(folder / "chunks.npy", np.array([_Payload(str(marker))], dtype=object))
+    elif kind == "chunk-spans-outside":
+        spans = np.load(folder / "chunks.npy")
+        spans[0, 0] = 10**6  # a document that is not in the table
+        np.save(folder / "chunks.npy", spans)
+    elif kind == "chunk-texts-truncated":
+        data = (folder / "chunk_texts.bin").read_bytes()
+        (folder / "chunk_texts.bin").write_bytes(data[: len(data) // 2])
+    elif kind == "chunk-texts-garbage":  # same length: only reading the rows finds it
+        data = bytearray((folder / "chunk_texts.bin").read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 16] = b"\xff" * 16
+        (folder / "chunk_texts.bin").write_bytes(bytes(data))
     elif kind == "bm25-pickle":
         np.savez(
             folder / "bm25_tf.npz",
@@ -442,7 +461,9 @@ def _tamper(folder: Path, kind: str, marker: Path) -> None:
 
 
 TAMPER = [
-    "manifest-garbage", "manifest-schema", "chunks-truncated", "chunks-columns", "bm25-pickle",
+    "manifest-garbage", "manifest-schema", "chunks-truncated", "chunks-columns",
+    "chunk-spans-pickle", "chunk-spans-outside", "chunk-texts-truncated", "chunk-texts-garbage",
+    "bm25-pickle",
     "bm25-rows", "vocab-garbage", "vectors-garbage", "vectors-truncated", "texts-garbage",
     "texts-missing", "current-escape", "current-missing-version",
 ]  # fmt: skip
@@ -460,6 +481,8 @@ def test_a_tampered_index_fails_with_a_clear_error(corpus_settings, tmp_path, ki
         idx = HybridIndex.open(index_dir, s)
         for doc_id in idx.docs:  # document texts are read lazily: read them all
             idx.document_text(doc_id)
+        for row in range(len(idx)):  # and so are chunk texts
+            idx.chunk(row)
     message = str(e.value)
     assert "\n" not in message and str(index_dir) in message, message
     assert re.search(r"rebuild|rag ingest", message), message
