@@ -745,8 +745,15 @@ def _jsonl(text: str, path: Path, encoding: str, file_meta: dict) -> list[RawDoc
             skipped.append(line_no)
             continue
         seen.add(rid)
-        canonical = json.dumps(rec, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         extra = {k: v for k, v in rec.items() if k not in ("id", "text")}
+        # the record's identity: its other fields, then the text as bytes (not re-escaped)
+        canonical = (
+            json.dumps(
+                {k: v for k, v in rec.items() if k != "text"}, ensure_ascii=False, sort_keys=True
+            ).encode("utf-8")
+            + b"\0"
+            + body.encode("utf-8")
+        )
         body = _norm_newlines(body)
         docs.append(
             RawDoc(
@@ -756,7 +763,7 @@ def _jsonl(text: str, path: Path, encoding: str, file_meta: dict) -> list[RawDoc
                 format="jsonl",
                 encoding=encoding,
                 meta=_with_title({**file_meta, **extra}, body, rid, fallback_is_id=True),
-                file_hash=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+                file_hash=hashlib.sha256(canonical).hexdigest(),
             )
         )
     if skipped:

@@ -270,15 +270,21 @@ def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
     docs = tmp_path / "docs"
     many = {f"d{i}.txt": ("utf-8", f"第{i}篇：崂山区召开城市更新动员大会，部署{i}个重点项目。" * 3) for i in range(30)}  # fmt: skip
     write_docs(docs, {**DOCS, **many})
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a PDF")
+    (docs / "sub").mkdir()
+    (docs / "sub" / "d3.txt").write_bytes(b"")  # an empty file among the loading tasks
     monkeypatch.setattr(rag.index, "_POOL_MIN_CHARS", 0)  # a small batch goes to the pool too
     monkeypatch.setattr(rag.index, "_TASK_DOCS", 4)  # several tasks per worker, in order
+    monkeypatch.setattr(rag.index, "_LOAD_FILES", 3)  # and files loaded in several tasks
     built = {}
     for workers in (1, 2):
         s = Settings(
             index_dir=str(tmp_path / f"index-{workers}"), chunk_size=60, ingest_workers=workers
         )
         report = ingest([docs], s, embedder=embedder, **quiet())
-        assert report.count("added") == 33
+        assert report.count("added") == 33 and report.workers == workers
+        failed = {r.source.split("/")[-1]: r.reason for r in report.results if r.status == "failed"}
+        assert set(failed) == {"broken.pdf", "d3.txt"} and failed["d3.txt"] == "empty file"
         built[workers] = HybridIndex.open(s.index_path, s)
     one, two = built[1], built[2]
     assert (

@@ -463,10 +463,14 @@ def test_jsonl_records_and_bad_lines(tmp_path, caplog):
     }
     assert second.meta["source_name"] == "新华社"  # the record beats the file's sidecar
     assert second.meta["title"] == "没有编号的记录"
-    canonical = json.dumps(
-        json.loads(lines[0]), ensure_ascii=False, sort_keys=True, separators=(",", ":")
-    )
-    assert first.file_hash == hashlib.sha256(canonical.encode()).hexdigest()
+    # a record's hash is its content's: key order and spacing do not change it, any field does
+    rec = json.loads(lines[0])
+    again = tmp_path / "again.jsonl"
+    again.write_text(json.dumps(dict(reversed(rec.items())), indent=1).replace("\n", "") + "\n")
+    assert load_file(again)[0].file_hash == first.file_hash
+    for changed in ({**rec, "text": rec["text"] + "。"}, {**rec, "date": "2023-01-02"}):
+        again.write_text(json.dumps(changed, ensure_ascii=False) + "\n", encoding="utf-8")
+        assert load_file(again)[0].file_hash != first.file_hash
     assert "skipped 3 line(s)" in caplog.text
     assert "2, 3, 6" in caplog.text
 
