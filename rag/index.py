@@ -253,17 +253,9 @@ def warm_up_segmenter(index_dir: Path, background: bool = False) -> threading.Th
     """
 
     def run() -> None:
-        name = LEGACY_SEGMENTER
+        m = re.search(r'"tokenizer":\s*\{\s*"name":\s*"(\w+)"', _manifest_head(index_dir))
         with contextlib.suppress(Exception):
-            folder = current_version(Path(index_dir))
-            if folder is None:
-                return
-            with open(folder / "manifest.json", "rb") as f:
-                head = f.read(4096).decode("utf-8", "ignore")
-            m = re.search(r'"tokenizer":\s*\{\s*"name":\s*"(\w+)"', head)
-            name = m.group(1) if m else LEGACY_SEGMENTER
-        with contextlib.suppress(Exception):
-            get_segmenter(name)
+            get_segmenter(m.group(1) if m else LEGACY_SEGMENTER)
 
     if not background:
         run()
@@ -273,6 +265,25 @@ def warm_up_segmenter(index_dir: Path, background: bool = False) -> threading.Th
     t = threading.Thread(target=run, name="rag-segmenter-warm-up", daemon=False)
     t.start()
     return t
+
+
+def _manifest_head(index_dir: Path) -> str:
+    """The first 4 kB of the live version's manifest ("" when unreadable): the small
+    fields are written first, so they are read without parsing every document's record."""
+    try:
+        folder = current_version(Path(index_dir))
+        if folder is None:
+            return ""
+        with open(folder / "manifest.json", "rb") as f:
+            return f.read(4096).decode("utf-8", "ignore")
+    except (OSError, ValueError):  # missing, or CURRENT is not text: the open says so
+        return ""
+
+
+def is_current_schema(index_dir: Path) -> bool:
+    """Whether the live index was written with this version's schema (a cheap check)."""
+    m = re.search(r'"schema_version":\s*(\d+)', _manifest_head(index_dir))
+    return m is not None and int(m.group(1)) == SCHEMA_VERSION
 
 
 def current_version(index_dir: Path) -> Path | None:

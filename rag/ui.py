@@ -126,21 +126,27 @@ def ensure_index(
     embedder=None,
     log: Callable[[str], None] | None = None,
 ) -> bool:
-    """Build the index from `corpus_dir` when there is none yet; True if it was built.
+    """Build the index from `corpus_dir` when there is none yet, or when it was written by
+    another version of rag (`ingest` re-indexes it); True if it was built.
 
     Progress (a line per stage and the embedding progress bar) goes to stderr.
     """
-    from rag.index import current_version, ingest
+    from rag.index import current_version, ingest, is_current_schema
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    if current_version(settings.index_path) is not None:
+    exists = current_version(settings.index_path) is not None
+    if exists and is_current_schema(settings.index_path):
         return False
-    if corpus_dir is None or not Path(corpus_dir).is_dir():
+    have_corpus = corpus_dir is not None and Path(corpus_dir).is_dir()
+    if exists and not have_corpus:
+        return False  # nothing to rebuild it from: opening it says how
+    if not have_corpus:
         raise IndexStoreError(
             f"{settings.index_path}: no index here yet and no corpus folder to build it from "
             f"({corpus_dir}); run `rag ingest PATH --index {settings.index_dir}` or pass --corpus DIR"
         )
-    log(f"No index in {settings.index_path} yet: building it from {corpus_dir} ...")
+    if not exists:
+        log(f"No index in {settings.index_path} yet: building it from {corpus_dir} ...")
     report = ingest([corpus_dir], settings, embedder=embedder, log=log, progress=True)
     for r in report.results:
         if r.status == "failed":

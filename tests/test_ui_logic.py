@@ -66,6 +66,31 @@ def built(tmp_path_factory):
     return settings, embedder
 
 
+def test_an_index_from_another_version_is_rebuilt_on_start(built, tmp_path):
+    """The chat's start (README's first command) must not fail on an index that an
+    older rag wrote: it re-indexes the corpus, as `rag ingest` would."""
+    from rag.index import HybridIndex, is_current_schema
+
+    settings, embedder = built
+    s = settings.replace(index_dir=str(tmp_path / "index"))
+    shutil.copytree(settings.index_path, s.index_path)
+    folder = HybridIndex.open(s.index_path, s).folder
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["schema_version"] = 1
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert not is_current_schema(s.index_path)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "lake.txt").write_text(LAKE, encoding="utf-8")
+    said = []
+    assert ensure_index(s, corpus, embedder=embedder, log=said.append) is True
+    assert any("another version" in m for m in said), said
+    assert is_current_schema(s.index_path) and HybridIndex.open(s.index_path, s).docs.keys() == {
+        "lake"
+    }
+    assert ensure_index(s, corpus, embedder=embedder, log=said.append) is False
+
+
 @pytest.fixture
 def library(built, tmp_path):
     """A Library over a private copy of the tiny index."""
