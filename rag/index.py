@@ -457,16 +457,16 @@ def _load_all(
             sizes.append(0)  # load_file says what is wrong with it
     # about 3 bytes a character in UTF-8 Chinese; PDFs are larger for their text, and slower
     workers = _workers(settings, sum(sizes) // 3)
-    batches: list[list[tuple[Path, Path]]] = [[]]
+    batches: list[list[tuple[Path, Path]]] = []
     size = 0
     for (f, r), n in zip(files, sizes):
-        if batches[-1] and (size + n > _LOAD_BYTES or len(batches[-1]) >= _LOAD_FILES):
+        if not batches or size + n > _LOAD_BYTES or len(batches[-1]) >= _LOAD_FILES:
             batches.append([])
             size = 0
         batches[-1].append((f, r))
         size += n
-    results = _in_order(_load_task, [(b, settings) for b in batches if b], workers, None, lock_fd)
-    for batch, loaded in zip((b for b in batches if b), results):
+    results = _in_order(_load_task, [(b, settings) for b in batches], workers, None, lock_fd)
+    for batch, loaded in zip(batches, results):
         yield from zip((f for f, _ in batch), loaded)
 
 
@@ -499,8 +499,8 @@ def _segment_task(task: list[tuple]) -> _Segmented:
         doc = [tuple(sp) for sp in chunk_spans(text, size, overlap)]
         spans.append(doc)
         inputs.extend(norm(_embed_input(title, text[s:e])) for s, e in doc)
-    seg = get_segmenter(task[0][4]) if task else None
-    return _Segmented(spans, inputs, count_terms(map(seg.iter_tokens, inputs) if seg else ()))
+    seg = get_segmenter(task[0][4])  # a batch is never empty; one segmenter for all
+    return _Segmented(spans, inputs, count_terms(map(seg.iter_tokens, inputs)))
 
 
 def _worker_start(segmenter: str | None, lock_fd: int | None) -> None:

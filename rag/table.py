@@ -104,13 +104,12 @@ class ChunkTable:
         ids, docs = cols["ids"], cols["docs"]
         if not (isinstance(ids, list) and isinstance(docs, list)):
             raise ValueError(f"{folder / COLUMNS_FILE}: ids and docs must be lists")
-        spans = np.load(folder / SPANS_FILE, mmap_mode="r", allow_pickle=False)
+        spans = np.load(folder / SPANS_FILE, allow_pickle=False)  # 32 bytes a row
         n = len(ids)
         if spans.dtype != np.int64 or spans.shape != (n, 4):
             raise ValueError(
                 f"{folder / SPANS_FILE}: shape {spans.shape} {spans.dtype}, expected ({n}, 4) int64"
             )
-        spans = np.array(spans)  # 32 bytes a row: read once, not paged in row by row
         doc_of_row, text_end = spans[:, 0], spans[:, 3]
         path = folder / TEXTS_FILE
         size = path.stat().st_size
