@@ -236,12 +236,20 @@ def phase_ingest(p: dict) -> dict:
         "vector_index_s": round(report.vector_seconds, 3),
         "text_s": round(text_s, 3),
         "text_docs_per_s": round(report.total_docs / max(text_s, 1e-9), 2),
-        # CPU seconds of this process and of its segmenting workers (all cores): on a
-        # machine shared with others, what the work costs whatever its share of the CPU
+        # CPU seconds of this process and of its loading and segmenting workers (all
+        # cores): on a machine shared with others, what the work costs whatever its share
+        # of the CPU; per article without embedding (text_: nor the vector index)
         "cpu_s": round(cpu, 3),
         "workers_cpu_s": round(kids, 3),
+        "embed_cpu_s": round(report.embed_cpu_seconds, 3),
+        "vector_index_cpu_s": round(report.vector_cpu_seconds, 3),
         "docs_per_cpu_s": round(
-            report.total_docs / max(cpu + kids - report.embed_seconds, 1e-9), 2
+            report.total_docs / max(cpu + kids - report.embed_cpu_seconds, 1e-9), 2
+        ),
+        "text_docs_per_cpu_s": round(
+            report.total_docs
+            / max(cpu + kids - report.embed_cpu_seconds - report.vector_cpu_seconds, 1e-9),
+            2,
         ),
         "vector_index": manifest["vector_index"],
         "disk_bytes": files,

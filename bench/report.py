@@ -81,15 +81,15 @@ def targets(res: dict) -> list[dict[str, Any]]:
     add("start-up to first answer <= 15 s", st, st is not None and st <= 15)
     # load, clean, chunk, BM25: without the vector index when the run measured it apart
     ing = _get(big, "ingest", "text_docs_per_s", default=_get(big, "ingest", "docs_per_s"))
-    ing_cpu = _get(big, "ingest", "docs_per_cpu_s")
+    ing_cpu = _get(big, "ingest", "text_docs_per_cpu_s")
     seg = _get(big, "ingest", "tokenizer", default="jieba")
-    # per CPU-second (workers' included): what one idle core would show, whatever the load
-    best = max(ing or 0, ing_cpu or 0) if (ing, ing_cpu) != (None, None) else None
+    # judged on the clock, as the target is stated; the CPU-second figure (what one core
+    # does, workers included) is shown beside it, since this shared machine's speed varies
     rows.append({
         "target": "ingestion without embeddings >= 1,000 articles/s",
         "measured": f"{ing} wall, {ing_cpu} per CPU-second" if ing_cpu is not None else ing,
-        "holds": (best >= 1000) if n >= BIG and best is not None else None,
-        "at": at + f"; segmenter {seg}",
+        "holds": (ing >= 1000) if n >= BIG and ing is not None else None,
+        "at": at + f"; segmenter {seg}; {_get(big, 'ingest', 'ingest_workers')} worker process(es)",
     })  # fmt: skip
     lim = embedding_limit(res)
     # judged in CPU-seconds when known: the wall-clock ratio swings with the machine's load
@@ -272,13 +272,14 @@ def markdown(res: dict) -> str:
             continue
         rows.append([n, i["docs"], i["chunks"], i["no_embed_s"], i["docs_per_s"], i["chunks_per_s"],
                      i.get("text_docs_per_s", ""), i.get("vector_index_s", ""),
-                     _fmt(i.get("cpu_s", 0) + i.get("workers_cpu_s", 0)), i.get("docs_per_cpu_s"),
+                     _fmt(i.get("cpu_s", 0) + i.get("workers_cpu_s", 0)),
+                     i.get("text_docs_per_cpu_s", i.get("docs_per_cpu_s")),
                      i.get("tokenizer", "jieba"),
                      round(i["peak_rss"] / MiB), i["disk_bytes_per_chunk"], i["vector_index"],
                      i["clean"]["docs_per_s"], i.get("reused", "")])  # fmt: skip
     lines += [_table(["articles", "docs", "chunks", "seconds", "articles/s", "chunks/s",
                       "articles/s without vector index", "vector index s", "CPU s (with workers)",
-                      "articles per CPU-s", "segmenter", "peak RSS MiB", "disk bytes/chunk", "vectors",
+                      "articles per CPU-s without vector index", "segmenter", "peak RSS MiB", "disk bytes/chunk", "vectors",
                       "clean_text articles/s*", "reused from"], rows), "",
               "*`.jsonl` records are not cleaned by ingest (only txt/md/html/pdf/docx are); the cleaner's own "
               "speed on these articles is shown for reference.", ""]  # fmt: skip

@@ -317,6 +317,10 @@ class IngestReport:
     embedded_chunks: int = 0
     embed_seconds: float = 0.0
     vector_seconds: float = 0.0  # building or extending the FAISS index
+    # CPU time of this process (all its threads) in those two steps: what the text
+    # stages cost is the rest, which benchmarks report per CPU-second
+    embed_cpu_seconds: float = 0.0
+    vector_cpu_seconds: float = 0.0
     workers: int = 1  # processes that chunked, normalised and segmented the new documents
     index_dir: str = ""
 
@@ -546,23 +550,52 @@ def _segment_all(
     return _in_order(_segment_task, groups, workers, segmenter, lock_fd)
 
 
-def _workers(settings: Settings, n_chars: int) -> int:
-    """Worker processes for segmenting `n_chars` of new text (1: in this process).
+def spare_cores(sample_s: float = 0.15) -> float | None:
+    """Cores that sit idle over the next `sample_s` seconds (Linux `/proc/stat`), or None
+    where that cannot be read.
 
-    `ingest_workers` 0 (auto) means one per core while the machine has a core to spare
-    (1-minute load average at most cores - 0.5); on a machine whose other cores are
-    taken, the workers only add their overhead (bench/results/optimisations.md).
+    Unlike the 1-minute load average, this does not count this process's own recent
+    work: a benchmark's previous phase, or an ingest's loading stage just finished, kept
+    the load average above 1.5 on two cores and sent the next stage to one process.
+    """
+
+    def idle_and_total() -> tuple[int, int]:
+        with open("/proc/stat", "rb") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user .. steal
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait
+
+    try:
+        idle0, total0 = idle_and_total()
+        time.sleep(sample_s)
+        idle1, total1 = idle_and_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    cores = os.cpu_count() or 1
+    return min(float(cores), cores * (idle1 - idle0) / (total1 - total0))
+
+
+def _workers(settings: Settings, n_chars: int) -> int:
+    """Worker processes for `n_chars` of text to load or segment (1: in this process).
+
+    `ingest_workers` 0 (auto) means one per core while the machine has at least half a
+    core to spare right now (`spare_cores`; the load average where that is unreadable);
+    on a machine whose cores are taken, the workers only add their overhead
+    (bench/results/optimisations.md).
     """
     if n_chars < _POOL_MIN_CHARS or "fork" not in mp.get_all_start_methods():
         return 1
     if settings.ingest_workers:
         return settings.ingest_workers
     cores = os.cpu_count() or 1
-    try:
-        spare = os.getloadavg()[0] <= cores - 0.5
-    except OSError:
-        spare = False
-    return cores if spare else 1
+    spare = spare_cores()
+    if spare is None:
+        try:
+            spare = cores - os.getloadavg()[0]
+        except OSError:
+            spare = 0.0
+    return cores if spare >= 0.5 else 1
 
 
 def ingest(
@@ -713,7 +746,7 @@ def ingest(
             raise RuntimeError("segmenting lost documents")  # a bug, never the user's input
 
         # 3. embed them ------------------------------------------------------------
-        te = time.perf_counter()
+        te, ce = time.perf_counter(), time.process_time()
         if embed_in:
             log(f"Embedding {len(embed_in)} chunks with {embedder.model_id} ...")
         new_vecs = (
@@ -722,6 +755,7 @@ def ingest(
             else np.zeros((0, embedder.dim), np.float32)
         )
         report.embed_seconds = time.perf_counter() - te
+        report.embed_cpu_seconds = time.process_time() - ce
         report.embedded_chunks = len(embed_in)
 
         # 4. assemble the new version: kept rows of the old one + the new rows -----
@@ -729,7 +763,7 @@ def ingest(
         table = ChunkTable.build(ids, doc_ids, starts, ends, texts)
         if old is not None:
             table = old.table.take(keep).extend(table)
-        tv = time.perf_counter()
+        tv, cv = time.perf_counter(), time.process_time()
         if old is not None and len(keep) == len(old) and _same_ann(old.vectors, settings):
             # nothing removed: the loaded FAISS index (this ingest's own copy) grows in place
             store = old.vectors
@@ -745,6 +779,7 @@ def ingest(
             all_vecs = new_vecs if kept is None else np.vstack([kept, new_vecs])
             store.add_vectors(all_vecs, table.ids, table.doc_ids)
         report.vector_seconds = time.perf_counter() - tv
+        report.vector_cpu_seconds = time.process_time() - cv
 
         docs: dict[str, dict] = {k: v for k, v in old_docs.items() if k not in drop}
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

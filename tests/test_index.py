@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import sys
 import time
 
 import numpy as np
@@ -262,6 +264,27 @@ def test_adding_documents_appends_rows_and_vectors(tmp_path, settings, embedder)
     q = embedder.embed_query("钱江新城的地下空间")
     assert new_row in after.vectors.search(q, 3)[0]
     assert _rows(after)[:n] == _rows(before)
+
+
+def test_auto_workers_stay_in_process_while_every_core_is_busy():
+    import subprocess
+
+    from rag.index import _workers, spare_cores
+
+    big = 10**9  # characters: far above the size worth starting workers for
+    cores = os.cpu_count() or 1
+    spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(0.5)  # every core taken by another process
+        spare = spare_cores(0.3)
+        assert spare is not None and 0 <= spare < 0.5, spare
+        assert _workers(Settings(ingest_workers=0), big) == 1
+        assert _workers(Settings(ingest_workers=3), big) == 3  # a number forces it
+    finally:
+        for p in spin:
+            p.kill()
+            p.wait()
+    assert _workers(Settings(ingest_workers=0), 1000) == 1  # too small to be worth it
 
 
 def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
