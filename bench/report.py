@@ -215,7 +215,13 @@ def markdown(res: dict) -> str:
         f"- Load average (1, 5, 15 min): {meta.get('loadavg_start')} at start, {meta.get('loadavg_end')} at end "
         "(the machine is shared: timings are noisy when the load is above the core count)",
         f"- Matmul peak: {_fmt(mm.get('peak_gflops'))} GFLOP/s float32 ({mm.get('n')}x{mm.get('n')}; "
-        f"numpy {_fmt(mm.get('numpy_gflops'))}, torch {_fmt(mm.get('torch_gflops'))})",
+        f"numpy {_fmt(mm.get('numpy_gflops'))}, torch {_fmt(mm.get('torch_gflops'))})"
+        + (
+            f"; the largest of {len(mm['rounds_peak_gflops'])} measurements, one before each embedding "
+            f"round: {', '.join(_fmt(x) for x in mm['rounds_peak_gflops'])}"
+            if mm.get("rounds_peak_gflops")
+            else ""
+        ),  # fmt: skip
         f"- Run took {_fmt(meta.get('duration_s'))} s. Passage vectors at every size are stand-ins "
         f"(`{meta.get('surrogate_vectors')}`, {'hashed character bigrams' if meta.get('surrogate_vectors') == 'hash' else 'random unit vectors'}"
         " of the model's dimension, 384): search cost depends only on their number and dimension. "
@@ -287,6 +293,14 @@ def markdown(res: dict) -> str:
     lim = embedding_limit(res)
     o, li = _get(res, "embedding", "ours"), _get(res, "embedding", "llama_index")
     lines += ["## Embedding (real model)", ""]
+    if _ok(o) and o.get("rounds_embed_s"):
+        lines += [
+            f"Each side's fastest of {len(o['rounds_embed_s'])} rounds, alternated (ours, llama-index, ...), "
+            f"each after a matmul measurement; embedding seconds per round: ours {o['rounds_embed_s']}"
+            + (f", llama-index {li['rounds_embed_s']}" if _ok(li) and li.get("rounds_embed_s") else "")
+            + ".",
+            "",
+        ]  # fmt: skip
     if _ok(o):
         fl = o["tokens"]["flops_per_token"]
         lines += [

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--matmul-n", type=int, default=2048, help="matrix size for the matmul peak")
     p.add_argument(
+        "--embed-rounds",
+        type=int,
+        help="alternated rounds of the real-embedding phases, fastest kept (default 2; quick 1)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="reuse every phase result of an earlier run in --work with the same parameters",
@@ -181,6 +186,49 @@ class Runner:
         return res
 
 
+def _fastest(runs: list[dict]) -> dict:
+    """The run with the least embedding time (every run listed in it), or the first error."""
+    ok = [r for r in runs if "embed_s" in r]
+    if not ok:
+        return runs[0]
+    best = dict(min(ok, key=lambda r: r["embed_s"]))
+    best["rounds_embed_s"] = [r.get("embed_s") for r in runs]
+    return best
+
+
+def embedding_rounds(
+    runner: Runner, args, res: dict, corpus_dir: Path, queries: list, n: int, quick: bool
+) -> dict[str, Any]:
+    """Ours and llama-index's embedding, alternated over `--embed-rounds` rounds, each
+    round after a fresh matmul peak; each side keeps its fastest round and the peak is the
+    largest measured. On this shared VM the speed moves by up to 2x within minutes (run D
+    measured the peak at 80 GFLOP/s, run C at 131): one measurement of each, minutes
+    apart, compared the machine's moods rather than the two systems."""
+    rounds = args.embed_rounds or (1 if quick else 2)
+    ours, li, peaks = [], [], [m for m in [res["meta"].get("matmul")] if m]
+    for i in range(rounds):
+        tag = f"{n}-r{i + 1}"
+        if i:  # round 1 follows the run's own machine phase
+            m = runner("bench.phases", "machine", f"r{i + 1}", {"n": args.matmul_n})
+            if m.get("matmul"):
+                peaks.append(m["matmul"])
+        ours.append(runner("bench.phases", "embed", tag,
+                           {"corpus": str(corpus_dir), "index_dir": str(args.work / "idx-embed"),
+                            "queries": queries,
+                            **({"omp_wait_policy": "PASSIVE"} if args.omp_passive else {})}))  # fmt: skip
+        if not args.no_baseline:
+            li.append(runner("bench.baseline", "li_embed", tag, {"corpus": str(corpus_dir)}))
+    if peaks:
+        peak = dict(max(peaks, key=lambda m: m["peak_gflops"]))
+        peak["peak_gflops_per_cpu_s"] = max(m["peak_gflops_per_cpu_s"] for m in peaks)
+        peak["rounds_peak_gflops"] = [m["peak_gflops"] for m in peaks]
+        res["meta"]["matmul"] = peak
+    out = {"rounds": rounds, "ours": _fastest(ours)}
+    if li:
+        out["llama_index"] = _fastest(li)
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     sizes = parse_sizes(args.sizes or ("1000" if quick else "1000,10000,all"))
@@ -225,15 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     print(f"bench: real embedding on {embed_docs} articles", file=sys.stderr)
-    res["embedding"] = {
-        "ours": runner("bench.phases", "embed", str(embed_docs),
-                       {"corpus": str(sub), "index_dir": str(work / "idx-embed"), "queries": queries[:50],
-                        **({"omp_wait_policy": "PASSIVE"} if args.omp_passive else {})}),
-    }  # fmt: skip
-    if not args.no_baseline:
-        res["embedding"]["llama_index"] = runner(
-            "bench.baseline", "li_embed", str(embed_docs), {"corpus": str(sub)}
-        )
+    res["embedding"] = embedding_rounds(runner, args, res, sub, queries[:50], embed_docs, quick)
 
     # experiments only: the default run measures the system as it is
     what_if: dict[str, Any] = {}

@@ -145,7 +145,7 @@ def test_bench_runs_end_to_end(tmp_path):
     cmd = [
         sys.executable, "-m", "bench", "--sizes", "30", "--queries", "3", "--embed-docs", "2",
         "--li-queries", "2", "--matmul-n", "256", "--source", str(src), "--work", str(tmp_path / "work"),
-        "--out", str(out), "--name", "smoke", "--budget-min", "20",
+        "--out", str(out), "--name", "smoke", "--budget-min", "20", "--embed-rounds", "2",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -162,6 +162,11 @@ def test_bench_runs_end_to_end(tmp_path):
     assert ours["tokens"]["tokens"] > 0 and ours["query_embed_ms"]["n"] == 3
     assert ours["query_encoder"] == "LightBert" and ours["query_embed_1_thread_ms"]["n"] == 3
     assert li["docs"] == 2 and li["chunks"] >= 2
+    # two alternated rounds, each side keeping its fastest, against the largest peak
+    assert res["embedding"]["rounds"] == 2
+    assert ours["embed_s"] == min(ours["rounds_embed_s"]) and len(li["rounds_embed_s"]) == 2
+    peaks = res["meta"]["matmul"]["rounds_peak_gflops"]
+    assert len(peaks) == 2 and res["meta"]["matmul"]["peak_gflops"] == max(peaks)
 
     r = res["sizes"]["30"]
     assert r["ingest"]["docs"] == 30 and r["ingest"]["failed"] == 0
@@ -201,3 +206,4 @@ def test_bench_runs_end_to_end(tmp_path):
     for heading in ("## Targets", "## Ingestion", "## Embedding", "## Warm query latency",
                     "## Memory and start-up", "## Side by side", "## Exact vs approximate"):  # fmt: skip
         assert heading in md
+    assert "fastest of 2 rounds, alternated" in md
