@@ -197,14 +197,14 @@ def _fastest(runs: list[dict]) -> dict:
 
 
 def embedding_rounds(
-    runner: Runner, args, res: dict, corpus_dir: Path, queries: list, n: int, quick: bool
+    runner: Runner, args, res: dict, corpus_dir: Path, queries: list, n: int
 ) -> dict[str, Any]:
     """Ours and llama-index's embedding, alternated over `--embed-rounds` rounds, each
     round after a fresh matmul peak; each side keeps its fastest round and the peak is the
     largest measured. On this shared VM the speed moves by up to 2x within minutes (run D
     measured the peak at 80 GFLOP/s, run C at 131): one measurement of each, minutes
     apart, compared the machine's moods rather than the two systems."""
-    rounds = args.embed_rounds or (1 if quick else 2)
+    rounds = args.embed_rounds or (1 if args.quick else 2)
     ours, li, peaks = [], [], [m for m in [res["meta"].get("matmul")] if m]
     for i in range(rounds):
         tag = f"{n}-r{i + 1}"
@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     print(f"bench: real embedding on {embed_docs} articles", file=sys.stderr)
-    res["embedding"] = embedding_rounds(runner, args, res, sub, queries[:50], embed_docs, quick)
+    res["embedding"] = embedding_rounds(runner, args, res, sub, queries[:50], embed_docs)
 
     # experiments only: the default run measures the system as it is
     what_if: dict[str, Any] = {}
