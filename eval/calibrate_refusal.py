@@ -5,13 +5,26 @@ when `hide` is set, asked again with their gold documents and every document of 
 same title hidden from retrieval (label: refuse) -- the documents then lack the answer.
 `hidepara` hides only the gold paragraph: the rest of the article stays, so the
 negatives are near misses (same topic and names, not the asked fact), the hard case.
-Sets whose questions carry `answerable: false` (RGB's refusal variant) are used as is.
-A logistic regression over the answerer's evidence features is fitted, and the
-threshold is the lowest refusal probability that keeps false refusals under the target.
+`offtopic` asks a set's questions of another set's index (CMRC's questions of the
+corpus/ index: a clerk asking about something the documents never cover), all labelled
+refuse. Sets whose questions carry `answerable: false` are used as is: RGB's refusal
+variant, or the near misses of `eval/make_nearmiss.py` (the answer's sentences cut out
+of the gold paragraph, the rest kept). Questions that the answer-type rule already refuses (no
+sentence within reach holds a value of the asked kind, `ExtractiveAnswerer._fitting`)
+are counted in the report but left out of the fit. A logistic regression over the
+answerer's evidence features is fitted, and the threshold is the highest refusal
+probability that keeps false refusals within the target.
 
-    python eval/calibrate_refusal.py \
-        --set cmrc:/tmp/exp/cmrc/questions.jsonl:/tmp/exp/idx_cmrc:hide:600 \
-        --set rgb_refusal:/tmp/exp/rgb_refusal/questions.jsonl:/tmp/exp/idx_rgb_refusal::300
+    python eval/make_nearmiss.py /tmp/exp/cmrc --out /tmp/exp/cmrc_nearmiss
+    rag ingest /tmp/exp/cmrc_nearmiss/corpus.jsonl --index /tmp/exp/idx_cmrc_nearmiss
+    rag ingest corpus/ --index /tmp/idx_corpus
+    python eval/calibrate_refusal.py --max-false-refusal 0.02 \
+        --set cmrc:/tmp/exp/cmrc/questions.jsonl:/tmp/exp/idx_cmrc:hide:800 \
+        --set cmrc_nearmiss:/tmp/exp/cmrc_nearmiss/questions.jsonl:/tmp/exp/idx_cmrc_nearmiss \
+        --set cmrc_on_corpus:/tmp/exp/cmrc/questions.jsonl:/tmp/idx_corpus:offtopic:300 \
+        --set corpus_qa_odd:eval/datasets/corpus_qa.jsonl:/tmp/idx_corpus:::odd \
+        --check corpus_qa_even:eval/datasets/corpus_qa.jsonl:/tmp/idx_corpus:::even \
+        --check rgb_on_corpus:/tmp/exp/rgb/questions.jsonl:/tmp/idx_corpus:offtopic
 
 writes rag/refusal_model.json and eval/reports/refusal_calibration.md.
 """
@@ -29,20 +42,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "eval"))
 
-from rag.answer import answer_type  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.pipeline import load_system  # noqa: E402
 
-FEATURES = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1", "oov", "coverage_top3"]
+FEATURES = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1", "coverage_top3"]
 
 
 def features_for(system, question: str, **filters) -> list[float] | None:
-    ans = system.answerer
     res = system.retriever.search(question, **filters)
-    cands = sorted(
-        ans._candidates(question, res.hits, answer_type(question)), key=lambda c: -c.score
-    )
-    f = ans.features(question, res.hits, cands[0] if cands else None)
+    _, best = system.answerer.select(question, res.hits)
+    f = system.answerer.features(question, res.hits, best)
+    # None: no sentence can answer (no value of the asked kind); refused before the model
     return [f[k] for k in FEATURES] if f else None
 
 
@@ -62,12 +72,13 @@ def collect(spec: str, embedder):
     titles: dict[str, list[str]] = {}
     for d, meta in system.index.docs.items():
         titles.setdefault(meta.get("title") or d, []).append(d)
+    nan = [float("nan")] * len(FEATURES)  # refused by the answer-type rule, before the model
     X, y = [], []
     for i, r in enumerate(rows):
         f = features_for(system, r["question"])
-        if f is not None:
-            X.append(f)
-            y.append(1 if r.get("answerable", True) else 0)
+        X.append(nan if f is None else f)
+        # "offtopic": another set's questions asked of this index, which cannot answer them
+        y.append(1 if r.get("answerable", True) and mode != "offtopic" else 0)
         if mode in ("hide", "hidepara") and r.get("answerable", True):
             hidden = set(r["gold_doc_ids"])
             if mode == "hide":  # the whole article: an off-topic negative
@@ -75,9 +86,8 @@ def collect(spec: str, embedder):
                     hidden.update(titles.get(system.index.docs.get(g, {}).get("title") or g, []))
             # "hidepara": only the gold paragraph, its siblings stay: a near-miss negative
             f = features_for(system, r["question"], exclude_doc_ids=sorted(hidden))
-            if f is not None:
-                X.append(f)
-                y.append(0)
+            X.append(nan if f is None else f)
+            y.append(0)
         if i % 100 == 0:
             print(f"{name}: {i}/{len(rows)}", file=sys.stderr)
     return name, np.asarray(X), np.asarray(y)
@@ -91,7 +101,7 @@ def main() -> None:
         "--set",
         action="append",
         required=True,
-        help="NAME:QUESTIONS:INDEX[:hide|hidepara][:LIMIT][:odd|even]",
+        help="NAME:QUESTIONS:INDEX[:hide|hidepara|offtopic][:LIMIT][:odd|even]",
     )
     ap.add_argument("--max-false-refusal", type=float, default=0.08)
     ap.add_argument("--out-model", default=str(REPO / "rag" / "refusal_model.json"))
@@ -117,6 +127,8 @@ def main() -> None:
     y = np.concatenate([s[2] for s in sets])
     # each set weighs the same in the fit, however many questions it has
     w = np.concatenate([np.full(len(s[2]), len(y) / (len(sets) * len(s[2]))) for s in sets])
+    fitted = ~np.isnan(X).any(axis=1)  # the model sees only what the rule let through
+    X, y, w = X[fitted], y[fitted], w[fitted]
     clf = LogisticRegression(C=1.0, max_iter=1000).fit(X, y, sample_weight=w)
     p = clf.predict_proba(X)[:, 1]
     # lowest threshold on P(answerable) whose false-refusal rate stays within the target
@@ -141,29 +153,37 @@ def main() -> None:
         "Command:",
         "",
         "```",
-        "python eval/calibrate_refusal.py "
+        f"python eval/calibrate_refusal.py --max-false-refusal {args.max_false_refusal} "
         + " ".join([f"--set {s}" for s in args.set] + [f"--check {s}" for s in args.check]),
         "```",
         "",
         "Negatives are answerable questions asked again with their gold documents (and every",
-        "document of the same title) hidden, plus sets that carry `answerable: false`. Of",
-        "corpus_qa only the odd-numbered half is used; the even half is the held-out check.",
+        "document of the same title) hidden, `offtopic` sets (one set's questions asked of",
+        "another's index), and sets that carry `answerable: false` (the CMRC near misses of",
+        "`eval/make_nearmiss.py`: the answer's sentences cut out of the gold paragraph).",
+        "Of corpus_qa only the odd-numbered half is used; the even half is the held-out",
+        "check. Questions the answer-type rule refuses (no sentence within reach",
+        "holds a date or number of the asked kind, or one names another year) are counted",
+        "below but left out of the fit.",
         "",
         f"Model: logistic regression over {', '.join(FEATURES)}; threshold on P(answerable) = "
         f"{threshold:.3f}, chosen so that at most {args.max_false_refusal:.0%} of answerable "
         "calibration questions are refused.",
         "",
-        "| set | examples | answerable refused (false refusal) | unanswerable refused |",
-        "|---|---|---|---|",
+        "| set | examples | refused by the rule (answerable / not) "
+        "| answerable refused (false refusal) | unanswerable refused |",
+        "|---|---|---|---|---|",
     ]
     for (n, Xs, ys), held_out in [(x, False) for x in sets] + [(x, True) for x in checks]:
-        ps = clf.predict_proba(Xs)[:, 1]
+        ruled = np.isnan(Xs).any(axis=1)
+        ps = np.where(ruled, -1.0, clf.predict_proba(np.nan_to_num(Xs))[:, 1])
         fr = int(np.sum(ps[ys == 1] < threshold))
         rr = int(np.sum(ps[ys == 0] < threshold))
         npos, nneg = int((ys == 1).sum()), int((ys == 0).sum())
         label = f"{n} (held out)" if held_out else n
         lines.append(
-            f"| {label} | {len(ys)} | {fr}/{npos} = {fr / max(npos, 1):.3f} "
+            f"| {label} | {len(ys)} | {int(ruled[ys == 1].sum())} / {int(ruled[ys == 0].sum())} "
+            f"| {fr}/{npos} = {fr / max(npos, 1):.3f} "
             f"| {rr}/{nneg} = {rr / max(nneg, 1):.3f} |"
         )
     lines += [

@@ -1,0 +1,78 @@
+"""Near-miss refusal examples from a converted QA set: the asked fact cut out of its passage.
+
+For every other paragraph, one question is chosen and every sentence of the paragraph
+that contains one of its gold answers is deleted. The paragraph keeps its topic, names
+and the rest of its facts, so retrieval still finds it, but it no longer answers that
+question: the case a clerk meets when the documents talk about a project but not about
+its budget. Those questions are written as unanswerable; the first question of each
+untouched paragraph is written as answerable.
+
+    python eval/make_nearmiss.py /tmp/exp/cmrc --out /tmp/exp/cmrc_nearmiss
+    rag ingest /tmp/exp/cmrc_nearmiss/corpus.jsonl --index /tmp/exp/idx_cmrc_nearmiss
+
+The output is the calibration set `eval/calibrate_refusal.py` reads (its `answerable`
+flags are used as they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from rag.chunking import split_sentences  # noqa: E402
+
+
+def cut_answer(text: str, answers: list[str]) -> str | None:
+    """`text` without the sentences holding any answer; None if too little would remain."""
+    spans = split_sentences(text)
+    keep = [
+        text[s.start : s.end] for s in spans if not any(a in text[s.start : s.end] for a in answers)
+    ]
+    if len(keep) < 2 or len(keep) == len(spans) or sum(map(len, keep)) < 0.4 * len(text):
+        return None
+    return "".join(keep)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("converted", help="a folder with corpus.jsonl and questions.jsonl")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    src, out = Path(args.converted), Path(args.out)
+    docs = [json.loads(x) for x in open(src / "corpus.jsonl", encoding="utf-8")]
+    by_doc: dict[str, list[dict]] = {}
+    for line in open(src / "questions.jsonl", encoding="utf-8"):
+        q = json.loads(line)
+        if q.get("answerable", True) and len(q["gold_doc_ids"]) == 1:
+            by_doc.setdefault(q["gold_doc_ids"][0], []).append(q)
+    out.mkdir(parents=True, exist_ok=True)
+    questions, cut = [], 0
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for i, d in enumerate(docs):
+            qs = by_doc.get(d["id"], [])
+            if i % 2 == 0:  # near miss: the first question whose answer can be cut out
+                for q in qs:
+                    text = cut_answer(d["text"], [a for a in q["answers"] if a])
+                    if text is not None:
+                        d = {**d, "text": text}
+                        questions.append({**q, "answerable": False, "answers": []})
+                        cut += 1
+                        break
+            elif qs:
+                questions.append(qs[0])
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    with open(out / "questions.jsonl", "w", encoding="utf-8") as f:
+        for q in questions:
+            f.write(json.dumps(q, ensure_ascii=False) + "\n")
+    print(f"{len(docs)} passages, {cut} cut; {len(questions)} questions, {cut} unanswerable")
+
+
+if __name__ == "__main__":
+    main()

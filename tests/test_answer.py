@@ -1,0 +1,179 @@
+"""The offline default over the real corpus: hybrid retrieval (script-blind, filtered,
+fused in order) and the extractive answerer (verbatim cited quotes, the asked kind of
+value, refusal when the documents do not say)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from conftest import REPO
+
+from rag.answer import (
+    REFUSAL,
+    answer_type,
+    question_slot,
+    question_unit,
+    type_match,
+    year_conflict,
+    year_untied,
+)
+from rag.retrieve import HybridRetriever
+from rag.textnorm import norm
+
+LAOSHAN = "laoshan-urban-renewal-2023"  # the traditional-script document
+FORUM = "weihai-jingzhi-forum-2023"
+TRAINING = "weihai-jingzhi-training-2022"
+ZHONGYUAN = "zhongyuan-zhejiang-training"  # undated
+
+
+# ------------------------------------------------------------------ retrieval
+@pytest.mark.parametrize("query", ["崂山区城市更新动员大会", "嶗山區城市更新動員大會"])
+def test_either_script_finds_the_traditional_document(corpus_system, query):
+    hits = corpus_system.retriever.search(query, top_k=3).hits
+    assert hits[0].doc_id == LAOSHAN
+    assert hits[0].dense_rank is not None and hits[0].bm25_rank is not None
+
+
+def test_filters_by_document_date_and_exclusion(corpus_system):
+    r = corpus_system.retriever
+    q = "精致城市建设专题培训班"
+    only = r.search(q, top_k=10, doc_ids=[FORUM]).hits
+    assert only and {h.doc_id for h in only} == {FORUM}
+    dated = r.search(q, top_k=10, date_from="2023-01-01", date_to="2023").hits
+    assert dated and {h.doc_id for h in dated} <= {FORUM, LAOSHAN}
+    # an undated document never satisfies a date filter
+    assert ZHONGYUAN not in {h.doc_id for h in r.search("中原区研修班", date_to="2030").hits}
+    hidden = r.search(q, top_k=10, exclude_doc_ids=[TRAINING]).hits
+    assert hidden and TRAINING not in {h.doc_id for h in hidden}
+    assert r.search(q, doc_ids=["no-such-document"]).hits == []
+
+
+@pytest.mark.parametrize("fusion", ["score", "rrf"])
+def test_hits_come_in_fused_order_with_each_methods_ranks(corpus_settings, corpus_system, fusion):
+    s = corpus_settings.replace(fusion=fusion)
+    r = HybridRetriever(corpus_system.index, corpus_system.retriever.embedder, s)
+    hits = r.search("威海累计建成了多少公里地下综合管廊", top_k=8).hits
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert len({h.chunk_id for h in hits}) == len(hits)  # deduplicated
+    assert all(h.dense_rank or h.bm25_rank for h in hits)
+    if fusion == "rrf":  # the fused score is exactly the weighted reciprocal-rank sum
+        for h in hits:
+            want = sum(
+                w / (s.rrf_k + rank)
+                for rank, w in ((h.dense_rank, s.dense_weight), (h.bm25_rank, s.bm25_weight))
+                if rank is not None
+            )
+            doc_part = h.score - want
+            assert 0.0 <= doc_part <= s.doc_bm25_weight / (s.rrf_k + 1) + 1e-12
+
+
+# ------------------------------------------------------------------ question analysis
+def test_number_questions_know_the_kind_of_value_they_ask_for():
+    def fills(question: str, sentence: str) -> bool:
+        return type_match("number", norm(sentence), question_slot(question)) >= 1.0
+
+    assert fills("办会预算是多少?", "论坛预算为300万元")
+    assert not fills("办会预算是多少?", "本次论坛有4个特点")
+    assert fills("结业考试通过率是多少?", "通过率达到98.5%")
+    assert not fills("结业考试通过率是多少?", "共有30多位学员参加")
+    assert fills("学员大概有多少人?", "参加本次研修班的30多位成员")
+    assert fills("崂山区常住人口有多少?", "常住人口约54万人")
+    assert not fills("崂山区常住人口有多少?", "重点推进了194个项目")
+    assert fills("完成投资多少钱?", "年度計劃完成投資156億元")  # traditional, normalised
+    assert fills("推倒重来了多少内容?", "对三分之一的内容推倒重来")
+    assert question_unit("一共办几天?") == "天"
+    assert question_unit("这几年有多少城建口的党员干部出去学习过?") is None  # 这几年: an idiom
+    assert answer_type("是哪两个部门一起牵头主办的?") == "list"  # names, not a count
+
+
+def test_a_question_about_one_year_is_not_answered_about_another():
+    q = "2022年那一期培训班有多少名学员?"
+    assert year_conflict(q, "从2019年开始,威海150多名干部先后走出去")
+    assert not year_conflict(q, "2022年8月,嘉兴这一期共有48名学员")
+    assert not year_conflict(q, "共有48名学员参加")  # names no year: no conflict
+    # 今年 / 去年 are read from the document's date
+    assert year_conflict("2022年实际完成投资多少?", "今年计划完成投资156亿元", "2023-02-07")
+    assert not year_conflict("2022年完成投资多少?", "去年完成投资150亿元", "2023-02-07")
+    assert year_untied("2020年去了哪个城市?", "从2019年开始走进北京、厦门", "2022-08-29")
+    assert not year_untied("2022年去了哪个城市?", "培训班在嘉兴开班", "2022-08-29")
+
+
+# ------------------------------------------------------------------ answers
+@pytest.mark.parametrize(
+    "question, value",
+    [
+        ("威海地下综合管廊一共建了多长?", "40.6公里"),
+        ("西溪湿地保留了多少个鱼塘?", "109个"),
+        ("崂山今年城市更新建设攻坚项目计划完成投资多少钱?", "156億元"),
+        ("威海市城市管理案件处置率是多少?", "99.7%"),
+    ],
+)
+def test_a_number_question_quotes_the_sentence_with_the_number(corpus_system, question, value):
+    ans = corpus_system.answerer.answer(question)
+    assert not ans.refused, ans.text
+    assert value in ans.sentences[0].text  # the best sentence comes first
+
+
+def test_every_quote_is_verbatim_and_inside_its_cited_passage(corpus_system):
+    index = corpus_system.index
+    questions = [
+        "威海从哪年开始组织干部出去参加精致城市建设专题培训的?",
+        "崂山区城市更新动员大会是谁主持的?",
+        "代表团在杭州跟哪个区签了友好城区协议?",
+        "中原区这次综合素质提升研修班一共办几天?",
+    ]
+    for q in questions:
+        ans = corpus_system.answerer.answer(q)
+        assert not ans.refused, q
+        by_n = {c.n: c for c in ans.citations}
+        assert ans.text == "".join(f"{s.text}[{s.citation}]" for s in ans.sentences)
+        for s in ans.sentences:
+            c = by_n[s.citation]
+            assert c.start <= s.start < s.end <= c.end, (q, s, c)
+            assert c.text[s.start - c.start : s.end - c.start] == s.text
+            assert index.document_text(c.doc_id)[s.start : s.end] == s.text
+            assert (s.start, s.end) in c.quotes
+        assert sum(len(s.text) for s in ans.sentences) <= corpus_system.settings.answer_max_chars
+
+
+def test_a_sentence_that_asks_is_never_quoted_as_an_answer(corpus_system):
+    for q in ["为何一年一期从未间断?", "联合国人居署为什么联合主办精致城市论坛?"]:
+        ans = corpus_system.answerer.answer(q)
+        assert all(not s.text.rstrip('”’"').endswith(("?", "？")) for s in ans.sentences)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "威海精致城市论坛的门票多少钱?",  # the forum is there, no price
+        "中原区研修班学员的平均年龄是多少岁?",  # the class is there, no ages
+        "2020年威海的精致城市培训班去了哪个城市?",  # no document speaks of 2020
+    ],
+)
+def test_a_near_miss_is_refused_with_the_closest_passages(corpus_system, question):
+    ans = corpus_system.answerer.answer(question)
+    assert ans.refused and ans.text == REFUSAL
+    assert ans.sentences == []
+    assert 1 <= len(ans.citations) <= 3 and "可能相关" in ans.notice
+
+
+@pytest.mark.parametrize(
+    "question", ["北京冬奥会吉祥物叫什么?", "苹果公司的CEO是谁?", "如何申请公积金贷款?"]
+)
+def test_an_off_topic_question_is_refused(corpus_system, question):
+    ans = corpus_system.answerer.answer(question)
+    assert ans.refused and ans.text == REFUSAL
+
+
+# ------------------------------------------------------------------ calibration data
+def test_near_miss_builder_cuts_every_sentence_with_the_answer():
+    sys.path.insert(0, str(REPO / "eval"))
+    from make_nearmiss import cut_answer
+
+    text = "广茂铁路是广东的铁路。全长364.6公里。共有47个车站。它连接广州和茂名。"
+    cut = cut_answer(text, ["364.6公里"])
+    assert cut == "广茂铁路是广东的铁路。共有47个车站。它连接广州和茂名。"
+    assert cut_answer(text, ["不在文中"]) is None  # nothing to cut: not a near miss
+    assert cut_answer("全长364.6公里。共有47个车站。", ["364.6公里"]) is None  # too little left
