@@ -408,17 +408,23 @@ class ExtractiveAnswerer:
         if not cands:
             return None
         floor = self.fit_ratio * cands[0].score
-        index = self.retriever.index
+        names_year = bool(_YEAR.search(norm(question)))
+        untied: dict[str, bool] = {}  # per document: its text is read once, and only here
         for c in cands:
             if c.score < floor:
                 break
             if kind in ("date", "number") and c.type_ok < 1.0:
                 continue
-            date = self._doc_date(hits[c.hit_i])
-            if year_conflict(question, c.text, date):
-                continue
-            if year_untied(question, index.document_text(hits[c.hit_i].doc_id), date):
-                continue
+            if names_year:
+                hit = hits[c.hit_i]
+                date = self._doc_date(hit)
+                if year_conflict(question, c.text, date):
+                    continue
+                if hit.doc_id not in untied:
+                    text = self.retriever.index.document_text(hit.doc_id)
+                    untied[hit.doc_id] = year_untied(question, text, date)
+                if untied[hit.doc_id]:
+                    continue
             return c
         return None
 
@@ -442,9 +448,6 @@ class ExtractiveAnswerer:
             "missing_idf": max(missing, default=0.0) / (max(idf.values(), default=1.0) or 1.0),
             "type_ok": min(best.type_ok, 1.0),
             "bm25_top1": 1.0 if hits[0].bm25_rank == 1 else 0.0,
-            "year_conflict": float(
-                year_conflict(question, best.text, self._doc_date(hits[best.hit_i]))
-            ),
         }
 
     def confidence(self, question: str, hits: list[Hit], best: _Cand | None) -> float:
