@@ -65,6 +65,13 @@ class Settings:
     doc_bm25_weight: float = 0.1  # whole-document BM25 as a third signal
     coverage_weight: float = 0.2  # IDF-weighted share of query terms in the chunk (score only)
     number_weight: float = 0.2  # share of the query's numbers in the chunk (score only)
+    # answer-aware rerank of the top `evidence_depth` fused chunks (score fusion only): add
+    # these times the chunk's best sentence score as an answer (rag.reader) and its best
+    # one that holds the asked kind of value and year. Chosen on the development sets
+    # (CMRC tuning split, CMRC hard negatives, RGB); DRCD held out (eval/reports/fusion.md)
+    evidence_depth: int = 10
+    evidence_weight: float = 0.3
+    evidence_fit_weight: float = 0.15
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     # answering

@@ -17,6 +17,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rag.config import Settings
 from rag.index import HybridIndex
+from rag.reader import Reader
 from rag.textnorm import norm
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -61,6 +62,7 @@ class HybridRetriever(BaseRetriever):
         self.index = index
         self.embedder = embedder
         self.settings = settings or Settings()
+        self.reader = Reader(index)
 
     def _allowed_docs(
         self,
@@ -148,6 +150,10 @@ class HybridRetriever(BaseRetriever):
                         fused[r] += s.doc_bm25_weight / (s.rrf_k + dr)
         else:
             fused = self._score_fusion(toks, d_rows, d_scores, b_rows, b_scores, drank)
+            if s.evidence_weight or s.evidence_fit_weight:
+                t_r = time.perf_counter()
+                self._answer_rerank(query, fused)
+                timings["rerank_ms"] = (time.perf_counter() - t_r) * 1e3
         d_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(d_rows, d_scores))}
         b_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(b_rows, b_scores))}
         order = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
@@ -207,6 +213,21 @@ class HybridRetriever(BaseRetriever):
             cov, num = self._term_evidence(toks, rows)
             fused += s.coverage_weight * cov + s.number_weight * num
         return {r: float(v) for r, v in zip(cands, fused)}
+
+    def _answer_rerank(self, query: str, fused: dict[int, float]) -> None:
+        """Raise the top fused chunks by how well their best sentence answers the query.
+
+        Similarity cannot tell a passage that answers from one that only repeats the
+        question's words (a headline, last year's figure); reading the top few for a
+        sentence that holds the asked kind of value can (eval/reports/fusion.md).
+        """
+        s = self.settings
+        top = sorted(fused, key=lambda r: (-fused[r], r))[: s.evidence_depth]
+        for r in top:
+            c = self.index.chunk(int(r))
+            date = self.index.doc_meta(c.doc_id).get("date")
+            best, fit = self.reader.evidence(query, c.text, date)
+            fused[r] += s.evidence_weight * best + s.evidence_fit_weight * fit
 
     def _term_evidence(self, toks: list[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row: IDF-weighted share of the query's terms present, share of its numbers."""

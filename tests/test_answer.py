@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import REPO
 
-from rag.answer import (
-    REFUSAL,
+from rag.answer import REFUSAL
+from rag.reader import (
     answer_type,
     question_slot,
     question_unit,

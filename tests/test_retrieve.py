@@ -85,3 +85,62 @@ def test_every_answerable_corpus_question_finds_a_gold_document_in_the_top_5(cor
         assert missed == []
     finally:
         retriever.settings = old
+
+
+# ------------------------------------------------------------------ answer-aware rerank
+CEREMONY = [
+    {"id": "headline", "title": "", "text": "2022年北京冬奥会开幕式现场观众人数公布。"},
+    {
+        "id": "answer",
+        "title": "",
+        "text": "北京冬奥会开幕式2月4日晚在国家体育场举行，现场约有1.5万名观众。",
+    },
+    {"id": "weather", "title": "", "text": "今天北京天气晴朗，最高气温五度，适合户外活动。"},
+]
+
+
+@pytest.fixture(scope="module")
+def ceremony(tmp_path_factory, embedder):
+    root = tmp_path_factory.mktemp("ceremony")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in CEREMONY), "utf-8")
+    s = Settings(index_dir=str(root / "index"))
+    ingest([corpus], s, embedder=embedder, progress=False, log=lambda m: None)
+    return load_system(s, embedder=embedder)
+
+
+def test_a_passage_that_answers_outranks_a_headline_that_only_repeats_the_question(ceremony):
+    r = ceremony.retriever
+    q = "北京冬奥会开幕式现场有多少观众"
+    plain = r.settings.replace(evidence_weight=0.0, evidence_fit_weight=0.0)
+    default = r.settings
+    try:
+        r.settings = plain
+        before = {h.doc_id: h.score for h in r.search(q, top_k=3).hits}
+        r.settings = default
+        hits = r.search(q, top_k=3).hits
+    finally:
+        r.settings = default
+    # by similarity alone the headline wins: it holds every word of the question
+    assert max(before, key=before.get) == "headline"
+    assert hits[0].doc_id == "answer"
+    # the rerank adds exactly the weighted evidence of each passage's best sentences
+    for h in hits:
+        best, fit = r.reader.evidence(q, h.text, None)
+        want = before[h.doc_id] + default.evidence_weight * best + default.evidence_fit_weight * fit
+        assert h.score == pytest.approx(want)
+    ans = {h.doc_id: r.reader.evidence(q, h.text, None) for h in hits}
+    assert ans["answer"][1] > 0.0  # 1.5万名观众: a count of people, as asked
+    assert ans["headline"][1] == 0.0  # no number at all: nothing fits
+
+
+def test_the_reader_scores_verbatim_sentences_once_per_question(ceremony):
+    reader = ceremony.retriever.reader
+    text = CEREMONY[1]["text"]
+    q = "开幕式在哪里举行，有多少观众？"
+    first = reader.sentences(q, text)
+    assert first and all(text[s.start : s.end] == s.text for s in first)
+    assert reader.sentences(q, text) is first  # the answerer reuses the rerank's reading
+    assert not reader.fits(q, "开幕式在国家体育场举行。", 0.0, None)  # a number question
+    assert reader.fits("2022年开幕式有多少观众", "2022年开幕式有1.5万名观众。", 2.0, None)
+    assert not reader.fits("2022年开幕式有多少观众", "2021年的开幕式有1万名观众。", 2.0, None)

@@ -214,10 +214,16 @@ def _fusion(s: Mapping[str, Any]) -> str:
     w = f"dense {s.get('dense_weight')} / BM25 {s.get('bm25_weight')}"
     if s.get("fusion", "rrf") == "rrf":  # runs from before score fusion have no "fusion"
         return f"RRF k {s.get('rrf_k')}, weights {w} / document BM25 {s.get('doc_bm25_weight')}"
-    return (
+    out = (
         f"score fusion, weights {w} / document BM25 {s.get('doc_bm25_weight')} / "
         f"term coverage {s.get('coverage_weight')} / numbers {s.get('number_weight')}"
     )
+    if s.get("evidence_weight") or s.get("evidence_fit_weight"):  # runs before it have none
+        out += (
+            f"; answer rerank of the top {s.get('evidence_depth')}: best sentence "
+            f"{s.get('evidence_weight')} / fitting sentence {s.get('evidence_fit_weight')}"
+        )
+    return out
 
 
 def _settings_lines(config: Mapping[str, Any]) -> list[str]:

@@ -603,7 +603,7 @@ def row_type(row: Mapping[str, Any]) -> str:
         return str(row["type"])
     if not row.get("answerable"):
         return "unanswerable"
-    from rag.answer import answer_type
+    from rag.reader import answer_type
 
     return answer_type(row.get("question") or "")
 
