@@ -12,6 +12,17 @@ untouched paragraph is written as answerable.
 
 The output is the calibration set `eval/calibrate_refusal.py` reads (its `answerable`
 flags are used as they are).
+
+With `--distractors N` it writes a retrieval set instead: for each of the first N
+questions, a copy of its paragraph with the answer cut out joins the corpus as a
+distractor (the whole original corpus stays). The question's gold documents are its
+paragraph and any copy that still holds its answer. It is the hard case RGB is full
+of (a passage on the same subject that lacks only the answer), built without reading
+RGB; `eval/tune_rerank.py` tunes the answer-aware rerank on it.
+
+    python eval/make_nearmiss.py /tmp/exp/cmrc --distractors 800 --out /tmp/exp/cmrc_hn
+    cp -r /tmp/exp/idx_cmrc /tmp/exp/idx_cmrc_hn   # or ingest corpus.jsonl as well
+    rag ingest /tmp/exp/cmrc_hn/distractors.jsonl --index /tmp/exp/idx_cmrc_hn
 """
 
 from __future__ import annotations
@@ -38,15 +49,49 @@ def cut_answer(text: str, answers: list[str]) -> str | None:
     return "".join(keep)
 
 
+def distractors(docs: list[dict], questions: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Answer-less copies of each question's paragraph, and the questions with their gold
+    documents widened to every copy that still holds one of their answers."""
+    by_id = {d["id"]: d for d in docs}
+    made: list[dict] = []
+    for q in questions:
+        d = by_id[q["gold_doc_ids"][0]]
+        text = cut_answer(d["text"], [a for a in q["answers"] if a])
+        if text is not None:
+            made.append({**d, "id": f"{d['id']}-CUT-{q['id']}", "text": text})
+    copies: dict[str, list[dict]] = {}
+    for m in made:
+        copies.setdefault(m["id"].split("-CUT-")[0], []).append(m)
+    out = []
+    for q in questions:
+        para = q["gold_doc_ids"][0]
+        still = [
+            m["id"] for m in copies.get(para, []) if any(a and a in m["text"] for a in q["answers"])
+        ]
+        out.append({**q, "gold_doc_ids": [para, *still]})
+    return made, out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("converted", help="a folder with corpus.jsonl and questions.jsonl")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--distractors", type=int, metavar="N", help="a retrieval set (see above)")
     args = ap.parse_args()
     src, out = Path(args.converted), Path(args.out)
     docs = [json.loads(x) for x in open(src / "corpus.jsonl", encoding="utf-8")]
+    if args.distractors:
+        rows = [json.loads(x) for x in open(src / "questions.jsonl", encoding="utf-8")]
+        rows = [q for q in rows if q.get("answerable", True) and len(q["gold_doc_ids"]) == 1]
+        made, qs = distractors(docs, rows[: args.distractors])
+        out.mkdir(parents=True, exist_ok=True)
+        for name, items in (("distractors.jsonl", made), ("questions.jsonl", qs)):
+            with open(out / name, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(x, ensure_ascii=False) + "\n" for x in items)
+        print(f"{len(qs)} questions, {len(made)} distractors")
+        return
     by_doc: dict[str, list[dict]] = {}
     for line in open(src / "questions.jsonl", encoding="utf-8"):
         q = json.loads(line)

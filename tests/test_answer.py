@@ -177,3 +177,32 @@ def test_near_miss_builder_cuts_every_sentence_with_the_answer():
     assert cut == "广茂铁路是广东的铁路。共有47个车站。它连接广州和茂名。"
     assert cut_answer(text, ["不在文中"]) is None  # nothing to cut: not a near miss
     assert cut_answer("全长364.6公里。共有47个车站。", ["364.6公里"]) is None  # too little left
+
+
+def test_distractors_are_answerless_copies_and_widen_only_to_copies_with_the_answer():
+    sys.path.insert(0, str(REPO / "eval"))
+    from make_nearmiss import distractors
+
+    text = "广茂铁路是广东的铁路。全长364.6公里。共有47个车站。它连接广州和茂名。"
+    docs = [{"id": "P", "title": "广茂铁路", "text": text}]
+    qs = [
+        {
+            "id": "q1",
+            "question": "广茂铁路全长多少公里？",
+            "answers": ["364.6公里"],
+            "gold_doc_ids": ["P"],
+        },
+        {
+            "id": "q2",
+            "question": "广茂铁路有几个车站？",
+            "answers": ["47个"],
+            "gold_doc_ids": ["P"],
+        },
+    ]
+    made, out = distractors(docs, qs)
+    assert [m["id"] for m in made] == ["P-CUT-q1", "P-CUT-q2"]
+    assert "364.6" not in made[0]["text"] and "47个" not in made[1]["text"]
+    assert made[0]["title"] == "广茂铁路"
+    # q1's answer survives in the copy cut for q2, so that copy is a right answer for q1
+    assert out[0]["gold_doc_ids"] == ["P", "P-CUT-q2"]
+    assert out[1]["gold_doc_ids"] == ["P", "P-CUT-q1"]
