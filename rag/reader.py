@@ -9,8 +9,10 @@ read once per question.
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from rag.chunking import split_sentences
 from rag.textnorm import norm
@@ -188,6 +190,16 @@ class Sentence:
     type_ok: float
 
 
+class _Question(NamedTuple):
+    text: str
+    kind: str  # answer_type()
+    slot: re.Pattern | None  # question_slot() for number questions
+    idf: dict[str, float]  # the question's terms
+    idf_total: float
+    bigrams: frozenset[str]
+    names_year: bool
+
+
 class Reader:
     """Scores the sentences of a passage as answers to a question (no model, a few ms).
 
@@ -202,46 +214,54 @@ class Reader:
 
     def __init__(self, index):
         self.index = index
+        # the chat serves several users at once: the caches are shared, under one lock
+        self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], tuple[Sentence, ...]] = OrderedDict()
-        self._question: tuple[str, tuple] | None = None
+        self._last: _Question | None = None
 
-    def _analyse(self, question: str) -> tuple:
+    def _analyse(self, question: str) -> _Question:
         """Per question, once: its kind, slot pattern, term IDFs and bigrams."""
-        if self._question is None or self._question[0] != question:
-            kind = answer_type(question)
-            toks = self.index.tokenize(question)
-            terms = list(set(toks))
-            idf = dict(zip(terms, self.index.bm25.idf(terms).tolist()))
-            q_norm = norm(question)
-            bigrams = frozenset(q_norm[i : i + 2] for i in range(len(q_norm) - 1))
-            slot = question_slot(question) if kind == "number" else None
-            names_year = bool(_YEAR.search(q_norm))
-            total = sum(idf.values()) or 1.0
-            self._question = (question, (kind, slot, idf, total, bigrams, names_year))
-        return self._question[1]
+        last = self._last
+        if last is not None and last.text == question:
+            return last
+        kind = answer_type(question)
+        terms = list(set(self.index.tokenize(question)))
+        idf = dict(zip(terms, self.index.bm25.idf(terms).tolist()))
+        q_norm = norm(question)
+        q = _Question(
+            question,
+            kind,
+            question_slot(question) if kind == "number" else None,
+            idf,
+            sum(idf.values()) or 1.0,
+            frozenset(q_norm[i : i + 2] for i in range(len(q_norm) - 1)),
+            bool(_YEAR.search(q_norm)),
+        )
+        self._last = q
+        return q
 
     def idf(self, question: str) -> dict[str, float]:
-        return self._analyse(question)[2]
+        return self._analyse(question).idf
 
-    def _score(self, sn: str, q: tuple) -> tuple[float, float, float]:
-        kind, slot, idf, total, bigrams, _ = q
-        cov = sum(w for t, w in idf.items() if t in sn) / total
+    def _score(self, sn: str, q: _Question) -> tuple[float, float, float]:
+        cov = sum(w for t, w in q.idf.items() if t in sn) / q.idf_total
         # `b in sn` per question bigram: the same count as intersecting the sentence's
         # bigram set, without building it
-        bi = sum(b in sn for b in bigrams) / max(len(bigrams), 1)
-        tm = type_match(kind, sn, slot)
+        bi = sum(b in sn for b in q.bigrams) / max(len(q.bigrams), 1)
+        tm = type_match(q.kind, sn, q.slot)
         length_pen = 0.15 * max(0.0, (len(sn) - 120) / 120)
-        typed = self.weights["type"] * tm * (kind != "other")
+        typed = self.weights["type"] * tm * (q.kind != "other")
         return cov + self.weights["bigram"] * bi + typed - length_pen, cov, tm
 
     def sentences(self, question: str, text: str) -> tuple[Sentence, ...]:
         """The passage's answer candidates: its sentences (long ones cut to their best run
         of clauses), less questions and fragments, each scored."""
         key = (question, text)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
         q = self._analyse(question)
         out = []
         for s, e in split_sentences(text):
@@ -254,12 +274,13 @@ class Reader:
             sc, cov, tm = self._score(sn, q)
             out.append(Sentence(s, e, sent, sc, cov, tm))
         result = tuple(out)
-        self._cache[key] = result
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = result
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         return result
 
-    def _window(self, text: str, s: int, e: int, q: tuple) -> tuple[int, int]:
+    def _window(self, text: str, s: int, e: int, q: _Question) -> tuple[int, int]:
         """The best run of clauses of a long sentence that fits in `max_sentence_chars`."""
         cuts = [s] + [m.end() for m in _CLAUSE.finditer(text, s, e) if m.end() < e] + [e]
         if len(cuts) == 2:  # no clause marks (text that lost its punctuation): fixed windows
@@ -278,9 +299,9 @@ class Reader:
     def fits(self, question: str, text: str, type_ok: float, doc_date: str | None) -> bool:
         """A sentence holds the asked kind of value and is not about another year."""
         q = self._analyse(question)
-        if q[0] in ("date", "number") and type_ok < 1.0:
+        if q.kind in ("date", "number") and type_ok < 1.0:
             return False
-        return not (q[5] and year_conflict(question, text, doc_date))
+        return not (q.names_year and year_conflict(question, text, doc_date))
 
     def evidence(self, question: str, text: str, doc_date: str | None) -> tuple[float, float]:
         """How well the passage answers: its best sentence's score, and its best fitting

@@ -144,3 +144,17 @@ def test_the_reader_scores_verbatim_sentences_once_per_question(ceremony):
     assert not reader.fits(q, "开幕式在国家体育场举行。", 0.0, None)  # a number question
     assert reader.fits("2022年开幕式有多少观众", "2022年开幕式有1.5万名观众。", 2.0, None)
     assert not reader.fits("2022年开幕式有多少观众", "2021年的开幕式有1万名观众。", 2.0, None)
+
+
+def test_the_reader_gives_each_thread_its_own_question(ceremony):
+    from concurrent.futures import ThreadPoolExecutor
+
+    reader = ceremony.retriever.reader
+    questions = ["开幕式有多少观众", "开幕式在哪里举行", "开幕式是哪一天", "北京天气怎么样"]
+    texts = [d["text"] for d in CEREMONY]
+    serial = {(q, t): reader.sentences(q, t) for q in questions for t in texts}
+    reader._cache.clear()
+    pairs = [(q, t) for _ in range(25) for q in questions for t in texts]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda p: reader.sentences(*p), pairs))
+    assert all(g == serial[p] for g, p in zip(got, pairs, strict=True))
