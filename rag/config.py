@@ -94,6 +94,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.fusion not in ("score", "rrf"):
             raise ConfigError(f"fusion must be 'score' or 'rrf', got {self.fusion!r}")
+        if self.evidence_depth < 0:
+            raise ConfigError(
+                f"evidence_depth must be 0 or more (0 turns the answer rerank off), "
+                f"got {self.evidence_depth}"
+            )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied; None values are ignored (unset CLI flags)."""

@@ -64,6 +64,8 @@ def test_coverage_is_the_idf_weighted_share_of_query_words(skating):
 def test_fusion_setting_is_checked():
     with pytest.raises(ConfigError, match="fusion"):
         Settings(fusion="max")
+    with pytest.raises(ConfigError, match="evidence_depth"):
+        Settings().replace(evidence_depth=-1)
 
 
 @pytest.mark.parametrize("fusion", ["score", "rrf"])
