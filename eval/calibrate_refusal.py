@@ -43,7 +43,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "eval"))
 
 from rag.config import Settings  # noqa: E402
-from rag.pipeline import load_system  # noqa: E402
 
 FEATURES = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1", "coverage_top3"]
 
@@ -63,12 +62,12 @@ def collect(spec: str, embedder):
     if half in ("odd", "even"):  # calibrate on one half of a set, keep the other held out
         rows = [r for i, r in enumerate(rows) if (i % 2 == 0) == (half == "odd")]
     # batch-embed the questions once (cached beside the questions file)
-    from quality import cached_query_vectors  # eval/quality.py
+    from quality import system_with_cached_queries  # eval/quality.py
 
-    qvec = cached_query_vectors([r["question"] for r in rows], embedder, Path(qpath))
-    real = embedder.embed_query
-    embedder.embed_query = lambda q: qvec[q] if q in qvec else real(q)
-    system = load_system(Settings(index_dir=index_dir), embedder=embedder)
+    questions = [r["question"] for r in rows]
+    system = system_with_cached_queries(
+        questions, Path(qpath), Settings(index_dir=index_dir), embedder
+    )
     titles: dict[str, list[str]] = {}
     for d, meta in system.index.docs.items():
         titles.setdefault(meta.get("title") or d, []).append(d)

@@ -57,6 +57,16 @@ def cached_query_vectors(questions: list[str], embedder, path: Path) -> dict[str
     return {norm(q): v for q, v in zip(questions, vecs)}
 
 
+def system_with_cached_queries(questions: list[str], path: Path, settings: Settings, embedder=None):
+    """The system over `settings.index_dir`, its embedder answering `questions` from the
+    vectors cached beside `path` (any other query is embedded as usual)."""
+    embedder = embedder or make_embedder(settings)
+    qvec = cached_query_vectors(questions, embedder, path)
+    real = embedder.embed_query
+    embedder.embed_query = lambda q: qvec[q] if q in qvec else real(q)
+    return load_system(settings, embedder=embedder)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,11 +82,9 @@ def main() -> None:
     rows = [json.loads(line) for line in open(args.questions, encoding="utf-8")]
     rows = [r for r in rows if r.get("answerable", True)][: args.limit]
     settings = Settings(index_dir=args.index).replace(**_parse_sets(args.set))
-    embedder = make_embedder(settings)
-    qvec = cached_query_vectors([r["question"] for r in rows], embedder, Path(args.questions))
-    real = embedder.embed_query
-    embedder.embed_query = lambda q: qvec[q] if q in qvec else real(q)
-    system = load_system(settings, embedder=embedder)
+    system = system_with_cached_queries(
+        [r["question"] for r in rows], Path(args.questions), settings
+    )
     ks = (1, 5, 10)
     rec = {k: [] for k in ks}
     hit = {k: [] for k in ks}

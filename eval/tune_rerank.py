@@ -35,26 +35,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "eval"))
 
-from quality import cached_query_vectors  # noqa: E402
+from quality import system_with_cached_queries  # noqa: E402
 
 from rag.config import Settings  # noqa: E402
-from rag.pipeline import load_system, make_embedder  # noqa: E402
+from rag.pipeline import make_embedder  # noqa: E402
 
 DEPTHS = (5, 10)
 BEST_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 FIT_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
-def collect(questions: str, index: str, limit: int | None, depth: int) -> list[dict]:
+def collect(questions: str, index: str, limit: int | None, depth: int, embedder) -> list[dict]:
     """Per question: fused candidates without the rerank, and evidence for the top ones."""
     rows = [json.loads(x) for x in open(questions, encoding="utf-8")]
     rows = [r for r in rows if r.get("answerable", True)][:limit]
     settings = Settings(index_dir=index).replace(evidence_weight=0.0, evidence_fit_weight=0.0)
-    embedder = make_embedder(settings)
-    qvec = cached_query_vectors([r["question"] for r in rows], embedder, Path(questions))
-    real = embedder.embed_query
-    embedder.embed_query = lambda q: qvec[q] if q in qvec else real(q)
-    system = load_system(settings, embedder=embedder)
+    texts = [r["question"] for r in rows]
+    system = system_with_cached_queries(texts, Path(questions), settings, embedder)
     retriever, idx = system.retriever, system.retriever.index
     out = []
     for r in rows:
@@ -97,11 +94,12 @@ def main() -> None:
     ap.add_argument("--cv", help="a dev set to also estimate by 2-fold selection")
     args = ap.parse_args()
     sets: dict[str, list[dict]] = {}
+    embedder = make_embedder(Settings())  # one model for every set
     for spec in args.set:
         name, rest = spec.split("=", 1)
         parts = rest.split(":")
         limit = int(parts[2]) if len(parts) > 2 else None
-        sets[name] = collect(parts[0], parts[1], limit, max(DEPTHS))
+        sets[name] = collect(parts[0], parts[1], limit, max(DEPTHS), embedder)
         print(f"{name}: {len(sets[name])} questions", file=sys.stderr)
     dev = args.dev.split(",")
     grid = list(itertools.product(DEPTHS, BEST_WEIGHTS, FIT_WEIGHTS))
