@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rag.config import Settings
-from rag.reader import _YEAR, Reader, year_untied
+from rag.reader import Reader, year_untied
 from rag.retrieve import Hit, HybridRetriever
 from rag.textnorm import norm
 
@@ -209,7 +209,7 @@ class ExtractiveAnswerer:
         if not cands:
             return None
         floor = self.fit_ratio * cands[0].score
-        names_year = bool(_YEAR.search(norm(question)))
+        names_year = self.reader.analyse(question).names_year
         untied: dict[str, bool] = {}  # per document: its text is read once, and only here
         for c in cands:
             if c.score < floor:
@@ -231,15 +231,11 @@ class ExtractiveAnswerer:
         """Evidence features of the refusal model (all in [0, 1] except type_ok)."""
         if not hits or best is None:
             return {}
-        q_toks = self.retriever.index.tokenize(question)
-        idf = self.reader.idf(question)
+        idf = self.reader.analyse(question).idf
         top_text = norm(hits[0].text)
         top3 = norm("".join(h.text for h in hits[:3]))
         missing = [w for t, w in idf.items() if t not in top_text]
-        content = [t for t in set(q_toks) if len(t) >= 2]
-        vocab = self.retriever.index.bm25.vocab
         return {
-            "oov": sum(t not in vocab for t in content) / max(len(content), 1),
             "coverage_top3": sum(w for t, w in idf.items() if t in top3)
             / (sum(idf.values()) or 1.0),
             "dense_top": max((h.dense_score or 0.0) for h in hits[:3]),

@@ -36,21 +36,20 @@ _LIST = re.compile(r"[、，,；;].*[、，,；;]")
 _CLAUSE = re.compile(r"[，,；;：:、]\s*")
 
 
+# the first cue found decides: 哪一年有多少 asks for a date, 哪两个部门 for names
+_KINDS = [
+    (_DATE_Q, "date"),
+    (_WHICH_N, "list"),
+    (_NUM_Q, "number"),
+    (_WHO_Q, "person"),
+    (_WHERE_Q, "place"),
+    (_LIST_Q, "list"),
+]
+
+
 def answer_type(question: str) -> str:
     q = norm(question)
-    if _DATE_Q.search(q):
-        return "date"
-    if _WHICH_N.search(q):
-        return "list"
-    if _NUM_Q.search(q):
-        return "number"
-    if _WHO_Q.search(q):
-        return "person"
-    if _WHERE_Q.search(q):
-        return "place"
-    if _LIST_Q.search(q):
-        return "list"
-    return "other"
+    return next((kind for cue, kind in _KINDS if cue.search(q)), "other")
 
 
 # 这几年/近几年/好几 are idioms of time and amount, not a question word
@@ -190,7 +189,9 @@ class Sentence:
     type_ok: float
 
 
-class _Question(NamedTuple):
+class Question(NamedTuple):
+    """What `Reader.analyse` learns of a question, once."""
+
     text: str
     kind: str  # answer_type()
     slot: re.Pattern | None  # question_slot() for number questions
@@ -217,9 +218,9 @@ class Reader:
         # the chat serves several users at once: the caches are shared, under one lock
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], tuple[Sentence, ...]] = OrderedDict()
-        self._last: _Question | None = None
+        self._last: Question | None = None
 
-    def _analyse(self, question: str) -> _Question:
+    def analyse(self, question: str) -> Question:
         """Per question, once: its kind, slot pattern, term IDFs and bigrams."""
         last = self._last
         if last is not None and last.text == question:
@@ -228,7 +229,7 @@ class Reader:
         terms = list(set(self.index.tokenize(question)))
         idf = dict(zip(terms, self.index.bm25.idf(terms).tolist()))
         q_norm = norm(question)
-        q = _Question(
+        q = Question(
             question,
             kind,
             question_slot(question) if kind == "number" else None,
@@ -240,10 +241,7 @@ class Reader:
         self._last = q
         return q
 
-    def idf(self, question: str) -> dict[str, float]:
-        return self._analyse(question).idf
-
-    def _score(self, sn: str, q: _Question) -> tuple[float, float, float]:
+    def _score(self, sn: str, q: Question) -> tuple[float, float, float]:
         cov = sum(w for t, w in q.idf.items() if t in sn) / q.idf_total
         # `b in sn` per question bigram: the same count as intersecting the sentence's
         # bigram set, without building it
@@ -262,7 +260,7 @@ class Reader:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        q = self._analyse(question)
+        q = self.analyse(question)
         out = []
         for s, e in split_sentences(text):
             if e - s > self.max_sentence_chars:
@@ -280,7 +278,7 @@ class Reader:
                 self._cache.popitem(last=False)
         return result
 
-    def _window(self, text: str, s: int, e: int, q: _Question) -> tuple[int, int]:
+    def _window(self, text: str, s: int, e: int, q: Question) -> tuple[int, int]:
         """The best run of clauses of a long sentence that fits in `max_sentence_chars`."""
         cuts = [s] + [m.end() for m in _CLAUSE.finditer(text, s, e) if m.end() < e] + [e]
         if len(cuts) == 2:  # no clause marks (text that lost its punctuation): fixed windows
@@ -298,7 +296,7 @@ class Reader:
 
     def fits(self, question: str, text: str, type_ok: float, doc_date: str | None) -> bool:
         """A sentence holds the asked kind of value and is not about another year."""
-        q = self._analyse(question)
+        q = self.analyse(question)
         if q.kind in ("date", "number") and type_ok < 1.0:
             return False
         return not (q.names_year and year_conflict(question, text, doc_date))
