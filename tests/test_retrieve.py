@@ -29,14 +29,18 @@ SKATING = [
 ]
 
 
-@pytest.fixture(scope="module")
-def skating(tmp_path_factory, embedder):
-    root = tmp_path_factory.mktemp("skating")
+def _system_over(docs: list[dict], root, embedder):
+    """A real index of `docs` (one JSONL file) under `root`, opened as the app opens it."""
     corpus = root / "corpus.jsonl"
-    corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in SKATING), "utf-8")
+    corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in docs), "utf-8")
     s = Settings(index_dir=str(root / "index"))
     ingest([corpus], s, embedder=embedder, progress=False, log=lambda m: None)
     return load_system(s, embedder=embedder)
+
+
+@pytest.fixture(scope="module")
+def skating(tmp_path_factory, embedder):
+    return _system_over(SKATING, tmp_path_factory.mktemp("skating"), embedder)
 
 
 def test_numbers_in_the_query_must_match_whole_numbers_in_the_chunk(skating):
@@ -103,12 +107,7 @@ CEREMONY = [
 
 @pytest.fixture(scope="module")
 def ceremony(tmp_path_factory, embedder):
-    root = tmp_path_factory.mktemp("ceremony")
-    corpus = root / "corpus.jsonl"
-    corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in CEREMONY), "utf-8")
-    s = Settings(index_dir=str(root / "index"))
-    ingest([corpus], s, embedder=embedder, progress=False, log=lambda m: None)
-    return load_system(s, embedder=embedder)
+    return _system_over(CEREMONY, tmp_path_factory.mktemp("ceremony"), embedder)
 
 
 def test_a_passage_that_answers_outranks_a_headline_that_only_repeats_the_question(ceremony):
