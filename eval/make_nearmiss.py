@@ -54,14 +54,13 @@ def distractors(docs: list[dict], questions: list[dict]) -> tuple[list[dict], li
     documents widened to every copy that still holds one of their answers."""
     by_id = {d["id"]: d for d in docs}
     made: list[dict] = []
+    copies: dict[str, list[dict]] = {}  # paragraph id -> its copies
     for q in questions:
         d = by_id[q["gold_doc_ids"][0]]
         text = cut_answer(d["text"], [a for a in q["answers"] if a])
         if text is not None:
             made.append({**d, "id": f"{d['id']}-CUT-{q['id']}", "text": text})
-    copies: dict[str, list[dict]] = {}
-    for m in made:
-        copies.setdefault(m["id"].split("-CUT-")[0], []).append(m)
+            copies.setdefault(d["id"], []).append(made[-1])
     out = []
     for q in questions:
         para = q["gold_doc_ids"][0]
