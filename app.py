@@ -4,7 +4,7 @@ Serves the Gradio app on 127.0.0.1:7860 by default, over the index in --index (b
 from --corpus first when there is none). Another --host needs --auth, and the app says at
 start where it listens and that a login is required. Uploads, feedback and Gradio's copies
 of uploaded files (unless $GRADIO_TEMP_DIR is set) stay in the data folder beside the
-index. The app itself lives in `rag.ui`.
+index. The app itself lives in `rag.serve.ui.app`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from rag.errors import RagError
-from rag.ui import DEFAULT_CORPUS, DEFAULT_HOST, DEFAULT_PORT, AppOptions, run
+from rag.serve.ui.app import DEFAULT_CORPUS, DEFAULT_HOST, DEFAULT_PORT, AppOptions, run
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Calibrate the citation-support threshold of rag/grounding.py on CMRC 2018 (dev).
 
 Pairs (claim, passage), where a passage is a chunk of a CMRC paragraph cut the way the
-index cuts documents (rag.chunking.chunk_spans, 300 characters):
+index cuts documents (rag.ingest.chunking.chunk_spans, 300 characters):
 
 positives (the passage supports the claim)
   quote     a sentence of the paragraph, verbatim, against its own chunk
@@ -39,9 +39,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rag.chunking import chunk_spans, split_sentences  # noqa: E402
+from rag.ingest.chunking import chunk_spans, split_sentences  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.grounding import _bigrams, figures_supported, lexical_support  # noqa: E402
+from rag.llm.grounding import _bigrams, figures_supported, lexical_support  # noqa: E402
 
 DATA = Path("/work/shared/data/cmrc2018/cmrc2018_dev.json")
 WEIGHTS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -135,14 +135,14 @@ def build_pairs(n: int, seed: int) -> list[Pair]:
 
 
 def score_lexical(pairs: list[Pair]) -> None:
-    """Lexical support and the figure rule, as rag.grounding computes them."""
+    """Lexical support and the figure rule, as rag.llm.grounding computes them."""
     for p in pairs:
         p.lex = lexical_support(p.claim, p.passage)
         p.figs = figures_supported(p.claim, p.passage)
 
 
 def score(pairs: list[Pair], embedder) -> None:
-    """Cosine support of every pair, computed as rag.grounding does."""
+    """Cosine support of every pair, computed as rag.llm.grounding does."""
     passages = sorted({p.passage for p in pairs})
     claims = sorted({p.claim for p in pairs})
     print(f"embedding {len(passages)} passages and {len(claims)} claims ...", file=sys.stderr)
@@ -223,7 +223,7 @@ def main() -> int:
     if cache and cache.is_file():  # the embeddings are the slow part; lexical is redone
         pairs = [Pair(**d) for d in json.loads(cache.read_text(encoding="utf-8"))]
     else:
-        from rag.pipeline import make_embedder
+        from rag.system import make_embedder
 
         pairs = build_pairs(args.n, args.seed)
         score(pairs, make_embedder(Settings()))

@@ -117,7 +117,7 @@ def main() -> None:
 
     from sklearn.linear_model import LogisticRegression
 
-    from rag.pipeline import make_embedder
+    from rag.system import make_embedder
 
     embedder = make_embedder(Settings())
     sets = [collect(s, embedder) for s in args.set]

@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rag.chunking import split_sentences  # noqa: E402
+from rag.ingest.chunking import split_sentences  # noqa: E402
 
 
 def cut_answer(text: str, answers: list[str]) -> str | None:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from rag.config import Settings  # noqa: E402
 from rag.eval.metrics import containment, hit_at_k, mrr_at_k, recall_at_k  # noqa: E402
-from rag.pipeline import load_system, make_embedder  # noqa: E402
+from rag.system import load_system, make_embedder  # noqa: E402
 from rag.textnorm import norm  # noqa: E402
 
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "eval"))
 from quality import system_with_cached_queries  # noqa: E402
 
 from rag.config import Settings  # noqa: E402
-from rag.pipeline import make_embedder  # noqa: E402
+from rag.system import make_embedder  # noqa: E402
 
 DEPTHS = (5, 10)
 BEST_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)

@@ -66,7 +66,7 @@ class Settings:
     coverage_weight: float = 0.2  # IDF-weighted share of query terms in the chunk (score only)
     number_weight: float = 0.2  # share of the query's numbers in the chunk (score only)
     # answer-aware rerank of the top `evidence_depth` fused chunks (score fusion only): add
-    # these times the chunk's best sentence score as an answer (rag.reader) and its best
+    # these times the chunk's best sentence score as an answer (rag.read.reader) and its best
     # one that holds the asked kind of value and year. Chosen on the development sets
     # (CMRC tuning split, CMRC hard negatives, RGB); DRCD held out (eval/reports/fusion.md)
     evidence_depth: int = 10

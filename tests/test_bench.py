@@ -1,6 +1,6 @@
 """The benchmark machinery (bench/): small pure parts, and one end-to-end smoke run.
 
-The smoke run is `python -m bench` itself on a 30-article corpus made from corpus/,
+The smoke run is `python -m rag.eval.bench` itself on a 30-article corpus made from corpus/,
 with every phase in its own process; it asserts the structure of the results, never
 a timing.
 """
@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # bench/ is a folder of the repository, not an installed package
     sys.path.insert(0, str(REPO))
 
-from bench import corpus, measure, report  # noqa: E402
-from bench.ann import recall_at_k  # noqa: E402
-from bench.run import parse_sizes  # noqa: E402
-from bench.surrogate import SurrogateEmbedder, hashed_bigrams, random_units  # noqa: E402
+from rag.eval.bench import corpus, measure, report  # noqa: E402
+from rag.eval.bench.ann import recall_at_k  # noqa: E402
+from rag.eval.bench.run import parse_sizes  # noqa: E402
+from rag.eval.bench.surrogate import SurrogateEmbedder, hashed_bigrams, random_units  # noqa: E402
 
 
 def _source(tmp_path: Path, n: int = 30) -> Path:
@@ -143,7 +143,7 @@ def test_bench_runs_end_to_end(tmp_path):
     src = _source(tmp_path)
     out = tmp_path / "results"
     cmd = [
-        sys.executable, "-m", "bench", "--sizes", "30", "--queries", "3", "--embed-docs", "2",
+        sys.executable, "-m", "rag.eval.bench", "--sizes", "30", "--queries", "3", "--embed-docs", "2",
         "--li-queries", "2", "--matmul-n", "256", "--source", str(src), "--work", str(tmp_path / "work"),
         "--out", str(out), "--name", "smoke", "--budget-min", "20", "--embed-rounds", "2",
     ]  # fmt: skip

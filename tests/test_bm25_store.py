@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from rag.bm25 import BM25Index, tokenize
 from rag.errors import IndexStoreError
-from rag.store import FaissStore
+from rag.index.bm25 import BM25Index, tokenize
+from rag.index.vectors import FaissStore
 
 DOCS = [
     "威海市住建局组织精致城市建设专题培训班，学员赴嘉兴学习。",
@@ -115,7 +115,7 @@ TRICKY = [
 
 def test_rjieba_segmenter_gives_jiebas_search_tokens():
     pytest.importorskip("rjieba")
-    from rag.bm25 import get_segmenter
+    from rag.index.bm25 import get_segmenter
     from rag.textnorm import norm
 
     jieba_seg, rjieba_seg = get_segmenter("jieba"), get_segmenter("rjieba")
@@ -167,7 +167,7 @@ def test_blocks_with_their_own_vocabularies_map_onto_one():
     from collections import Counter
     from itertools import chain
 
-    from rag.bm25 import count_terms
+    from rag.index.bm25 import count_terms
 
     toks = [tokenize(d) for d in DOCS] + [["崂山", "崂山", "新词"], []]
     blocks = [count_terms(toks[:1]), count_terms([]), count_terms(toks[1:3])]

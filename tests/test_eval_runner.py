@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from rag.cli import main
 from rag.errors import ConfigError
 from rag.eval import metrics as M
 from rag.eval.compare import compare_runs, format_comparison
@@ -26,6 +25,7 @@ from rag.eval.runner import (
     read_rows,
     run_eval,
 )
+from rag.serve.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_QA = REPO / "eval" / "datasets" / "corpus_qa.jsonl"

@@ -23,11 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from rag.bm25 import tokenize
-from rag.chunking import chunk_id, chunk_spans, split_sentences
-from rag.clean import clean_text
 from rag.errors import LoadError
-from rag.loaders import SUPPORTED, RawDoc, _norm_newlines, decode_bytes, load_file
+from rag.index.bm25 import tokenize
+from rag.ingest.chunking import chunk_id, chunk_spans, split_sentences
+from rag.ingest.clean import clean_text
+from rag.ingest.loaders import SUPPORTED, Document, _norm_newlines, decode_bytes, load_file
 from rag.textnorm import normalize
 
 EXAMPLES = int(os.environ.get("RAG_FUZZ_EXAMPLES", "0"))
@@ -119,7 +119,7 @@ def seeds(fuzz_dir) -> dict[str, bytes]:
     return {".pdf": buf.getvalue(), ".docx": path.read_bytes()}
 
 
-def check_load(path: Path) -> list[RawDoc]:
+def check_load(path: Path) -> list[Document]:
     """Load `path`; anything but documents or a one-line LoadError naming it fails the test."""
     t0 = time.perf_counter()
     try:
@@ -133,7 +133,7 @@ def check_load(path: Path) -> list[RawDoc]:
         for d in docs:
             assert isinstance(d.text, str) and d.text.strip()
             assert d.doc_id and d.encoding and len(d.file_hash) == 64
-            assert isinstance(d.meta.get("title"), str) and d.meta["title"].strip()
+            assert isinstance(d.meta.get("title"), str) and d.meta.title.strip()
     assert time.perf_counter() - t0 < SLOW_S, f"{path.name}: slow on {path.read_bytes()[:80]!r}"
     return docs
 
@@ -273,7 +273,7 @@ def test_chunks_cover_the_text_within_the_size(text, size, overlap):
 @fuzz(200)
 @given(text=hostile_text)
 def test_text_path_of_ingest_never_fails(text):
-    """Cleaned text -> chunks -> normalised, tokenised passages, as `rag.index.ingest` does."""
+    """Cleaned text -> chunks -> normalised, tokenised passages, as `rag.index.hybrid.ingest` does."""
     body = clean_text(text).text
     for s, e in chunk_spans(body, 300, 1):
         n = normalize(body[s:e])

@@ -37,11 +37,11 @@ from pathlib import Path
 
 import pytest
 
-from rag.clean import clean_text
 from rag.config import Settings
 from rag.errors import LoadError
-from rag.index import HybridIndex
-from rag.loaders import load_file
+from rag.index.hybrid import HybridIndex
+from rag.ingest.clean import clean_text
+from rag.ingest.loaders import load_file
 
 REPO = Path(__file__).resolve().parent.parent
 N_MANY = 100_000
@@ -59,8 +59,8 @@ pytestmark = pytest.mark.slow
 DRIVER = r"""
 import json, resource, sys, time
 from rag.config import Settings
-from rag.index import ingest
-from rag.pipeline import make_embedder
+from rag.index.hybrid import ingest
+from rag.system import make_embedder
 
 paths, index, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 settings = Settings(index_dir=index)
@@ -491,13 +491,13 @@ def test_pathological_markup_loads_fast(tmp_path, name, data, title):
     docs = _timed(load_file, p)
     assert "正文。" in docs[0].text
     if title:
-        assert docs[0].meta["title"] == title
+        assert docs[0].meta.title == title
     if name == "front.md":
-        assert docs[0].meta["title"].startswith("甲") and docs[0].meta["title"].endswith("乙")
+        assert docs[0].meta.title.startswith("甲") and docs[0].meta.title.endswith("乙")
 
 
 def test_long_line_without_punctuation_is_chunked_fast():
-    from rag.chunking import chunk_spans
+    from rag.ingest.chunking import chunk_spans
 
     text = "城市更新" * 500_000  # 2,000,000 characters, one line
     spans = _timed(chunk_spans, _timed(clean_text, text).text, 300, 1)

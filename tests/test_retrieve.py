@@ -11,8 +11,8 @@ from conftest import REPO
 
 from rag.config import Settings
 from rag.errors import ConfigError
-from rag.index import ingest
-from rag.pipeline import load_system
+from rag.index.hybrid import ingest
+from rag.system import load_system
 
 SKATING = [
     {

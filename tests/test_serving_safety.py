@@ -38,9 +38,9 @@ from hypothesis import strategies as st
 
 from rag.config import Settings
 from rag.errors import IndexStoreError, LoadError
-from rag.index import HybridIndex
-from rag.loaders import SUPPORTED
-from rag.ui import store_upload
+from rag.index.hybrid import HybridIndex
+from rag.ingest.loaders import SUPPORTED
+from rag.serve.ui.app import store_upload
 
 gradio_client = pytest.importorskip("gradio_client")
 httpx = pytest.importorskip("httpx")
@@ -325,7 +325,7 @@ def test_the_api_key_is_used_but_never_shown(wide_app, client, fake_llm):
 
 
 def test_cli_json_never_shows_the_key(corpus_settings, fake_llm, capsys, caplog, monkeypatch):
-    from rag.cli import main
+    from rag.serve.cli import main
 
     monkeypatch.setenv("RAG_LLM_API_KEY", SECRET)
     with caplog.at_level(logging.DEBUG):

@@ -1,4 +1,4 @@
-from rag.chunking import chunk_spans, make_nodes, split_sentences
+from rag.ingest.chunking import chunk_document, chunk_spans, split_sentences
 from rag.textnorm import normalize
 
 TEXT = (
@@ -50,16 +50,16 @@ def test_long_sentence_without_punctuation_is_split():
     assert "".join(text[s:e] for s, e in spans) == text
 
 
-def test_nodes_carry_offsets_hash_ids_and_metadata():
-    nodes = make_nodes("doc-1", TEXT, {"title": "测试"}, size=40, overlap=1)
-    assert nodes
-    for n in nodes:
-        assert TEXT[n.start_char_idx : n.end_char_idx] == n.text
-        assert n.metadata["doc_id"] == "doc-1" and n.metadata["title"] == "测试"
-        assert n.ref_doc_id == "doc-1"
-    again = make_nodes("doc-1", TEXT, {"title": "测试"}, size=40, overlap=1)
-    assert [n.node_id for n in nodes] == [n.node_id for n in again]
-    assert len({n.node_id for n in nodes}) == len(nodes)
+def test_chunks_carry_offsets_and_content_hash_ids():
+    chunks = chunk_document("doc-1", TEXT, size=40, overlap=1)
+    assert chunks
+    for i, c in enumerate(chunks):
+        assert TEXT[c.start : c.end] == c.text
+        assert c.doc_id == "doc-1" and c.row == i
+    again = chunk_document("doc-1", TEXT, size=40, overlap=1)
+    assert [c.id for c in chunks] == [c.id for c in again]
+    assert len({c.id for c in chunks}) == len(chunks)
+    assert chunk_document("doc-2", TEXT, size=40, overlap=1)[0].id != chunks[0].id
 
 
 def test_norm_is_normalize_text_on_every_code_point():

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import Answer, AnswerSentence, Citation
-from rag.chat import carry_over, is_follow_up, subject_phrase
 from rag.config import Settings
 from rag.errors import ConfigError, LoadError
-from rag.feedback import Feedback, append_feedback, feedback_from_answer, read_feedback
-from rag.ui import (
+from rag.read.extractive import Answer, AnswerSentence, Citation
+from rag.read.followup import carry_over, is_follow_up, subject_phrase
+from rag.serve.feedback import Feedback, append_feedback, feedback_from_answer, read_feedback
+from rag.serve.ui.app import (
     ChatState,
     Library,
     UploadResult,
@@ -52,7 +52,7 @@ PARK = (
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """(settings, embedder) for a tiny index built by `ensure_index`."""
-    from rag.pipeline import make_embedder
+    from rag.system import make_embedder
 
     root = tmp_path_factory.mktemp("ui")
     corpus = root / "corpus"
@@ -69,7 +69,7 @@ def built(tmp_path_factory):
 def test_an_index_from_another_version_is_rebuilt_on_start(built, tmp_path):
     """The chat's start (README's first command) must not fail on an index that an
     older rag wrote: it re-indexes the corpus, as `rag ingest` would."""
-    from rag.index import HybridIndex, is_current_schema
+    from rag.index.hybrid import HybridIndex, is_current_schema
 
     settings, embedder = built
     s = settings.replace(index_dir=str(tmp_path / "index"))
@@ -94,7 +94,7 @@ def test_an_index_from_another_version_is_rebuilt_on_start(built, tmp_path):
 @pytest.fixture
 def library(built, tmp_path):
     """A Library over a private copy of the tiny index."""
-    from rag.pipeline import load_system
+    from rag.system import load_system
 
     settings, embedder = built
     index_dir = tmp_path / "data" / "index"
@@ -519,7 +519,7 @@ def test_example_questions_prefer_the_qa_set(tmp_path):
 
 def test_the_app_builds(library):
     gr = pytest.importorskip("gradio")
-    demo = __import__("rag.ui", fromlist=["build_app"]).build_app(library, ["问题一"])
+    demo = __import__("rag.serve.ui.app", fromlist=["build_app"]).build_app(library, ["问题一"])
     assert isinstance(demo, gr.Blocks)
     labels = {getattr(b, "label", None) for b in demo.blocks.values()}
     assert {

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import ConfigError
-from rag.eval.files import write_jsonl_atomic
 from rag.eval.metrics import normalize_answer
+from rag.fileio import write_jsonl_atomic
 
 KINDS = ("cmrc", "squad", "squad2", "rgb")
 

@@ -377,7 +377,7 @@ def write_report(
     plots: bool = True,
 ) -> Path:
     """Write `report.md` (and the plots, when matplotlib is installed) into `out_dir`."""
-    from rag.eval.files import write_text_atomic
+    from rag.fileio import write_text_atomic
 
     out_dir = Path(out_dir)
     name = out_dir.name

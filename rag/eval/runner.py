@@ -30,7 +30,7 @@ import numpy as np
 from rag.config import Settings
 from rag.errors import ConfigError
 from rag.eval import metrics as M
-from rag.eval.files import write_atomic, write_json
+from rag.fileio import write_atomic, write_json
 
 KS = (1, 3, 5, 10)
 RETRIEVAL_DEPTH = 30  # chunks searched for the retrieval metrics; ranks documents to 10
@@ -219,7 +219,7 @@ class IndexInfo:
 
 
 def index_cache_key(corpus: Path, settings: Settings, embed_model_id: str) -> str:
-    from rag.index import SCHEMA_VERSION
+    from rag.index.hybrid import SCHEMA_VERSION
 
     parts = {
         "corpus": corpus_fingerprint(corpus),
@@ -247,7 +247,7 @@ def ensure_index(
     corpus again. With `index_dir`, that folder is used and brought up to date by an
     (incremental) ingest instead.
     """
-    from rag.index import HybridIndex, current_version, ingest
+    from rag.index.hybrid import HybridIndex, current_version, ingest
 
     key = None
     if index_dir is None:
@@ -404,7 +404,7 @@ def _ask(system: Any, q: Question) -> Any:
     """Ask like the chat does: a question with history goes through a ChatSession."""
     if not q.history:
         return system.ask(q.question)
-    from rag.chat import ChatSession, Turn
+    from rag.read.followup import ChatSession, Turn
 
     session = ChatSession(system)
     session.history = [Turn(hq, hq, ha) for hq, ha in q.history]
@@ -603,7 +603,7 @@ def row_type(row: Mapping[str, Any]) -> str:
         return str(row["type"])
     if not row.get("answerable"):
         return "unanswerable"
-    from rag.reader import answer_type
+    from rag.read.reader import answer_type
 
     return answer_type(row.get("question") or "")
 
@@ -742,7 +742,7 @@ def run_eval(
     the same configuration are kept and not asked again; a run with another
     configuration there is refused unless `overwrite`. Raises ConfigError for bad input.
     """
-    from rag.pipeline import load_system, make_embedder
+    from rag.system import load_system, make_embedder
 
     t_start = time.perf_counter()
     settings = settings or Settings.load()

@@ -1,0 +1,5 @@
+import sys
+
+from rag.eval.bench.run import main
+
+sys.exit(main())

@@ -1,0 +1,266 @@
+"""Cited answers: the extractive answerer (the offline default) and the answer types.
+
+The extractive answerer quotes, verbatim, the sentence or few sentences of the retrieved
+passages that best answer the question, each followed by its citation [n]. When the
+evidence is weak it refuses plainly and lists the closest passages as possibly related.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.config import Settings
+from rag.read.reader import Reader, year_untied
+from rag.textnorm import norm
+from rag.types import Answer, AnswerSentence, Citation, Filters, Hit, Searcher
+
+REFUSAL = "根据现有文档无法回答这个问题。"
+
+# Refusal model: logistic regression over evidence features, fitted by
+# eval/calibrate_refusal.py on data other than corpus_qa (see refusal_calibration.md).
+_REFUSAL_MODEL = Path(__file__).with_name("refusal_model.json")
+
+
+@functools.lru_cache(maxsize=1)
+def refusal_model() -> dict:
+    try:
+        return json.loads(_REFUSAL_MODEL.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # before the first calibration: a hand-set model
+        return {
+            "features": ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1"],
+            "coef": [6.0, 4.0, -2.0, 0.8, 0.5],
+            "intercept": -6.0,
+            "threshold": 0.5,
+        }
+
+
+def make_citation(index, n: int, h: Hit, quotes=()) -> Citation:
+    """Citation `n` for hit `h`: its passage plus its document's title, source and date."""
+    meta = index.doc_meta(h.doc_id)
+    return Citation(
+        n,
+        h.chunk_id,
+        h.doc_id,
+        meta.title or h.doc_id,
+        meta.source or "",
+        meta.date,
+        h.start,
+        h.end,
+        h.text,
+        tuple(quotes),
+    )
+
+
+# ------------------------------------------------------------------ the answerer
+@dataclass(frozen=True)
+class _Cand:
+    hit_i: int
+    start: int  # offsets in the document
+    end: int
+    text: str
+    score: float
+    coverage: float
+    type_ok: float
+
+
+class ExtractiveAnswerer:
+    """Picks verbatim sentences from retrieved passages; needs no LLM."""
+
+    name = "extractive"
+
+    def __init__(self, retriever: Searcher, settings: Settings | None = None):
+        self.retriever = retriever
+        self.settings = settings or retriever.settings
+        # None in the settings means "the calibrated threshold"
+        t = self.settings.refusal_threshold
+        self.refusal_threshold = refusal_model()["threshold"] if t is None else t
+
+    # scoring ----------------------------------------------------------------
+    @property
+    def reader(self) -> Reader:
+        return self.retriever.reader  # shared: the retriever's rerank read these passages
+
+    def _candidates(self, question: str, hits: list[Hit]) -> list[_Cand]:
+        w = self.weights["rank"]
+        return [
+            _Cand(
+                i,
+                h.start + x.start,
+                h.start + x.end,
+                x.text,
+                x.score + w / (1 + i),
+                x.coverage,
+                x.type_ok,
+            )
+            for i, h in enumerate(hits)
+            for x in self.reader.sentences(question, h.text)
+        ]
+
+    # a sentence's score (rag.read.reader.Reader) + this times its passage's rank prior 1/(1+i)
+    weights = {"rank": 0.5}
+    fit_ratio = 0.7  # how far below the top sentence a fitting one may score
+
+    def select(self, question: str, hits: list[Hit]) -> tuple[list[_Cand], _Cand | None]:
+        """Candidate sentences, best first, and the one that answers (None: none can)."""
+        cands = sorted(self._candidates(question, hits), key=lambda c: -c.score)
+        best = self._fitting(question, hits, cands)
+        if best is not None and best is not cands[0]:
+            cands.remove(best)
+            cands.insert(0, best)
+        return cands, best
+
+    def _doc_date(self, hit: Hit) -> str | None:
+        return self.retriever.index.doc_meta(hit.doc_id).date
+
+    def _fitting(self, question: str, hits: list[Hit], cands: list[_Cand]):
+        """The best-scoring sentence that can answer: None when none within reach can.
+
+        A question that asks for a date or a number is answered only by a sentence that
+        holds one of the asked kind (预算是多少 wants an amount of money, not "4个特点"),
+        and a question that names a year only by a sentence not about other years, from
+        a passage or document of that year. A sentence within `fit_ratio` of the top
+        score that fits wins over a top one that does not; when none fits, the documents
+        do not say, and we refuse.
+        """
+        if not cands:
+            return None
+        floor = self.fit_ratio * cands[0].score
+        names_year = self.reader.analyse(question).names_year
+        untied: dict[str, bool] = {}  # per document: its text is read once, and only here
+        for c in cands:
+            if c.score < floor:
+                break
+            hit = hits[c.hit_i]
+            date = self._doc_date(hit) if names_year else None
+            if not self.reader.fits(question, c.text, c.type_ok, date):
+                continue
+            if names_year:
+                if hit.doc_id not in untied:
+                    text = self.retriever.index.document_text(hit.doc_id)
+                    untied[hit.doc_id] = year_untied(question, text, date)
+                if untied[hit.doc_id]:
+                    continue
+            return c
+        return None
+
+    def features(self, question: str, hits: list[Hit], best: _Cand | None) -> dict[str, float]:
+        """Evidence features of the refusal model (all in [0, 1] except type_ok)."""
+        if not hits or best is None:
+            return {}
+        idf = self.reader.analyse(question).idf
+        top_text = norm(hits[0].text)
+        top3 = norm("".join(h.text for h in hits[:3]))
+        missing = [w for t, w in idf.items() if t not in top_text]
+        return {
+            "coverage_top3": sum(w for t, w in idf.items() if t in top3)
+            / (sum(idf.values()) or 1.0),
+            "dense_top": max((h.dense_score or 0.0) for h in hits[:3]),
+            "coverage": best.coverage,
+            "missing_idf": max(missing, default=0.0) / (max(idf.values(), default=1.0) or 1.0),
+            "type_ok": min(best.type_ok, 1.0),
+            "bm25_top1": 1.0 if hits[0].bm25_rank == 1 else 0.0,
+        }
+
+    def confidence(self, question: str, hits: list[Hit], best: _Cand | None) -> float:
+        f = self.features(question, hits, best)
+        if not f:
+            return 0.0
+        m = refusal_model()
+        z = m["intercept"] + sum(c * f[name] for name, c in zip(m["features"], m["coef"]))
+        return 1.0 / (1.0 + math.exp(-z))
+
+    # answering --------------------------------------------------------------
+    def answer(
+        self, question: str, top_k: int | None = None, filters: Filters | None = None
+    ) -> Answer:
+        t0 = time.perf_counter()
+        res = self.retriever.search(question, top_k=top_k, filters=filters)
+        t1 = time.perf_counter()
+        ans = self.compose(question, res.hits)
+        ans.timings_ms.update(res.timings_ms)
+        ans.timings_ms["retrieve_ms"] = (t1 - t0) * 1e3
+        ans.timings_ms["generate_ms"] = (time.perf_counter() - t1) * 1e3
+        ans.timings_ms["total_ms"] = (time.perf_counter() - t0) * 1e3
+        return ans
+
+    def stream(
+        self, question: str, top_k: int | None = None, filters: Filters | None = None
+    ) -> Iterator[str | Answer]:
+        """Yield the answer text in pieces, then the finished `Answer` as the last item.
+
+        Every answerer has this shape, so the terminal and the chat UI stream any of them.
+        """
+        ans = self.answer(question, top_k=top_k, filters=filters)
+        for s in ans.sentences or [None]:
+            yield ans.text if s is None else f"{s.text}[{s.citation}]"
+        yield ans
+
+    def compose(self, question: str, hits: list[Hit]) -> Answer:
+        """Choose and cite sentences from `hits`; refuse when the evidence is weak."""
+        cands, best = self.select(question, hits)
+        conf = self.confidence(question, hits, best)
+        if best is None or conf < self.refusal_threshold:
+            return self._refusal(question, hits, conf)
+
+        chosen = [best]
+        budget = self.settings.answer_max_chars  # short answers: the passage is one click away
+        for c in cands[1:8]:
+            if len(chosen) >= self.settings.max_answer_sentences:
+                break
+            used = sum(len(x.text) for x in chosen)
+            overlaps = any(
+                c.hit_i == x.hit_i
+                and c.start < x.end
+                and x.start < c.end
+                or norm(c.text) == norm(x.text)
+                for x in chosen
+            )
+            if (
+                c.score >= self.settings.answer_second_ratio * best.score
+                and used + len(c.text) <= budget
+                and len(c.text) >= 10  # a bare heading adds nothing to an answer
+                and not overlaps
+            ):
+                chosen.append(c)
+        # best sentence first: the reader sees the answer before the supporting context
+        return self._cited(question, hits, chosen, conf)
+
+    def _cited(self, question, hits, chosen: list[_Cand], conf: float) -> Answer:
+        order: list[int] = []
+        for c in chosen:
+            if c.hit_i not in order:
+                order.append(c.hit_i)
+        n_of = {hi: n for n, hi in enumerate(order, start=1)}
+        citations = [
+            make_citation(
+                self.retriever.index,
+                n_of[hi],
+                hits[hi],
+                [(c.start, c.end) for c in chosen if c.hit_i == hi],
+            )
+            for hi in order
+        ]
+        sentences = [AnswerSentence(c.text, n_of[c.hit_i], c.start, c.end) for c in chosen]
+        text = "".join(f"{c.text}[{n_of[c.hit_i]}]" for c in chosen)
+        return Answer(question, text, False, citations, sentences, hits, conf)
+
+    def _refusal(self, question, hits, conf: float) -> Answer:
+        related = [
+            make_citation(self.retriever.index, n, h) for n, h in enumerate(hits[:3], start=1)
+        ]
+        return Answer(
+            question,
+            REFUSAL,
+            True,
+            related,
+            [],
+            hits,
+            conf,
+            notice="以下段落可能相关，但不足以回答这个问题。" if related else "",
+        )

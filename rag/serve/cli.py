@@ -1,0 +1,300 @@
+"""The `rag` command: ingest, ask, chat, info (and eval, when installed).
+
+User mistakes end in one clear line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rag.config import Settings
+from rag.errors import RagError
+from rag.types import Filters
+
+
+def _err(msg: str) -> None:
+    print(f"rag: {msg}", file=sys.stderr)
+
+
+def _settings(args) -> Settings:
+    return Settings.load(
+        getattr(args, "config", None),
+        index_dir=getattr(args, "index", None),
+        top_k=getattr(args, "top_k", None),
+        embed_model=getattr(args, "embed_model", None),
+        llm=getattr(args, "llm", None),
+        llm_model=getattr(args, "llm_model", None),
+        llm_base_url=getattr(args, "llm_base_url", None),
+        llm_model_path=getattr(args, "llm_model_path", None),
+        llm_timeout_s=getattr(args, "llm_timeout", None),
+    )
+
+
+# ---------------------------------------------------------------------------- ingest
+def cmd_ingest(args) -> int:
+    from rag.index.hybrid import ingest
+
+    s = _settings(args)
+    if args.explain:
+        return _explain(args.explain)
+    report = ingest(args.paths, s, prune=args.prune, rebuild=args.rebuild, progress=not args.quiet)
+    for r in report.results:
+        if r.status == "failed":
+            print(f"failed: {r.source}: {r.reason}", file=sys.stderr)
+        elif r.status != "unchanged" or args.verbose:
+            print(f"{r.status}: {r.source} ({r.chunks} chunks)")
+    print(report.summary())
+    if report.embedded_chunks:
+        rate = report.embedded_chunks / max(report.embed_seconds, 1e-9)
+        print(
+            f"embedded {report.embedded_chunks} chunks in {report.embed_seconds:.1f} s ({rate:.1f} chunks/s)"
+        )
+    return 0 if report.ingested_anything else 2
+
+
+def _explain(path: str) -> int:
+    from rag.errors import LoadError
+    from rag.ingest.clean import clean_text, explain
+    from rag.ingest.loaders import load_file
+
+    p = Path(path)
+    try:
+        raws = load_file(p, p.parent)
+    except LoadError as e:
+        _err(str(e))
+        return 2
+    for raw in raws:
+        cleaned = clean_text(raw.text)
+        print(f"{raw.source} ({raw.format}, {raw.encoding}): kept {cleaned.kept_lines} lines")
+        print(explain(cleaned))
+    return 0
+
+
+# ---------------------------------------------------------------------------- ask / chat
+def _system(args):
+    from rag.system import load_system
+
+    return load_system(_settings(args))
+
+
+def _filters(args) -> Filters:
+    return Filters(
+        doc_ids=getattr(args, "doc", None) or None,
+        date_from=getattr(args, "date_from", None),
+        date_to=getattr(args, "date_to", None),
+    )
+
+
+def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
+    out = out or sys.stdout  # looked up per call, so redirected output is honoured
+    if as_json:
+        print(json.dumps(ans.to_json(), ensure_ascii=False), file=out)
+        return
+    if with_text:
+        if ans.rewritten_question and ans.rewritten_question != ans.question:
+            print(f"（理解为：{ans.rewritten_question}）", file=out)
+        if ans.notice and not ans.refused:
+            print(ans.notice, file=out)
+        print(ans.text, file=out)
+    if ans.citations:
+        print("\n可能相关的段落：" if ans.refused else "\n引用：", file=out)
+        for c in ans.citations:
+            date = f"，{c.date}" if c.date else ""
+            snippet = c.text if len(c.text) <= 120 else c.text[:120] + "……"
+            print(f"[{c.n}] 《{c.title}》{date}，第 {c.start}–{c.end} 字：{snippet}", file=out)
+
+
+def print_streamed(items, out=None):
+    """Print an answerer's stream as it arrives, then what the citation check made of it.
+
+    Returns the final `Answer`. When the checked answer differs from what was streamed
+    (sentences marked, or the extractive answer after a failure) it is printed in full.
+    """
+    out = out or sys.stdout
+    shown: list[str] = []
+    final = None
+    for item in items:
+        if isinstance(item, str):
+            out.write(item)
+            out.flush()
+            shown.append(item)
+        else:
+            final = item
+    streamed = "".join(shown).strip()
+    if streamed:
+        print(file=out)
+    if streamed == final.text.strip() and not (final.notice and not final.refused):
+        if final.citations:
+            print_answer(final, False, out, with_text=False)
+        return final
+    if streamed:
+        print("\n——核查后——", file=out)
+    print_answer(final, False, out)
+    return final
+
+
+def _read_batch(path: str):
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise RagError(f"{p}: question file not found") from None
+    except UnicodeDecodeError:
+        raise RagError(f"{p}: not UTF-8 text; save the question file as UTF-8") from None
+    for no, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+                yield obj.get("id", no), obj["question"]
+            except (json.JSONDecodeError, KeyError):
+                raise RagError(f'{p}:{no}: not a JSON object with a "question" field') from None
+        else:
+            yield no, line
+
+
+def cmd_ask(args) -> int:
+    system = _system(args)
+    if args.batch:
+        for qid, q in _read_batch(args.batch):
+            ans = system.ask(q, top_k=args.top_k, filters=_filters(args))
+            row = {"id": qid, **ans.to_json()}
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        return 0
+    if not args.question:
+        raise RagError(
+            'give a question, e.g. rag ask "威海精致城市建设有哪些做法？", or --batch FILE'
+        )
+    if args.json:
+        print_answer(system.ask(args.question, top_k=args.top_k, filters=_filters(args)), True)
+    else:
+        print_streamed(system.answerer.stream(args.question, top_k=args.top_k, filters=_filters(args)))
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from rag.llm.answerer import LLMAnswerer, make_rewriter
+    from rag.read.followup import ChatSession, Turn
+
+    system = _system(args)
+    rewriter = None
+    if isinstance(system.answerer, LLMAnswerer):  # follow-ups rewritten by the LLM
+        rewriter = make_rewriter(system.answerer.llm, system.settings)
+    session = ChatSession(system, rewriter=rewriter)
+    print("输入问题，回车提问；输入 /exit 退出，/new 开始新对话。", file=sys.stderr)
+    while True:
+        try:
+            q = input("问> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if not q:
+            continue
+        if q in ("/exit", "/quit", "exit", "quit"):
+            return 0
+        if q == "/new":
+            session.reset()
+            continue
+        if args.json:
+            print_answer(session.ask(q, top_k=args.top_k, filters=_filters(args)), True)
+        else:
+            standalone = session.rewrite(q)
+            if standalone != q:
+                print(f"（理解为：{standalone}）")
+            ans = print_streamed(
+                system.answerer.stream(standalone, top_k=args.top_k, filters=_filters(args))
+            )
+            ans.question, ans.rewritten_question = q, standalone
+            session.history.append(Turn(q, standalone, ans.text))
+        print()
+
+
+def cmd_info(args) -> int:
+    from rag.index.hybrid import index_info
+
+    print(json.dumps(index_info(_settings(args).index_path), ensure_ascii=False, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rag", description="Ask questions about your own documents.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--index", help="index directory (default .rag/index or $RAG_INDEX)")
+    common.add_argument("--config", help="settings file (TOML)")
+    common.add_argument("--embed-model", help="sentence-transformers model name or local folder")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    ing = sub.add_parser("ingest", parents=[common], help="add or update documents in the index")
+    ing.add_argument("paths", nargs="*", help="files or folders")
+    ing.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
+    ing.add_argument("--rebuild", action="store_true", help="ignore the existing index")
+    ing.add_argument("--explain", metavar="FILE", help="show what cleaning drops from FILE")
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    ing.add_argument("-v", "--verbose", action="store_true", help="also list unchanged files")
+    ing.set_defaults(func=cmd_ingest)
+
+    def retrieval_args(sp):
+        sp.add_argument("--top-k", type=int, help="passages to retrieve")
+        sp.add_argument("--json", action="store_true", help="one JSON object per answer")
+        sp.add_argument("--doc", action="append", help="only this document id (repeatable)")
+        sp.add_argument("--date-from", help="only documents dated on or after (YYYY[-MM[-DD]])")
+        sp.add_argument("--date-to", help="only documents dated on or before (YYYY[-MM[-DD]])")
+
+    def llm_args(sp):
+        # the choices of rag.llm.answerer.GENERATORS, spelled out: importing rag.llm.answerer here is slow
+        generators = ("extractive", "openai", "ollama", "llamacpp")
+        sp.add_argument("--llm", choices=generators, help="answer generator (default extractive)")
+        sp.add_argument("--llm-model", metavar="NAME", help="model name (openai, ollama)")
+        sp.add_argument("--llm-base-url", metavar="URL", help="server URL (openai, ollama)")
+        sp.add_argument("--llm-model-path", metavar="FILE", help="GGUF file (llamacpp)")
+        sp.add_argument(
+            "--llm-timeout", type=float, metavar="SECONDS", help="time limit per answer"
+        )
+
+    ask = sub.add_parser("ask", parents=[common], help="answer one question, or a file of them")
+    ask.add_argument("question", nargs="?")
+    ask.add_argument("--batch", metavar="FILE", help="questions, one per line or JSONL")
+    retrieval_args(ask)
+    llm_args(ask)
+    ask.set_defaults(func=cmd_ask)
+
+    chat = sub.add_parser("chat", parents=[common], help="interactive chat in the terminal")
+    retrieval_args(chat)
+    llm_args(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    info = sub.add_parser("info", parents=[common], help="describe the index")
+    info.set_defaults(func=cmd_info)
+
+    try:
+        from rag.eval.cli import add_eval_parser
+    except ImportError:
+        pass
+    else:
+        add_eval_parser(sub, common)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "cmd", None) == "ingest" and not args.paths and not args.explain:
+        _err("give at least one file or folder, e.g. rag ingest corpus/")
+        return 2
+    try:
+        return args.func(args)
+    except RagError as e:
+        _err(str(e))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
