@@ -16,6 +16,7 @@ from typing import Any
 from rag.errors import ConfigError
 
 DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
+MIN_CHUNK_SIZE = 20  # below it a chunk cannot hold one Chinese sentence
 
 
 def _default_cache_dir() -> str:
@@ -43,10 +44,10 @@ class Settings:
     embed_device: str = "cpu"
     query_prefix: str | None = None  # None: chosen from the model name (e5 -> "query: ")
     passage_prefix: str | None = None
-    embed_query_threads: int = 0  # torch threads for one query; 0: auto (rag/embed.py)
+    embed_query_threads: int = 0  # torch threads for one query; 0: auto (rag/embed/embedder.py)
     # ingestion: BM25 segmenter of a new index (auto: rjieba if installed, else jieba; an
     # existing index keeps the one it was built with) and worker processes (0: auto, one
-    # per core while a core is free; rag/index.py)
+    # per core while a core is free; rag/index/hybrid.py)
     tokenizer: str = "auto"
     ingest_workers: int = 0
     # vector index: exact search up to this many chunks, HNSW above
@@ -85,7 +86,7 @@ class Settings:
     llm_max_tokens: int = 512
     llm_context_window: int = 4096  # tokens; also bounds the passage text in the prompt
     llm_chat_format: str | None = None  # llamacpp: e.g. "gemma"; None: the GGUF's template
-    grounding_threshold: float | None = None  # None: the calibrated one (rag/grounding.py)
+    grounding_threshold: float | None = None  # None: the calibrated one (rag/llm/grounding.py)
     max_answer_sentences: int = 3
     answer_max_chars: int = 110  # the quoted sentences together (about 85 on CMRC, 93 with markers)
     answer_second_ratio: float = 0.5  # another sentence joins if it scores this share of the best
@@ -94,6 +95,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.fusion not in ("score", "rrf"):
             raise ConfigError(f"fusion must be 'score' or 'rrf', got {self.fusion!r}")
+        if self.chunk_size < MIN_CHUNK_SIZE:
+            raise ConfigError(
+                f"chunk_size must be at least {MIN_CHUNK_SIZE} characters, got {self.chunk_size}"
+            )
+        if self.chunk_overlap < 0:
+            raise ConfigError(f"chunk_overlap must be 0 or more, got {self.chunk_overlap}")
         if self.evidence_depth < 0:
             raise ConfigError(
                 f"evidence_depth must be 0 or more (0 turns the answer rerank off), "

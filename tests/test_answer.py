@@ -4,6 +4,7 @@ value, refusal when the documents do not say)."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -177,8 +178,7 @@ def test_an_off_topic_question_is_refused(corpus_system, question):
 
 # ------------------------------------------------------------------ calibration data
 def test_near_miss_builder_cuts_every_sentence_with_the_answer():
-    sys.path.insert(0, str(REPO / "eval"))
-    from make_nearmiss import cut_answer
+    from rag.eval.tuning.make_nearmiss import cut_answer
 
     text = "广茂铁路是广东的铁路。全长364.6公里。共有47个车站。它连接广州和茂名。"
     cut = cut_answer(text, ["364.6公里"])
@@ -188,8 +188,7 @@ def test_near_miss_builder_cuts_every_sentence_with_the_answer():
 
 
 def test_distractors_are_answerless_copies_and_widen_only_to_copies_with_the_answer():
-    sys.path.insert(0, str(REPO / "eval"))
-    from make_nearmiss import distractors
+    from rag.eval.tuning.make_nearmiss import distractors
 
     text = "广茂铁路是广东的铁路。全长364.6公里。共有47个车站。它连接广州和茂名。"
     docs = [{"id": "P", "title": "广茂铁路", "text": text}]
@@ -214,3 +213,23 @@ def test_distractors_are_answerless_copies_and_widen_only_to_copies_with_the_ans
     # q1's answer survives in the copy cut for q2, so that copy is a right answer for q1
     assert out[0]["gold_doc_ids"] == ["P", "P-CUT-q2"]
     assert out[1]["gold_doc_ids"] == ["P", "P-CUT-q1"]
+
+
+def test_the_near_miss_builder_runs_as_a_harness_subcommand(tmp_path, capsys):
+    from rag.serve.cli import main
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    text = "广茂铁路是广东的铁路。全长364.6公里。共有47个车站。它连接广州和茂名。"
+    (src / "corpus.jsonl").write_text(
+        json.dumps({"id": "P", "title": "广茂铁路", "text": text}, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    q = {"id": "q1", "question": "广茂铁路全长多少公里？", "answers": ["364.6公里"],
+         "gold_doc_ids": ["P"]}  # fmt: skip
+    (src / "questions.jsonl").write_text(json.dumps(q, ensure_ascii=False) + "\n", "utf-8")
+    assert main(["eval", "tune", "make_nearmiss", str(src), "--out", str(out)]) == 0
+    corpus = [json.loads(x) for x in (out / "corpus.jsonl").read_text("utf-8").splitlines()]
+    rows = [json.loads(x) for x in (out / "questions.jsonl").read_text("utf-8").splitlines()]
+    assert "364.6" not in corpus[0]["text"] and rows[0]["answerable"] is False
+    assert "1 passages, 1 cut" in capsys.readouterr().out

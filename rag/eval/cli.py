@@ -205,3 +205,31 @@ def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -
         "--link-from", metavar="DIR", help="link run names to their reports, relative to DIR"
     )
     table.set_defaults(func=cmd_table)
+
+    tune = sub.add_parser(
+        "tune",
+        help="the scripts that fit what the package loads (refusal model, grounding "
+        "threshold, rerank weights) and build development sets",
+        description="rag eval tune NAME [ARGS...]: runs rag/eval/tuning/NAME.py with ARGS "
+        "(NAME --help for its own options)",
+    )
+    tune.add_argument("name", choices=TUNING_SCRIPTS)
+    tune.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    tune.set_defaults(func=cmd_tune)
+
+
+TUNING_SCRIPTS = ("calibrate_refusal", "calibrate_grounding", "tune_rerank", "make_nearmiss")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Run one tuning script as if called with its own arguments (it parses sys.argv)."""
+    import importlib
+    import sys
+
+    module = importlib.import_module(f"rag.eval.tuning.{args.name}")
+    saved = sys.argv
+    sys.argv = [f"rag eval tune {args.name}", *args.script_args]
+    try:
+        return int(module.main() or 0)
+    finally:
+        sys.argv = saved

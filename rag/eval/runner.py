@@ -485,15 +485,17 @@ def _git() -> dict[str, Any]:
     return {"commit": commit or None, "dirty": bool(status.strip()) if commit else None}
 
 
-def code_hash() -> str:
-    """SHA-256 of the `rag` package's sources outside `rag/eval/`: the code that answers.
+def code_hash(pkg: Path | None = None) -> str:
+    """SHA-256 of the `rag` package outside `rag/eval/`: the code that answers, and the
+    data files it loads (the refusal model `rag/read/refusal_model.json`).
 
     Part of what a resumed run must share with the rows already written, so rows from
     before a change to retrieval or answering are never mixed with rows from after it.
     """
-    pkg = Path(__file__).resolve().parents[1]
+    pkg = pkg or Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for f in sorted(pkg.rglob("*.py")):
+    files = [*pkg.rglob("*.py"), *pkg.rglob("*.json")]
+    for f in sorted(files):
         rel = f.relative_to(pkg)
         if rel.parts[0] == "eval" or "__pycache__" in rel.parts:
             continue

@@ -190,7 +190,6 @@ class _Vocabulary(dict):
 _SEGMENTERS = {"jieba": _Jieba, "rjieba": _RJieba}
 SEGMENTERS = tuple(_SEGMENTERS)
 _lock = threading.Lock()
-_default: str | None = None
 
 
 @functools.cache
@@ -225,16 +224,9 @@ def available_segmenter(preferred: str = "auto") -> str:
 
 
 def default_segmenter() -> str:
-    """What `tokenize` uses when not told: the last opened index's segmenter, or the
-    one a new index would get. Callers holding an index should use `BM25Index.tokenize`."""
-    return _default or available_segmenter()
-
-
-def set_default_segmenter(name: str) -> None:
-    global _default
-    if name not in _SEGMENTERS:
-        raise ValueError(f"unknown tokenizer {name!r}")
-    _default = name
+    """What `tokenize` uses when not told: the one a new index would get. No global state
+    changes it (opening an index used to): callers holding an index use its `tokenize`."""
+    return available_segmenter()
 
 
 def segmenter_record(name: str) -> dict[str, str]:

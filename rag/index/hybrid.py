@@ -5,7 +5,7 @@ Layout of an index directory::
     DIR/CURRENT            name of the live version folder (replaced atomically)
     DIR/.lock              held by the one ingest allowed at a time
     DIR/v-<stamp>/         manifest.json, texts.jsonl, vectors.faiss, bm25_tf.npz,
-                           bm25_vocab.json and the chunk table (rag/table.py)
+                           bm25_vocab.json and the chunk table (rag/index/table.py)
 
 An ingest writes a complete new version folder, fsyncs it, then swaps CURRENT with
 os.replace: a crash at any point leaves the previous version loadable. Nothing is pickled.
@@ -55,7 +55,6 @@ from rag.index.bm25 import (
     count_terms,
     get_segmenter,
     segmenter_record,
-    set_default_segmenter,
 )
 from rag.index.table import ChunkTable
 from rag.index.vectors import FaissStore
@@ -63,7 +62,7 @@ from rag.ingest.chunking import chunk_id, chunk_spans
 from rag.textnorm import norm
 from rag.types import Chunk, DocMeta
 
-# 2: the chunk table moved from one chunks.json to rag/table.py's three files
+# 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 SCHEMA_VERSION = 2
 CLEANED_FORMATS = {"txt", "md", "html", "pdf", "docx"}
 
@@ -159,8 +158,6 @@ class HybridIndex:
             ) from None
         if len(bm25) != n:
             raise IndexStoreError(f"{folder}: BM25 has {len(bm25)} rows for {n} chunks; rebuild")
-        # `rag.index.bm25.tokenize` without a segmenter (older callers) follows the open index
-        set_default_segmenter(segmenter)
         return cls(folder, manifest, table, bm25, vectors)
 
     def __len__(self) -> int:

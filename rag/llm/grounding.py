@@ -16,7 +16,7 @@ cited sentence against the passages it cites:
 The score is the maximum over the cited passages of `lexical` (no embedder) or
 `COMBINED_WEIGHT * lexical + (1 - COMBINED_WEIGHT) * cosine`; a sentence is supported
 when the score reaches the threshold and its figures are found. The thresholds were
-chosen by measurement on CMRC 2018 (eval/calibrate_grounding.py, figures in
+chosen by measurement on CMRC 2018 (rag/eval/tuning/calibrate_grounding.py, figures in
 eval/reports/grounding_calibration.md).
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 from rag.ingest.chunking import split_sentences
 from rag.textnorm import norm
 
-# Chosen by eval/calibrate_grounding.py (see eval/reports/grounding_calibration.md). On
+# Chosen by rag/eval/tuning/calibrate_grounding.py (see eval/reports/grounding_calibration.md). On
 # held-out CMRC pairs, with the figure rule: lexical only accepts 98.0% of supported claims
 # and 1.7% of unsupported ones; combined, 99.3% and 1.2% (paraphrased claims 97.9%,
 # wrong figures 3.4%).

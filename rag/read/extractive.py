@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.config import Settings
-from rag.read.reader import Reader, year_untied
+from rag.read.reader import Reader, years_untied
 from rag.textnorm import norm
 from rag.types import Answer, AnswerSentence, Citation, Filters, Hit, Searcher
 
 REFUSAL = "根据现有文档无法回答这个问题。"
 
 # Refusal model: logistic regression over evidence features, fitted by
-# eval/calibrate_refusal.py on data other than corpus_qa (see refusal_calibration.md).
+# rag/eval/tuning/calibrate_refusal.py on data other than corpus_qa (see refusal_calibration.md).
 _REFUSAL_MODEL = Path(__file__).with_name("refusal_model.json")
 
 
@@ -143,7 +143,7 @@ class ExtractiveAnswerer:
             if names_year:
                 if hit.doc_id not in untied:
                     text = self.retriever.index.document_text(hit.doc_id)
-                    untied[hit.doc_id] = year_untied(question, text, date)
+                    untied[hit.doc_id] = years_untied(self.reader.analyse(question).years, text, date)
                 if untied[hit.doc_id]:
                     continue
             return c

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from rag.ingest.chunking import split_sentences
 from rag.textnorm import norm
+from rag.types import Query
 
 _NUM_Q = re.compile(
     r"多少|几[个名次年天人岁项座条部处家种届期位万亿]|几|数量|比例|百分之|多大|多高|多长|多远|多重|面积|人口|规模"
@@ -47,8 +48,8 @@ _KINDS = [
 ]
 
 
-def answer_type(question: str) -> str:
-    q = norm(question)
+def answer_type(question: str, normalized: bool = False) -> str:
+    q = question if normalized else norm(question)
     return next((kind for cue, kind in _KINDS if cue.search(q)), "other")
 
 
@@ -102,9 +103,9 @@ _SLOTS: list[tuple[re.Pattern, re.Pattern]] = [
 ]
 
 
-def question_slot(question: str) -> re.Pattern | None:
+def question_slot(question: str, normalized: bool = False) -> re.Pattern | None:
     """The pattern of a filler for a number question's slot, when its nouns tell it."""
-    q = norm(question)
+    q = question if normalized else norm(question)
     unit = question_unit(q)
     if unit in _PEOPLE_UNITS:  # 多少人 is answered by 30多位成员 too
         return _PEOPLE
@@ -157,14 +158,21 @@ def year_conflict(question: str, sentence: str, doc_date: str | None = None) -> 
     "2022年那一期有多少名学员" is not answered by "从2019年开始, 150多名干部...", nor
     "2022年实际完成投资" by "今年 (2023) 计划完成投资156亿元".
     """
-    asked = set(_YEAR.findall(norm(question)))
+    return _other_years(set(_YEAR.findall(norm(question))), sentence, doc_date)
+
+
+def _other_years(asked: set[str] | frozenset[str], sentence: str, doc_date: str | None) -> bool:
     said = years_named(sentence, doc_date)
     return bool(asked and said and not asked & said)
 
 
 def year_untied(question: str, doc_text: str, doc_date: str | None) -> bool:
     """The question names a year that neither the document nor its date mentions."""
-    asked = set(_YEAR.findall(norm(question)))
+    return years_untied(frozenset(_YEAR.findall(norm(question))), doc_text, doc_date)
+
+
+def years_untied(asked: frozenset[str], doc_text: str, doc_date: str | None) -> bool:
+    """`year_untied` for the years a question names (`Question.years`)."""
     if not asked:
         return False
     known = years_named(doc_text, doc_date)
@@ -199,6 +207,7 @@ class Question(NamedTuple):
     idf_total: float
     bigrams: frozenset[str]
     names_year: bool
+    years: frozenset[str]  # the years it names ("2023")
 
 
 class Reader:
@@ -220,23 +229,30 @@ class Reader:
         self._cache: OrderedDict[tuple[str, str], tuple[Sentence, ...]] = OrderedDict()
         self._last: Question | None = None
 
-    def analyse(self, question: str) -> Question:
-        """Per question, once: its kind, slot pattern, term IDFs and bigrams."""
+    def analyse(self, question: str | Query) -> Question:
+        """Per question, once: its kind, slot pattern, term IDFs, bigrams and years.
+
+        The question is normalised once (a `Query` from the retriever brings its own
+        normalised form) and every later call with the same text is served from here.
+        """
+        text = question.text if isinstance(question, Query) else question
         last = self._last
-        if last is not None and last.text == question:
+        if last is not None and last.text == text:
             return last
-        kind = answer_type(question)
-        terms = list(set(self.index.tokenize(question)))
+        q_norm = Query.of(question).normalized
+        kind = answer_type(q_norm, normalized=True)
+        terms = list(set(self.index.tokenize(q_norm, normalized=True)))
         idf = dict(zip(terms, self.index.bm25.idf(terms).tolist()))
-        q_norm = norm(question)
+        years = frozenset(_YEAR.findall(q_norm))
         q = Question(
-            question,
+            text,
             kind,
-            question_slot(question) if kind == "number" else None,
+            question_slot(q_norm, normalized=True) if kind == "number" else None,
             idf,
             sum(idf.values()) or 1.0,
             frozenset(q_norm[i : i + 2] for i in range(len(q_norm) - 1)),
-            bool(_YEAR.search(q_norm)),
+            bool(years),
+            years,
         )
         self._last = q
         return q
@@ -299,11 +315,14 @@ class Reader:
         q = self.analyse(question)
         if q.kind in ("date", "number") and type_ok < 1.0:
             return False
-        return not (q.names_year and year_conflict(question, text, doc_date))
+        return not (q.names_year and _other_years(q.years, text, doc_date))
 
-    def evidence(self, question: str, text: str, doc_date: str | None) -> tuple[float, float]:
+    def evidence(
+        self, question: str | Query, text: str, doc_date: str | None
+    ) -> tuple[float, float]:
         """How well the passage answers: its best sentence's score, and its best fitting
         sentence's (0 when none)."""
+        question = self.analyse(question).text  # a Query is analysed with its own norm
         sents = self.sentences(question, text)
         best = max((s.score for s in sents), default=0.0)
         fits = (s.score for s in sents if self.fits(question, s.text, s.type_ok, doc_date))

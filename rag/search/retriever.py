@@ -111,7 +111,7 @@ class HybridRetriever:
             fused = self._score_fusion(toks, d_rows, d_scores, b_rows, b_scores, drank)
             if s.evidence_weight or s.evidence_fit_weight:
                 t_r = time.perf_counter()
-                self._answer_rerank(query.text, fused)
+                self._answer_rerank(query, fused)
                 timings["rerank_ms"] = (time.perf_counter() - t_r) * 1e3
         d_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(d_rows, d_scores))}
         b_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(b_rows, b_scores))}
@@ -173,7 +173,7 @@ class HybridRetriever:
             fused += s.coverage_weight * cov + s.number_weight * num
         return {r: float(v) for r, v in zip(cands, fused)}
 
-    def _answer_rerank(self, query: str, fused: dict[int, float]) -> None:
+    def _answer_rerank(self, query: Query, fused: dict[int, float]) -> None:
         """Raise the top fused chunks by how well their best sentence answers the query.
 
         Similarity cannot tell a passage that answers from one that only repeats the

@@ -350,7 +350,7 @@ def markdown(res: dict) -> str:
     lines += [_table(["articles", "chunks (vectors)", "query embedding", "vector search", "BM25", "fusion",
                       "retrieval (all)", "extractive answer", "total", "CPU ms per query (median / p95)"], rows),
               "", "Query embedding runs on all cores while one is free, else on one thread (the automatic "
-              "choice, rag/embed.py); its CPU time counts every thread.", ""]  # fmt: skip
+              "choice, rag/embed/embedder.py); its CPU time counts every thread.", ""]  # fmt: skip
 
     lines += ["## Memory and start-up", ""]
     rows = []

@@ -8,7 +8,7 @@ the other sets are shown but never used to choose. `--cv NAME` also reports a 2-
 estimate for one development set: choose on one half of it (plus the other dev sets),
 measure on the other half.
 
-    python eval/tune_rerank.py \\
+    rag eval tune tune_rerank \\
         --set hn=/tmp/exp/cmrc_hn/questions.jsonl:/tmp/exp/idx_cmrc_hn \\
         --set cmrc_tune=/tmp/exp/cmrc/questions.jsonl:/tmp/exp/idx_cmrc:800 \\
         --set cmrc=/tmp/exp/cmrc/questions.jsonl:/tmp/exp/idx_cmrc \\
@@ -31,11 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "eval"))
+REPO = Path(__file__).resolve().parents[3]
 
-from quality import system_with_cached_queries  # noqa: E402
+from rag.eval.tuning.quality import system_with_cached_queries  # noqa: E402
 
 from rag.config import Settings  # noqa: E402
 from rag.system import make_embedder  # noqa: E402

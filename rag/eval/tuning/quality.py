@@ -2,7 +2,7 @@
 
     rag eval convert --from cmrc ../shared/data/cmrc2018/cmrc2018_dev.json --out /tmp/cmrc
     rag ingest /tmp/cmrc/corpus.jsonl --index /tmp/cmrc-index
-    python eval/quality.py /tmp/cmrc/questions.jsonl --index /tmp/cmrc-index
+    rag eval tune quality /tmp/cmrc/questions.jsonl --index /tmp/cmrc-index
 
 Prints Recall@1/5/10, Hit@1/5/10 (any gold document in the top k: what the issue's
 tables call R@k when a question has several gold passages, as in RGB) and MRR@10 by gold
@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[3]
 
 from rag.config import Settings  # noqa: E402
 from rag.eval.metrics import containment, hit_at_k, mrr_at_k, recall_at_k  # noqa: E402

@@ -7,10 +7,10 @@ question: the case a clerk meets when the documents talk about a project but not
 its budget. Those questions are written as unanswerable; the first question of each
 untouched paragraph is written as answerable.
 
-    python eval/make_nearmiss.py /tmp/exp/cmrc --out /tmp/exp/cmrc_nearmiss
+    rag eval tune make_nearmiss /tmp/exp/cmrc --out /tmp/exp/cmrc_nearmiss
     rag ingest /tmp/exp/cmrc_nearmiss/corpus.jsonl --index /tmp/exp/idx_cmrc_nearmiss
 
-The output is the calibration set `eval/calibrate_refusal.py` reads (its `answerable`
+The output is the calibration set `rag/eval/tuning/calibrate_refusal.py` reads (its `answerable`
 flags are used as they are).
 
 With `--distractors N` it writes a retrieval set instead: for each of the first N
@@ -18,9 +18,9 @@ questions, a copy of its paragraph with the answer cut out joins the corpus as a
 distractor (the whole original corpus stays). The question's gold documents are its
 paragraph and any copy that still holds its answer. It is the hard case RGB is full
 of (a passage on the same subject that lacks only the answer), built without reading
-RGB; `eval/tune_rerank.py` tunes the answer-aware rerank on it.
+RGB; `rag/eval/tuning/tune_rerank.py` tunes the answer-aware rerank on it.
 
-    python eval/make_nearmiss.py /tmp/exp/cmrc --distractors 800 --out /tmp/exp/cmrc_hn
+    rag eval tune make_nearmiss /tmp/exp/cmrc --distractors 800 --out /tmp/exp/cmrc_hn
     cp -r /tmp/exp/idx_cmrc /tmp/exp/idx_cmrc_hn   # or ingest corpus.jsonl as well
     rag ingest /tmp/exp/cmrc_hn/distractors.jsonl --index /tmp/exp/idx_cmrc_hn
 """
@@ -32,8 +32,7 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[3]
 
 from rag.ingest.chunking import split_sentences  # noqa: E402
 

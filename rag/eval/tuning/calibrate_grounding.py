@@ -18,7 +18,7 @@ negatives (it does not)
 
 The paragraphs are split in two halves: the weight and threshold are chosen on the first
 (maximising TPR - FPR over positives and random/near negatives) and the rates reported on
-the second. Run:  python eval/calibrate_grounding.py  (about two minutes on 2 cores).
+the second. Run:  rag eval tune calibrate_grounding  (about two minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[3]
 
 from rag.ingest.chunking import chunk_spans, split_sentences  # noqa: E402
 from rag.config import Settings  # noqa: E402
@@ -248,7 +247,7 @@ def main() -> int:
     lines = [
         "# Citation-support threshold (rag/grounding.py)",
         "",
-        f"Made by `python eval/calibrate_grounding.py --n {args.n} --seed {args.seed}` "
+        f"Made by `rag eval tune calibrate_grounding --n {args.n} --seed {args.seed}` "
         f"(commit {commit()}, Python {platform.python_version()}, {elapsed:.0f} s).",
         "",
         "Data: CMRC 2018 dev (ymcui/cmrc2018, CC BY-SA 4.0), "

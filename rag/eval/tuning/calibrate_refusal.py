@@ -8,17 +8,17 @@ negatives are near misses (same topic and names, not the asked fact), the hard c
 `offtopic` asks a set's questions of another set's index (CMRC's questions of the
 corpus/ index: a clerk asking about something the documents never cover), all labelled
 refuse. Sets whose questions carry `answerable: false` are used as is: RGB's refusal
-variant, or the near misses of `eval/make_nearmiss.py` (the answer's sentences cut out
+variant, or the near misses of `rag/eval/tuning/make_nearmiss.py` (the answer's sentences cut out
 of the gold paragraph, the rest kept). Questions that the answer-type rule already refuses (no
 sentence within reach holds a value of the asked kind, `ExtractiveAnswerer._fitting`)
 are counted in the report but left out of the fit. A logistic regression over the
 answerer's evidence features is fitted, and the threshold is the highest refusal
 probability that keeps false refusals within the target.
 
-    python eval/make_nearmiss.py /tmp/exp/cmrc --out /tmp/exp/cmrc_nearmiss
+    rag eval tune make_nearmiss /tmp/exp/cmrc --out /tmp/exp/cmrc_nearmiss
     rag ingest /tmp/exp/cmrc_nearmiss/corpus.jsonl --index /tmp/exp/idx_cmrc_nearmiss
     rag ingest corpus/ --index /tmp/idx_corpus
-    python eval/calibrate_refusal.py --max-false-refusal 0.02 \
+    rag eval tune calibrate_refusal --max-false-refusal 0.02 \
         --set cmrc:/tmp/exp/cmrc/questions.jsonl:/tmp/exp/idx_cmrc:hide:800 \
         --set cmrc_nearmiss:/tmp/exp/cmrc_nearmiss/questions.jsonl:/tmp/exp/idx_cmrc_nearmiss \
         --set cmrc_on_corpus:/tmp/exp/cmrc/questions.jsonl:/tmp/idx_corpus:offtopic:300 \
@@ -38,9 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "eval"))
+REPO = Path(__file__).resolve().parents[3]
 
 from rag.config import Settings  # noqa: E402
 
@@ -62,7 +60,7 @@ def collect(spec: str, embedder):
     if half in ("odd", "even"):  # calibrate on one half of a set, keep the other held out
         rows = [r for i, r in enumerate(rows) if (i % 2 == 0) == (half == "odd")]
     # batch-embed the questions once (cached beside the questions file)
-    from quality import system_with_cached_queries  # eval/quality.py
+    from rag.eval.tuning.quality import system_with_cached_queries  # rag/eval/tuning/quality.py
 
     questions = [r["question"] for r in rows]
     system = system_with_cached_queries(
@@ -103,7 +101,7 @@ def main() -> None:
         help="NAME:QUESTIONS:INDEX[:hide|hidepara|offtopic][:LIMIT][:odd|even]",
     )
     ap.add_argument("--max-false-refusal", type=float, default=0.08)
-    ap.add_argument("--out-model", default=str(REPO / "rag" / "refusal_model.json"))
+    ap.add_argument("--out-model", default=str(REPO / "rag" / "read" / "refusal_model.json"))
     ap.add_argument(
         "--out-report", default=str(REPO / "eval" / "reports" / "refusal_calibration.md")
     )
@@ -144,6 +142,7 @@ def main() -> None:
         "fitted_on": [f"{n} ({len(yy)} examples, {int(yy.sum())} answerable)" for n, _, yy in sets],
         "max_false_refusal": args.max_false_refusal,
     }
+    model["made_by"] = "rag eval tune calibrate_refusal " + " ".join(sys.argv[1:])
     Path(args.out_model).write_text(json.dumps(model, indent=1) + "\n", encoding="utf-8")
 
     lines = [
@@ -152,14 +151,14 @@ def main() -> None:
         "Command:",
         "",
         "```",
-        f"python eval/calibrate_refusal.py --max-false-refusal {args.max_false_refusal} "
+        f"rag eval tune calibrate_refusal --max-false-refusal {args.max_false_refusal} "
         + " ".join([f"--set {s}" for s in args.set] + [f"--check {s}" for s in args.check]),
         "```",
         "",
         "Negatives are answerable questions asked again with their gold documents (and every",
         "document of the same title) hidden, `offtopic` sets (one set's questions asked of",
         "another's index), and sets that carry `answerable: false` (the CMRC near misses of",
-        "`eval/make_nearmiss.py`: the answer's sentences cut out of the gold paragraph).",
+        "`rag/eval/tuning/make_nearmiss.py`: the answer's sentences cut out of the gold paragraph).",
         "Of corpus_qa only the odd-numbered half is used; the even half is the held-out",
         "check. Questions the answer-type rule refuses (no sentence within reach",
         "holds a date or number of the asked kind, or one names another year) are counted",
