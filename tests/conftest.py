@@ -34,7 +34,7 @@ def embedder():
 @pytest.fixture(scope="session")
 def corpus_settings(tmp_path_factory, embedder) -> Settings:
     """Settings whose index holds the five documents of corpus/."""
-    from rag.index.hybrid import ingest
+    from rag.index.build import ingest
 
     root = tmp_path_factory.mktemp("corpus-index")
     shutil.copytree(REPO / "corpus", root / "corpus")

@@ -5,10 +5,8 @@ value, refusal when the documents do not say)."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-from conftest import REPO
 
 from rag.read.extractive import REFUSAL
 from rag.read.reader import (

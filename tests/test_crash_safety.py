@@ -2,7 +2,7 @@
 
 A "zygote" subprocess loads the embedding model once and forks one child per ingest run,
 so a run costs its own work and not a model load. Each child is a real process running
-the real `rag.index.hybrid.ingest`; the test kills it with SIGKILL -- no exception, no `finally`,
+the real `rag.index.build.ingest`; the test kills it with SIGKILL -- no exception, no `finally`,
 no flush -- either after a random delay (seeded) or right after it reports reaching a
 write stage (through `crash_hook`, which only reports and may pause; the kill is real).
 
@@ -35,7 +35,9 @@ import pytest
 from rag.config import Settings
 from rag.errors import IndexStoreError
 from rag.index.bm25 import tokenize
-from rag.index.hybrid import HybridIndex, _embed_input, current_version
+from rag.index.hybrid import HybridIndex
+from rag.index.versions import current_version
+from rag.index.workers import _embed_input
 from rag.ingest.chunking import chunk_id, chunk_spans
 from rag.textnorm import norm
 
@@ -50,7 +52,7 @@ ZYGOTE = r"""
 import json, os, sys, time, traceback
 from rag.config import Settings
 from rag.errors import RagError
-from rag.index.hybrid import ingest
+from rag.index.build import ingest
 from rag.system import make_embedder
 
 base = Settings(**json.loads(sys.argv[1]))
@@ -285,7 +287,7 @@ def zygote(tmp_path_factory):
 # --------------------------------------------------------------------------- the kills
 def expected_docs(corpus: Path, settings: Settings) -> dict[str, str]:
     """{doc_id: content hash} that a complete `ingest([corpus], prune=True)` leaves."""
-    from rag.index.hybrid import _content_hash, _prepare
+    from rag.index.workers import _content_hash, _prepare
     from rag.ingest.loaders import discover, load_file
 
     out = {}

@@ -273,7 +273,7 @@ def test_chunks_cover_the_text_within_the_size(text, size, overlap):
 @fuzz(200)
 @given(text=hostile_text)
 def test_text_path_of_ingest_never_fails(text):
-    """Cleaned text -> chunks -> normalised, tokenised passages, as `rag.index.hybrid.ingest` does."""
+    """Cleaned text -> chunks -> normalised, tokenised passages, as `rag.index.build.ingest` does."""
     body = clean_text(text).text
     for s, e in chunk_spans(body, 300, 1):
         n = normalize(body[s:e])

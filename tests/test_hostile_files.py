@@ -59,7 +59,7 @@ pytestmark = pytest.mark.slow
 DRIVER = r"""
 import json, resource, sys, time
 from rag.config import Settings
-from rag.index.hybrid import ingest
+from rag.index.build import ingest
 from rag.system import make_embedder
 
 paths, index, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]

@@ -13,7 +13,9 @@ import pytest
 
 from rag.config import Settings
 from rag.errors import IndexStoreError
-from rag.index.hybrid import HybridIndex, index_lock, ingest
+from rag.index.build import ingest
+from rag.index.hybrid import HybridIndex
+from rag.index.versions import index_lock
 from rag.serve.cli import main
 
 DOCS = {
@@ -269,7 +271,7 @@ def test_adding_documents_appends_rows_and_vectors(tmp_path, settings, embedder)
 def test_auto_workers_stay_in_process_while_every_core_is_busy():
     import subprocess
 
-    from rag.index.hybrid import _workers, spare_cores
+    from rag.index.workers import _workers, spare_cores
 
     big = 10**9  # characters: far above the size worth starting workers for
     cores = os.cpu_count() or 1
@@ -288,7 +290,7 @@ def test_auto_workers_stay_in_process_while_every_core_is_busy():
 
 
 def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
-    import rag.index.hybrid
+    import rag.index.workers
 
     docs = tmp_path / "docs"
     many = {f"d{i}.txt": ("utf-8", f"第{i}篇：崂山区召开城市更新动员大会，部署{i}个重点项目。" * 3) for i in range(30)}  # fmt: skip
@@ -296,9 +298,9 @@ def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a PDF")
     (docs / "sub").mkdir()
     (docs / "sub" / "d3.txt").write_bytes(b"")  # an empty file among the loading tasks
-    monkeypatch.setattr(rag.index.hybrid, "_POOL_MIN_CHARS", 0)  # a small batch goes to the pool too
-    monkeypatch.setattr(rag.index.hybrid, "_TASK_DOCS", 4)  # several tasks per worker, in order
-    monkeypatch.setattr(rag.index.hybrid, "_LOAD_FILES", 3)  # and files loaded in several tasks
+    monkeypatch.setattr(rag.index.workers, "_POOL_MIN_CHARS", 0)  # a small batch goes to the pool too
+    monkeypatch.setattr(rag.index.workers, "_TASK_DOCS", 4)  # several tasks per worker, in order
+    monkeypatch.setattr(rag.index.workers, "_LOAD_FILES", 3)  # and files loaded in several tasks
     built = {}
     for workers in (1, 2):
         s = Settings(

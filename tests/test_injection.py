@@ -58,7 +58,7 @@ TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_tur
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory, embedder):
-    from rag.index.hybrid import ingest
+    from rag.index.build import ingest
     from rag.system import load_system
 
     root = tmp_path_factory.mktemp("injection")

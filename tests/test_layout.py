@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from rag.config import Settings
-from rag.errors import ConfigError
-
 REPO = Path(__file__).resolve().parents[1]
 
 

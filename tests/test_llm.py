@@ -230,7 +230,7 @@ INJECTED = (
 
 @pytest.fixture(scope="module")
 def injected_system(tmp_path_factory, embedder):
-    from rag.index.hybrid import ingest
+    from rag.index.build import ingest
     from rag.system import load_system
 
     root = tmp_path_factory.mktemp("injected")

@@ -11,7 +11,7 @@ from conftest import REPO
 
 from rag.config import Settings
 from rag.errors import ConfigError
-from rag.index.hybrid import ingest
+from rag.index.build import ingest
 from rag.system import load_system
 
 SKATING = [

@@ -69,7 +69,8 @@ def built(tmp_path_factory):
 def test_an_index_from_another_version_is_rebuilt_on_start(built, tmp_path):
     """The chat's start (README's first command) must not fail on an index that an
     older rag wrote: it re-indexes the corpus, as `rag ingest` would."""
-    from rag.index.hybrid import HybridIndex, is_current_schema
+    from rag.index.hybrid import HybridIndex
+    from rag.index.versions import is_current_schema
 
     settings, embedder = built
     s = settings.replace(index_dir=str(tmp_path / "index"))

@@ -219,7 +219,7 @@ class IndexInfo:
 
 
 def index_cache_key(corpus: Path, settings: Settings, embed_model_id: str) -> str:
-    from rag.index.hybrid import SCHEMA_VERSION
+    from rag.index.versions import SCHEMA_VERSION
 
     parts = {
         "corpus": corpus_fingerprint(corpus),
@@ -247,7 +247,9 @@ def ensure_index(
     corpus again. With `index_dir`, that folder is used and brought up to date by an
     (incremental) ingest instead.
     """
-    from rag.index.hybrid import HybridIndex, current_version, ingest
+    from rag.index.build import ingest
+    from rag.index.hybrid import HybridIndex
+    from rag.index.versions import current_version
 
     key = None
     if index_dir is None:

@@ -35,7 +35,7 @@ def _settings(args) -> Settings:
 
 # ---------------------------------------------------------------------------- ingest
 def cmd_ingest(args) -> int:
-    from rag.index.hybrid import ingest
+    from rag.index.build import ingest
 
     s = _settings(args)
     if args.explain:
@@ -215,7 +215,7 @@ def cmd_chat(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from rag.index.hybrid import index_info
+    from rag.index.build import index_info
 
     print(json.dumps(index_info(_settings(args).index_path), ensure_ascii=False, indent=2))
     return 0

@@ -93,8 +93,8 @@ def parts(index_dir: str, queries: list[str]) -> dict:
     import scipy.sparse as sp
 
     from rag.index.bm25 import BM25Index
-    from rag.index.hybrid import current_version
     from rag.index.table import ChunkTable
+    from rag.index.versions import current_version
 
     folder = current_version(Path(index_dir))
     out: dict = {"index": str(folder), "files": measure.folder_bytes(folder)}

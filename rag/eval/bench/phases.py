@@ -149,7 +149,7 @@ def _time_queries(emb, queries: list[str]) -> list[float]:
 
 def phase_embed(p: dict) -> dict:
     """Ingest a small corpus with the real model: embedding throughput, query embedding."""
-    from rag.index.hybrid import ingest
+    from rag.index.build import ingest
 
     shutil.rmtree(p["index_dir"], ignore_errors=True)
     settings = _settings(p["index_dir"])
@@ -201,7 +201,8 @@ def phase_embed(p: dict) -> dict:
 def phase_ingest(p: dict) -> dict:
     """Build a fresh index of the corpus with stand-in vectors; time everything else."""
     from rag.eval.bench.surrogate import SurrogateEmbedder
-    from rag.index.hybrid import current_version, ingest
+    from rag.index.build import ingest
+    from rag.index.versions import current_version
 
     shutil.rmtree(p["index_dir"], ignore_errors=True)
     settings = _settings(p["index_dir"], **p.get("settings", {}))

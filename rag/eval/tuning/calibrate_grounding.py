@@ -38,8 +38,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[3]
 
-from rag.ingest.chunking import chunk_spans, split_sentences  # noqa: E402
 from rag.config import Settings  # noqa: E402
+from rag.ingest.chunking import chunk_spans, split_sentences  # noqa: E402
 from rag.llm.grounding import _bigrams, figures_supported, lexical_support  # noqa: E402
 
 DATA = Path("/work/shared/data/cmrc2018/cmrc2018_dev.json")

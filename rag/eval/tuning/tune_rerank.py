@@ -33,9 +33,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[3]
 
-from rag.eval.tuning.quality import system_with_cached_queries  # noqa: E402
-
 from rag.config import Settings  # noqa: E402
+from rag.eval.tuning.quality import system_with_cached_queries  # noqa: E402
 from rag.system import make_embedder  # noqa: E402
 
 DEPTHS = (5, 10)

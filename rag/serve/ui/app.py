@@ -131,7 +131,8 @@ def ensure_index(
 
     Progress (a line per stage and the embedding progress bar) goes to stderr.
     """
-    from rag.index.hybrid import current_version, ingest, is_current_schema
+    from rag.index.build import ingest
+    from rag.index.versions import current_version, is_current_schema
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     exists = current_version(settings.index_path) is not None
@@ -560,7 +561,7 @@ class Library:
 
         Returns one result per file (per record for JSON lines), in the given order.
         """
-        from rag.index.hybrid import FileResult, ingest
+        from rag.index.build import FileResult, ingest
 
         max_bytes = int(self.settings.max_file_mb * 2**20)
         slots: list[UploadResult | Path] = []
@@ -612,7 +613,7 @@ class Library:
 
     def remove(self, doc_ids: Sequence[str]) -> list[UploadResult]:
         """Remove documents from the index; an uploaded file no document uses is deleted too."""
-        from rag.index.hybrid import remove_documents
+        from rag.index.build import remove_documents
 
         with self._write_lock:
             before = dict(self.index.docs)

@@ -1,0 +1,373 @@
+"""Incremental ingestion: files in, a new index version out (or documents removed).
+Only what changed is re-chunked and re-embedded; a crash leaves the old version live."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.config import Settings
+from rag.errors import IndexSchemaError
+from rag.index.bm25 import (
+    LEGACY_SEGMENTER,
+    BM25Index,
+    TermRows,
+    available_segmenter,
+    segmenter_record,
+)
+
+# 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
+from rag.index.hybrid import HybridIndex
+from rag.index.table import ChunkTable
+from rag.index.vectors import FaissStore
+from rag.index.versions import SCHEMA_VERSION, _write_version, current_version, index_lock
+from rag.index.workers import _load_all, _segment_all, _workers
+from rag.ingest.chunking import chunk_id
+
+
+# --------------------------------------------------------------------------- writing
+@dataclass(frozen=True)
+class FileResult:
+    source: str
+    status: str  # added | updated | unchanged | failed | removed
+    doc_id: str = ""
+    reason: str = ""
+    chunks: int = 0
+
+
+@dataclass
+class IngestReport:
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    total_chunks: int = 0
+    total_docs: int = 0
+    embedded_chunks: int = 0
+    embed_seconds: float = 0.0
+    vector_seconds: float = 0.0  # building or extending the FAISS index
+    # CPU time of this process (all its threads) in those two steps: what the text
+    # stages cost is the rest, which benchmarks report per CPU-second
+    embed_cpu_seconds: float = 0.0
+    vector_cpu_seconds: float = 0.0
+    workers: int = 1  # processes that chunked, normalised and segmented the new documents
+    index_dir: str = ""
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def ingested_anything(self) -> bool:
+        return any(r.status in ("added", "updated", "unchanged") for r in self.results)
+
+    def summary(self) -> str:
+        parts = [
+            f"{s} {self.count(s)}" for s in ("added", "updated", "unchanged", "removed", "failed")
+        ]
+        return (
+            f"{', '.join(parts)} | index: {self.total_docs} documents, {self.total_chunks} chunks "
+            f"in {self.index_dir} ({self.seconds:.1f} s)"
+        )
+
+
+def _under(source: str, roots: list[Path]) -> bool:
+    p = Path(source.split("#", 1)[0]).resolve()
+    return any(p == r or r in p.parents for r in roots)
+
+
+def ingest(
+    paths: Iterable[str | Path],
+    settings: Settings,
+    embedder=None,
+    prune: bool = False,
+    rebuild: bool = False,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    crash_hook: Callable[[str], None] | None = None,
+    lock_wait_s: float = 30.0,
+) -> IngestReport:
+    """Bring the index in `settings.index_dir` up to date with the files under `paths`.
+
+    Unchanged documents are skipped, changed ones re-chunked and re-embedded, and with
+    `prune` documents whose files are gone (under the given paths) are removed.
+    `crash_hook(stage)` is called between write stages; tests use it to simulate crashes.
+    """
+    from rag.ingest.loaders import discover
+
+    log = log or (lambda m: print(m, file=sys.stderr))
+    t0 = time.perf_counter()
+    index_dir = settings.index_path
+    report = IngestReport(index_dir=str(index_dir))
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.exists():
+            report.results.append(FileResult(str(p), "failed", reason="no such file or folder"))
+
+    with index_lock(index_dir, wait_s=lock_wait_s, log=log) as lock_fd:
+        old = None
+        if not rebuild and current_version(index_dir) is not None:
+            try:
+                old = HybridIndex.open(index_dir, settings)
+            except IndexSchemaError:
+                log(f"{index_dir}: written by another version of rag; re-indexing every document.")
+        if embedder is None:
+            from rag.embed.embedder import Embedder  # heavy: only when none is given
+
+            embedder = Embedder.from_settings(settings)
+        old_docs: dict[str, dict] = dict(old.docs) if old else {}
+        if old is not None and not _compatible(old.manifest, settings, embedder):
+            log(
+                "Embedding model, chunking or tokenizer settings changed: "
+                "re-indexing every document."
+            )
+            old_docs, old = {}, None
+        # an index keeps the segmenter it was built with, so old and new rows match
+        segmenter = old.segmenter if old is not None else available_segmenter(settings.tokenizer)
+
+        # 1. load, clean, compare -------------------------------------------------
+        seen: set[str] = set()
+        new_docs: dict[str, dict] = {}
+        new_texts: dict[str, str] = {}
+        files = discover([p for p in paths if p.exists()])
+        for file, loaded in _load_all(files, settings, lock_fd):
+            if isinstance(loaded, str):
+                report.results.append(FileResult(str(file), "failed", reason=loaded))
+                continue
+            for raw, text, meta, h in loaded:
+                if raw.doc_id in seen:
+                    why = f"duplicate document id {raw.doc_id!r}; rename one file"
+                    report.results.append(FileResult(raw.source, "failed", raw.doc_id, why))
+                    continue
+                if meta is None:  # `text` says why
+                    report.results.append(FileResult(raw.source, "failed", raw.doc_id, text))
+                    continue
+                seen.add(raw.doc_id)
+                prev = old_docs.get(raw.doc_id)
+                if prev is not None and prev["content_hash"] == h:
+                    report.results.append(
+                        FileResult(
+                            raw.source, "unchanged", raw.doc_id, chunks=len(prev["chunk_ids"])
+                        )
+                    )
+                    continue
+                new_docs[raw.doc_id] = {
+                    "source": raw.source,
+                    "format": raw.format,
+                    "encoding": raw.encoding,
+                    "file_hash": raw.file_hash,
+                    "content_hash": h,
+                    "title": meta.get("title") or raw.doc_id,
+                    "date": meta.get("date"),
+                    "author": meta.get("author"),
+                    "source_name": meta.get("source_name"),
+                    "meta": meta,
+                    "n_chars": len(text),
+                    "_status": "updated" if prev is not None else "added",
+                }
+                new_texts[raw.doc_id] = text
+
+        removed: list[str] = []
+        if prune:
+            roots = [p.resolve() for p in paths if p.exists()]
+            for doc_id, d in old_docs.items():
+                if doc_id not in seen and _under(d["source"], roots):
+                    removed.append(doc_id)
+                    report.results.append(FileResult(d["source"], "removed", doc_id))
+
+        if not new_docs and not removed and old is not None:
+            report.total_chunks, report.total_docs = len(old), len(old.docs)
+            report.seconds = time.perf_counter() - t0
+            return report
+        if not new_docs and not removed and old is None and not seen:
+            report.seconds = time.perf_counter() - t0
+            return report
+
+        # 2. chunk, normalise, segment the new and changed documents -------------
+        drop = set(new_docs) | set(removed)
+        if old is not None:
+            keep = np.asarray([i for i, d in enumerate(old.doc_ids) if d not in drop], np.int64)
+            bm25 = old.bm25.select(keep) if len(keep) < len(old) else old.bm25
+        else:
+            keep = np.zeros(0, np.int64)
+            bm25 = BM25Index.empty(settings.bm25_k1, settings.bm25_b, segmenter)
+        ids, doc_ids, starts, ends, texts, embed_in = [], [], [], [], [], []
+        size, overlap = settings.chunk_size, settings.chunk_overlap
+        # the title helps the embedding; a record id standing in for one does not
+        titles = [
+            None if d["meta"].get("title_is_id") else d["meta"].get("title")
+            for d in new_docs.values()
+        ]
+        tasks = [(t, new_texts[k], size, overlap, segmenter) for t, k in zip(titles, new_docs)]
+        workers = report.workers = _workers(settings, sum(len(t[1]) for t in tasks))
+
+        def term_rows() -> Iterator[TermRows]:  # streamed into BM25: no token lists kept
+            docs_left = iter(new_docs.items())
+            for batch in _segment_all(tasks, workers, segmenter, lock_fd):
+                for spans, (doc_id, d) in zip(batch.spans, docs_left):
+                    text = new_texts[doc_id]
+                    cids = []
+                    for s, e in spans:
+                        t = text[s:e]
+                        cids.append(chunk_id(doc_id, s, e, t))
+                        starts.append(s)
+                        ends.append(e)
+                        texts.append(t)
+                    ids.extend(cids)
+                    doc_ids.extend([doc_id] * len(cids))
+                    d["chunk_ids"] = cids
+                embed_in.extend(batch.embed_inputs)
+                yield batch.terms
+
+        bm25 = bm25.add_rows(term_rows())
+        if len(ids) != len(embed_in) or any("chunk_ids" not in d for d in new_docs.values()):
+            raise RuntimeError("segmenting lost documents")  # a bug, never the user's input
+
+        # 3. embed them ------------------------------------------------------------
+        te, ce = time.perf_counter(), time.process_time()
+        if embed_in:
+            log(f"Embedding {len(embed_in)} chunks with {embedder.model_id} ...")
+        new_vecs = (
+            embedder.embed_passages(embed_in, show_progress=progress)
+            if embed_in
+            else np.zeros((0, embedder.dim), np.float32)
+        )
+        report.embed_seconds = time.perf_counter() - te
+        report.embed_cpu_seconds = time.process_time() - ce
+        report.embedded_chunks = len(embed_in)
+
+        # 4. assemble the new version: kept rows of the old one + the new rows -----
+        new_vecs = new_vecs.astype(np.float32)
+        table = ChunkTable.build(ids, doc_ids, starts, ends, texts)
+        if old is not None:
+            table = old.table.take(keep).extend(table)
+        tv, cv = time.perf_counter(), time.process_time()
+        if old is not None and len(keep) == len(old) and _same_ann(old.vectors, settings):
+            # nothing removed: the loaded FAISS index (this ingest's own copy) grows in place
+            store = old.vectors
+            store.add_vectors(new_vecs, ids, doc_ids)
+        else:
+            store = FaissStore(
+                dim=embedder.dim,
+                ann_min=settings.ann_min_chunks,
+                hnsw_m=settings.hnsw_m,
+                ef_search=settings.hnsw_ef_search,
+            )
+            kept = old.vectors.vectors(keep) if old is not None and len(keep) else None
+            all_vecs = new_vecs if kept is None else np.vstack([kept, new_vecs])
+            store.add_vectors(all_vecs, table.ids, table.doc_ids)
+        report.vector_seconds = time.perf_counter() - tv
+        report.vector_cpu_seconds = time.process_time() - cv
+
+        docs: dict[str, dict] = {k: v for k, v in old_docs.items() if k not in drop}
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        for doc_id, d in new_docs.items():
+            status = d.pop("_status")
+            d["indexed_at"] = now
+            docs[doc_id] = d
+            report.results.append(
+                FileResult(d["source"], status, doc_id, chunks=len(d["chunk_ids"]))
+            )
+
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "created": now,
+            "embedding": {"model": embedder.model_id, "dim": embedder.dim},
+            "chunker": {"size": settings.chunk_size, "overlap": settings.chunk_overlap},
+            "tokenizer": segmenter_record(segmenter),
+            "vector_index": "hnsw" if store.is_approximate else "flat",
+            "n_chunks": len(table),
+            "n_docs": len(docs),
+            "settings": settings.to_dict(),
+            "docs": docs,
+        }
+        _write_version(index_dir, old, manifest, table, bm25, store, new_texts, crash_hook)
+        report.total_chunks, report.total_docs = len(table), len(docs)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _same_ann(store: FaissStore, settings: Settings) -> bool:
+    return (store.ann_min, store.hnsw_m) == (settings.ann_min_chunks, settings.hnsw_m)
+
+
+def _compatible(manifest: dict, settings: Settings, embedder) -> bool:
+    built_with = manifest.get("tokenizer", {}).get("name", LEGACY_SEGMENTER)
+    return (
+        manifest["embedding"]["model"] == embedder.model_id
+        and manifest["chunker"] == {"size": settings.chunk_size, "overlap": settings.chunk_overlap}
+        and settings.tokenizer in ("auto", built_with)
+    )
+
+
+def index_info(index_dir: str | Path) -> dict[str, Any]:
+    """A small summary for `rag info` and the UI."""
+    idx = HybridIndex.open(index_dir)
+    m = idx.manifest
+    return {
+        "index_dir": str(index_dir),
+        "version": idx.folder.name,
+        "embedding": m["embedding"],
+        "chunker": m["chunker"],
+        "vector_index": m["vector_index"],
+        "n_docs": m["n_docs"],
+        "n_chunks": m["n_chunks"],
+    }
+
+
+def remove_documents(
+    doc_ids: Iterable[str], settings: Settings, log: Callable[[str], None] | None = None
+) -> IngestReport:
+    """Write a new index version without `doc_ids`; return an IngestReport of what happened.
+
+    The files are left alone (a corpus document can be removed without deleting it).
+    Nothing is re-embedded: the kept rows' vectors are copied. Like `ingest`, it holds the
+    index lock and swaps the new version in atomically. Refuses to remove every document,
+    since an empty index cannot answer anything.
+    """
+    from rag.errors import ConfigError
+
+    doc_ids = list(doc_ids)
+    t0 = time.perf_counter()
+    index_dir = settings.index_path
+    report = IngestReport(index_dir=str(index_dir))
+    with index_lock(index_dir, log=log or (lambda m: print(m, file=sys.stderr))):
+        old = HybridIndex.open(index_dir, settings)
+        drop = {d for d in doc_ids if d in old.docs}
+        for d in doc_ids:
+            if d not in old.docs:
+                report.results.append(FileResult(d, "failed", d, "no such document in the index"))
+        if not drop:
+            report.total_chunks, report.total_docs = len(old), len(old.docs)
+            return report
+        if drop == set(old.docs):
+            raise ConfigError("cannot remove every document: the index needs at least one")
+        keep = np.asarray([i for i, d in enumerate(old.doc_ids) if d not in drop], np.int64)
+        table = old.table.take(keep)
+        store = FaissStore(
+            dim=old.manifest["embedding"]["dim"],
+            ann_min=settings.ann_min_chunks,
+            hnsw_m=settings.hnsw_m,
+            ef_search=settings.hnsw_ef_search,
+        )
+        store.add_vectors(old.vectors.vectors(keep), table.ids, table.doc_ids)
+        # copies: _write_version records new text offsets in these dicts
+        docs = {k: dict(v) for k, v in old.docs.items() if k not in drop}
+        manifest = {
+            **{k: v for k, v in old.manifest.items() if k != "docs"},
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "vector_index": "hnsw" if store.is_approximate else "flat",
+            "n_chunks": len(table),
+            "n_docs": len(docs),
+            "docs": docs,
+        }
+        _write_version(index_dir, old, manifest, table, old.bm25.select(keep), store, {}, None)
+        for d in sorted(drop):
+            report.results.append(FileResult(old.docs[d]["source"], "removed", d))
+        report.total_chunks, report.total_docs = len(table), len(docs)
+    report.seconds = time.perf_counter() - t0
+    return report
