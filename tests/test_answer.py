@@ -43,7 +43,9 @@ def test_filters_by_document_date_and_exclusion(corpus_system):
     dated = r.search(q, top_k=10, filters=Filters(date_from="2023-01-01", date_to="2023")).hits
     assert dated and {h.doc_id for h in dated} <= {FORUM, LAOSHAN}
     # an undated document never satisfies a date filter
-    assert ZHONGYUAN not in {h.doc_id for h in r.search("中原区研修班", filters=Filters(date_to="2030")).hits}
+    assert ZHONGYUAN not in {
+        h.doc_id for h in r.search("中原区研修班", filters=Filters(date_to="2030")).hits
+    }
     hidden = r.search(q, top_k=10, filters=Filters(exclude_doc_ids=[TRAINING])).hits
     assert hidden and TRAINING not in {h.doc_id for h in hidden}
     assert r.search(q, filters=Filters(doc_ids=["no-such-document"])).hits == []

@@ -16,15 +16,12 @@ import pytest
 from rag.errors import ConfigError
 from rag.eval import metrics as M
 from rag.eval.compare import compare_runs, format_comparison
+from rag.eval.index_cache import corpus_fingerprint, index_cache_key
 from rag.eval.judge import LLMJudge, parse_verdict
-from rag.eval.runner import (
-    code_hash,
-    corpus_fingerprint,
-    index_cache_key,
-    load_questions,
-    read_rows,
-    run_eval,
-)
+from rag.eval.provenance import code_hash
+from rag.eval.questions import load_questions
+from rag.eval.rows import read_rows
+from rag.eval.runner import run_eval
 from rag.serve.cli import main
 
 REPO = Path(__file__).resolve().parent.parent

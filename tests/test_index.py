@@ -298,7 +298,9 @@ def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a PDF")
     (docs / "sub").mkdir()
     (docs / "sub" / "d3.txt").write_bytes(b"")  # an empty file among the loading tasks
-    monkeypatch.setattr(rag.index.workers, "_POOL_MIN_CHARS", 0)  # a small batch goes to the pool too
+    monkeypatch.setattr(
+        rag.index.workers, "_POOL_MIN_CHARS", 0
+    )  # a small batch goes to the pool too
     monkeypatch.setattr(rag.index.workers, "_TASK_DOCS", 4)  # several tasks per worker, in order
     monkeypatch.setattr(rag.index.workers, "_LOAD_FILES", 3)  # and files loaded in several tasks
     built = {}

@@ -26,7 +26,7 @@ def test_import_contracts_hold() -> None:
 
 
 def test_the_eval_code_hash_covers_the_refusal_model(tmp_path: Path) -> None:
-    from rag.eval.runner import code_hash
+    from rag.eval.provenance import code_hash
 
     pkg = tmp_path / "rag"
     shutil.copytree(REPO / "rag", pkg, ignore=shutil.ignore_patterns("__pycache__"))

@@ -17,16 +17,10 @@ import numpy as np
 
 from rag.errors import ConfigError
 from rag.eval import metrics as M
+from rag.eval.provenance import comparable, differences
 from rag.eval.report import METRIC_ROWS, fmt
-from rag.eval.runner import (
-    CONFIG,
-    METRICS,
-    RESULTS,
-    comparable,
-    differences,
-    outcome,
-    read_rows,
-)
+from rag.eval.rows import outcome, read_rows
+from rag.eval.runner import CONFIG, METRICS, RESULTS
 
 # Per-question values that pair across runs (from each row's "metrics").
 PAIRED = (

@@ -294,7 +294,7 @@ def _type_lines(types: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def _miss_lines(rows: Sequence[Mapping[str, Any]], limit: int) -> list[str]:
-    from rag.eval.runner import outcome, row_type
+    from rag.eval.rows import outcome, row_type
 
     misses = [r for r in rows if not outcome(r)][:limit]
     if not misses:

@@ -34,7 +34,9 @@ def parse_sizes(text: str) -> list[int | str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rag.eval.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m rag.eval.bench", description=__doc__.splitlines()[0]
+    )
     p.add_argument(
         "--quick", action="store_true", help="1k articles only, fewer queries (a few minutes)"
     )
@@ -63,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--work", type=Path, default=Path("/tmp/rag-bench"), help="corpora and indexes go here"
     )
     p.add_argument(
-        "--out", type=Path, default=measure.REPO / "eval" / "reports" / "bench", help="results folder"
+        "--out",
+        type=Path,
+        default=measure.REPO / "eval" / "reports" / "bench",
+        help="results folder",
     )
     p.add_argument(
         "--name", help="results file name without extension (default latest; quick: quick)"
