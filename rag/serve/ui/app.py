@@ -664,13 +664,14 @@ class Library:
 def build_answerer(settings: Settings, retriever, embedder) -> tuple[Any, str]:
     """The answerer the settings ask for, and a notice when it had to fall back.
 
-    Uses `rag.llm.answerer.make_answerer` when that module is importable; without it only the
+    Uses `rag.system.make_answerer` when that module is importable; without it only the
     extractive answerer exists, so that one is used and the notice says why.
     """
     from rag.read.extractive import ExtractiveAnswerer
 
     try:
-        from rag.llm.answerer import make_answerer
+        from rag.llm.answerer import LLMAnswerer  # noqa: F401  (is the LLM answerer there?)
+        from rag.system import make_answerer
     except ImportError as e:
         fallback = ExtractiveAnswerer(retriever, settings)
         if settings.llm == "extractive":
@@ -685,7 +686,7 @@ def _rewriter_for(answerer, settings: Settings):
     if llm is None:
         return None
     try:
-        from rag.llm.answerer import make_rewriter
+        from rag.llm.rewrite import make_rewriter
     except ImportError:
         return None
     return make_rewriter(llm, settings)
