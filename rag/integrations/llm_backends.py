@@ -7,6 +7,9 @@ Each integration package is imported only when its backend is asked for.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,15 +95,52 @@ def make_llm(settings: Settings) -> LlamaIndexGenerator | None:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"{p}: GGUF model file not found (llm_model_path)")
-    llm = _chat_llamacpp_class()(
-        model_path=str(p),
-        temperature=settings.llm_temperature,
-        max_new_tokens=settings.llm_max_tokens,
-        context_window=settings.llm_context_window,
-        model_kwargs={"chat_format": settings.llm_chat_format} if settings.llm_chat_format else {},
-        verbose=False,
-    )
+    cls = _chat_llamacpp_class()
+    with _without_extra_buffer_types():
+        llm = cls(
+            model_path=str(p),
+            temperature=settings.llm_temperature,
+            max_new_tokens=settings.llm_max_tokens,
+            context_window=settings.llm_context_window,
+            model_kwargs=(
+                {"chat_format": settings.llm_chat_format} if settings.llm_chat_format else {}
+            ),
+            verbose=False,
+        )
     return LlamaIndexGenerator(llm)
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_extra_buffer_types() -> Iterator[None]:
+    """Load llama.cpp models with `use_extra_bufts = False`.
+
+    llama-cpp-python 0.3.36 segfaults on any decode of two or more tokens on CPUs with
+    AVX-512 + AMX when weights are repacked into the extra CPU buffer types (these
+    machines' CPUs). `Llama()` does not expose the field, so the default-params factory
+    it calls is wrapped while the model loads.
+    """
+    try:
+        import llama_cpp.llama_cpp as lc
+    except ImportError:  # the backend's own import error says what to install
+        yield
+        return
+    with _PARAMS_LOCK:
+        original = lc.llama_model_default_params
+
+        def params():
+            p = original()
+            if hasattr(p, "use_extra_bufts"):
+                p.use_extra_bufts = False
+            return p
+
+        lc.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            lc.llama_model_default_params = original
 
 
 NO_SYSTEM_ROLE = frozenset({"gemma"})  # llama.cpp chat formats without a system role
