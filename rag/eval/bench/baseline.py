@@ -39,7 +39,7 @@ def _documents(corpus: str) -> list:
 
 
 def _adapter(embedder: Any):
-    from rag.embed.embedder import LlamaIndexEmbedding
+    from rag.integrations.llama_index import LlamaIndexEmbedding
 
     return LlamaIndexEmbedding(embedder, embed_batch_size=LI_DEFAULT_EMBED_BATCH)
 

@@ -214,15 +214,15 @@ def embedding_rounds(
     for i in range(rounds):
         tag = f"{n}-r{i + 1}"
         if i:  # round 1 follows the run's own machine phase
-            m = runner("bench.phases", "machine", f"r{i + 1}", {"n": args.matmul_n})
+            m = runner("rag.eval.bench.phases", "machine", f"r{i + 1}", {"n": args.matmul_n})
             if m.get("matmul"):
                 peaks.append(m["matmul"])
-        ours.append(runner("bench.phases", "embed", tag,
+        ours.append(runner("rag.eval.bench.phases", "embed", tag,
                            {"corpus": str(corpus_dir), "index_dir": str(args.work / "idx-embed"),
                             "queries": queries,
                             **({"omp_wait_policy": "PASSIVE"} if args.omp_passive else {})}))  # fmt: skip
         if not args.no_baseline:
-            li.append(runner("bench.baseline", "li_embed", tag, {"corpus": str(corpus_dir)}))
+            li.append(runner("rag.eval.bench.baseline", "li_embed", tag, {"corpus": str(corpus_dir)}))
     if peaks:
         peak = dict(max(peaks, key=lambda m: m["peak_gflops"]))
         peak["peak_gflops_per_cpu_s"] = max(m["peak_gflops_per_cpu_s"] for m in peaks)
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     }
     print("bench: machine and matmul peak", file=sys.stderr)
-    m = runner("bench.phases", "machine", "0", {"n": args.matmul_n})
+    m = runner("rag.eval.bench.phases", "machine", "0", {"n": args.matmul_n})
     res["meta"].update(
         machine=m.get("machine"), matmul=m.get("matmul"), machine_loadavg=m.get("loadavg")
     )
@@ -298,36 +298,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         idx = str(work / f"idx-{n}")
         r: dict[str, Any] = {}
         prof = lambda what, n=n: str(args.out / f"profile-{what}-{n}.txt") if args.profile else None  # noqa: E731
-        r["ingest"] = runner("bench.phases", "ingest", str(n), {
+        r["ingest"] = runner("rag.eval.bench.phases", "ingest", str(n), {
             "corpus": str(folders[n]), "index_dir": idx, "kind": args.kind, "profile": prof("ingest"),
             **what_if,
         }, limit=1500, reuse=args.reuse)  # fmt: skip
         if "error" in r["ingest"] or "skipped" in r["ingest"]:
             res["sizes"][str(n)] = r
             continue
-        r["serve"] = runner("bench.phases", "serve", str(n), {
+        r["serve"] = runner("rag.eval.bench.phases", "serve", str(n), {
             "index_dir": idx, "kind": args.kind, "queries": queries, "warmup": warmup,
             "profile": prof("query"), **what_if,
         })  # fmt: skip
-        r["startup"] = runner("bench.phases", "startup", str(n),
+        r["startup"] = runner("rag.eval.bench.phases", "startup", str(n),
                               {"index_dir": idx, "kind": args.kind, "question": queries[0], **what_if})  # fmt: skip
         if not args.no_baseline:
             persist = str(work / f"li-{n}") if n <= args.li_startup_max else None
-            r["li_serve"] = runner("bench.baseline", "li_serve", str(n), {
+            r["li_serve"] = runner("rag.eval.bench.baseline", "li_serve", str(n), {
                 "mode": "documents" if n == sizes_n[0] else "nodes",
                 "corpus": str(folders[n]), "index_dir": idx, "kind": args.kind,
                 "queries": queries[: args.li_queries], "warmup": warmup[:3],
                 "persist_dir": persist, "max_query_s": 120,
             })  # fmt: skip
             if persist and "error" not in r["li_serve"] and "skipped" not in r["li_serve"]:
-                r["li_startup"] = runner("bench.baseline", "li_startup", str(n),
+                r["li_startup"] = runner("rag.eval.bench.baseline", "li_startup", str(n),
                                          {"persist_dir": persist, "kind": args.kind, "question": queries[0]})  # fmt: skip
         res["sizes"][str(n)] = r
 
     if not args.no_ann:
         n = sizes_n[-1]
         print(f"bench: exact vs approximate search at {n} articles", file=sys.stderr)
-        res["ann"] = runner("bench.ann", "ann", str(n), {
+        res["ann"] = runner("rag.eval.bench.ann", "ann", str(n), {
             "index_dir": str(work / f"idx-{n}"), "queries": queries, "random": args.ann_random,
         })  # fmt: skip
 
