@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from rag.errors import RagError
-from rag.serve.ui.app import DEFAULT_CORPUS, DEFAULT_HOST, DEFAULT_PORT, AppOptions, run
+from rag.serve.ui.app import DEFAULT_HOST, DEFAULT_PORT, AppOptions, run
+from rag.serve.ui.library import DEFAULT_CORPUS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ import pytest
 
 from rag.config import Settings
 from rag.read.extractive import Answer
-from rag.serve.ui.app import esc, render_answer, render_document, render_user
+from rag.serve.ui.render import esc, render_answer, render_document, render_user
 
 PLAN = """崂山区2023年城市更新工作计划
 崂山区2023年城市更新计划投资156亿元，重点推进196个项目。

@@ -40,7 +40,7 @@ from rag.config import Settings
 from rag.errors import IndexStoreError, LoadError
 from rag.index.hybrid import HybridIndex
 from rag.ingest.loaders import SUPPORTED
-from rag.serve.ui.app import store_upload
+from rag.serve.ui.library import store_upload
 
 gradio_client = pytest.importorskip("gradio_client")
 httpx = pytest.importorskip("httpx")

@@ -15,25 +15,24 @@ from rag.errors import ConfigError, LoadError
 from rag.read.extractive import Answer, AnswerSentence, Citation
 from rag.read.followup import carry_over, is_follow_up, subject_phrase
 from rag.serve.feedback import Feedback, append_feedback, feedback_from_answer, read_feedback
-from rag.serve.ui.app import (
-    ChatState,
+from rag.serve.ui.app import check_bind, listen_message, parse_auth
+from rag.serve.ui.handlers import ChatState, example_questions
+from rag.serve.ui.library import (
     Library,
-    UploadResult,
-    check_bind,
     ensure_index,
-    example_questions,
-    listen_message,
+    sanitize_filename,
+    store_upload,
+    use_upload_temp_dir,
+)
+from rag.serve.ui.render import (
+    UploadResult,
     mark_spans,
     marker_spans,
-    parse_auth,
     render_answer,
     render_document,
     render_partial,
     render_results,
-    sanitize_filename,
     snippet,
-    store_upload,
-    use_upload_temp_dir,
 )
 
 LAKE = (
@@ -520,7 +519,7 @@ def test_example_questions_prefer_the_qa_set(tmp_path):
 
 def test_the_app_builds(library):
     gr = pytest.importorskip("gradio")
-    demo = __import__("rag.serve.ui.app", fromlist=["build_app"]).build_app(library, ["问题一"])
+    demo = __import__("rag.serve.ui.layout", fromlist=["build_app"]).build_app(library, ["问题一"])
     assert isinstance(demo, gr.Blocks)
     labels = {getattr(b, "label", None) for b in demo.blocks.values()}
     assert {

@@ -1,0 +1,281 @@
+"""One chat session: its answerer and settings, follow-up rewriting, streaming answers, citations and feedback; the example questions."""
+
+import dataclasses
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.config import Settings
+from rag.errors import ConfigError, RagError
+from rag.serve.ui.library import DEFAULT_QA, Library
+from rag.serve.ui.render import render_answer, render_error, render_partial, render_user
+
+# Questions from the corpus QA set that make good first examples (short, answered
+# correctly by the offline extractive answerer); others fill in when these are missing.
+PREFERRED_EXAMPLES = ("cq001", "cq013", "cq035", "cq039", "cq048")
+
+
+GENERATORS = [
+    ("抽取式（离线，默认）", "extractive"),
+    ("OpenAI 兼容接口", "openai"),
+    ("Ollama", "ollama"),
+    ("GGUF 本地模型（llama.cpp）", "llamacpp"),
+]
+
+
+# =========================================================================== sessions
+def build_answerer(settings: Settings, retriever, embedder) -> tuple[Any, str]:
+    """The answerer the settings ask for, and a notice when it had to fall back.
+
+    Uses `rag.system.make_answerer` when that module is importable; without it only the
+    extractive answerer exists, so that one is used and the notice says why.
+    """
+    from rag.read.extractive import ExtractiveAnswerer
+
+    try:
+        from rag.llm.answerer import LLMAnswerer  # noqa: F401  (is the LLM answerer there?)
+        from rag.system import make_answerer
+    except ImportError as e:
+        fallback = ExtractiveAnswerer(retriever, settings)
+        if settings.llm == "extractive":
+            return fallback, ""
+        return fallback, f"LLM 生成器不可用（{e}），已改用抽取式回答。"
+    return make_answerer(settings, retriever, embedder), ""
+
+
+def _rewriter_for(answerer, settings: Settings):
+    """An LLM follow-up rewriter when the answerer has an LLM (else None: key-term carry-over)."""
+    llm = getattr(answerer, "llm", None)
+    if llm is None:
+        return None
+    try:
+        from rag.llm.rewrite import make_rewriter
+    except ImportError:
+        return None
+    return make_rewriter(llm, settings)
+
+
+@dataclass
+class ChatState:
+    """One browser session: its history, its settings and the answerer built from them."""
+
+    library: Library
+    settings: Settings
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[Any] = field(default_factory=list)  # Answer per turn
+    message_turn: dict[int, int] = field(default_factory=dict)  # assistant message -> turn
+    pending: Any = None  # the Feedback a comment would be added to
+    notice: str = ""
+    _chat: Any = None
+    _answerer: Any = None
+    _answerer_key: tuple | None = None
+
+    def __post_init__(self) -> None:
+        from rag.read.followup import ChatSession
+
+        self._chat = ChatSession(self.library.system)
+
+    def __deepcopy__(self, memo) -> "ChatState":
+        return self  # gr.State may copy values; a session is never duplicated
+
+    @property
+    def history(self):
+        return self._chat.history
+
+    def answerer(self):
+        """This session's answerer over the live index, rebuilt when the index or settings change."""
+        from rag.search.retriever import HybridRetriever
+
+        system = self.library.system
+        index = system.index
+        key = (index, self.settings)  # the index compares by identity: one per version
+        if self._answerer_key != key:
+            retriever = HybridRetriever(index, system.embedder, self.settings)
+            self._answerer, self.notice = build_answerer(self.settings, retriever, system.embedder)
+            if self.notice:  # fell back to the extractive answerer: say so in the settings too
+                self.settings = dataclasses.replace(self.settings, llm="extractive")
+            key = (index, self.settings)
+            self._chat.rewriter = _rewriter_for(self._answerer, self.settings)
+            self._answerer_key = key
+        return self._answerer
+
+    def apply(self, **changes: Any) -> str:
+        """Change this session's settings (empty strings mean unset); return a status line.
+
+        The new answerer is built at once, so a bad setting is reported here and the
+        previous settings stay in force.
+        """
+        allowed = {"llm", "llm_model", "llm_base_url", "llm_model_path", "top_k"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ConfigError(f"not a per-session setting: {', '.join(sorted(unknown))}")
+        clean = {
+            k: (v.strip() or None) if isinstance(v, str) and k != "llm" else v
+            for k, v in changes.items()
+        }
+        if clean.get("llm") not in {v for _, v in GENERATORS}:
+            raise ConfigError(f"unknown generator {clean.get('llm')!r}")
+        clean["top_k"] = max(1, min(50, int(clean.get("top_k") or self.settings.top_k)))
+        previous = (self.settings, self._answerer, self._answerer_key, self.notice)
+        self.settings = dataclasses.replace(self.settings, **clean)
+        try:
+            self.answerer()
+        except Exception as e:  # a UI boundary: any failure to build leaves the old settings
+            self.settings, self._answerer, self._answerer_key, self.notice = previous
+            return f"设置未生效：{e}"
+        name = dict((v, k) for k, v in GENERATORS).get(self.settings.llm, self.settings.llm)
+        msg = f"已应用（仅本会话）：生成方式 {name}，top-k {self.settings.top_k}。"
+        return f"{msg}{self.notice}" if self.notice else msg
+
+    def rewrite(self, question: str) -> str:
+        """The standalone form of `question` given this session's history."""
+        self.answerer()  # the rewriter comes with the answerer
+        return self._chat.rewrite(question)
+
+    def ask(self, question: str, standalone: str | None = None) -> Iterator[str | Any]:
+        """Stream the answer to `question` (a follow-up is rewritten first, or `standalone`).
+
+        Yields str pieces, then the finished Answer, which is also kept in the history.
+        """
+        from rag.read.followup import Turn
+
+        answerer = self.answerer()
+        standalone = standalone or self._chat.rewrite(question)
+        final = None
+        for item in answerer.stream(standalone, top_k=self.settings.top_k):
+            if isinstance(item, str):
+                yield item
+            else:
+                final = item
+        if final is None:
+            raise RagError("the answerer ended without an answer")
+        final.question = question
+        final.rewritten_question = standalone
+        self._chat.history.append(Turn(question, standalone, final.text))
+        yield final
+
+    def respond(self, question: str) -> Iterator[list[dict[str, Any]]]:
+        """Run one chat turn, yielding the message list after each streamed piece."""
+        question = question.strip()
+        if not question:
+            return
+        self.messages.append({"role": "user", "content": render_user(question)})
+        self.messages.append({"role": "assistant", "content": render_partial("", question, None)})
+        at = len(self.messages) - 1
+        yield self.messages
+        text = ""
+        try:
+            rewritten = self.rewrite(question)
+            for item in self.ask(question, rewritten):
+                if isinstance(item, str):
+                    text += item
+                    self.messages[at]["content"] = render_partial(text, question, rewritten)
+                    yield self.messages
+                else:
+                    turn = len(self.answers)
+                    self.answers.append(item)
+                    self.message_turn[at] = turn
+                    self.messages[at]["content"] = render_answer(item, turn, self.library.n_chars())
+                    yield self.messages
+        except RagError as e:
+            self.messages[at]["content"] = render_error(str(e))
+            yield self.messages
+        except Exception as e:  # a generator bug must not take the session down
+            print(f"app: error answering {question!r}: {type(e).__name__}: {e}", file=sys.stderr)
+            self.messages[at]["content"] = render_error(f"{type(e).__name__}: {e}")
+            yield self.messages
+
+    def citation(self, turn: int, n: int):
+        """Citation `n` of answer `turn`, or None."""
+        if not 0 <= turn < len(self.answers):
+            return None
+        return next((c for c in self.answers[turn].citations if c.n == n), None)
+
+    def reset(self) -> None:
+        self._chat.reset()
+        self.messages.clear()
+        self.answers.clear()
+        self.message_turn.clear()
+        self.pending = None
+
+    def feedback(self, message_index: int, rating: str, comment: str = ""):
+        """Record a rating of the answer in chat message `message_index`; return the record."""
+        from rag.serve.feedback import append_feedback, feedback_from_answer
+
+        turn = self.message_turn.get(message_index)
+        if turn is None:
+            raise ConfigError("only answers can be rated")
+        rec = feedback_from_answer(
+            self.answers[turn],
+            rating,
+            self.settings.to_dict(),
+            comment=comment,
+            session=self.id,
+            index_version=self.library.index.folder.name,
+        )
+        append_feedback(self.library.feedback_path, rec)
+        self.pending = rec
+        return rec
+
+    def comment(self, text: str):
+        """Add a comment to the last rating (appended as a superseding record)."""
+        from rag.serve.feedback import append_feedback
+
+        if self.pending is None:
+            raise ConfigError("rate an answer first")
+        rec = self.pending.with_comment(text)
+        append_feedback(self.library.feedback_path, rec)
+        self.pending = None
+        return rec
+
+
+def example_questions(
+    doc_ids: set[str], titles: dict[str, str], qa_path: Path = DEFAULT_QA, n: int = 4
+) -> list[str]:
+    """Up to `n` example questions about documents in the index.
+
+    From the corpus QA set when its documents are indexed (preferred ids first, then one
+    per document); otherwise questions about document titles.
+    """
+    picked: list[str] = []
+    try:
+        rows = [
+            json.loads(line)
+            for line in Path(qa_path).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+    except (OSError, json.JSONDecodeError):
+        rows = []
+    usable = [
+        r
+        for r in rows
+        if r.get("answerable")
+        and r.get("question")
+        and set(r.get("gold_doc_ids") or ["?"]) <= doc_ids
+    ]
+    by_id = {r.get("id"): r for r in usable}
+    seen_docs: set[str] = set()
+    for qid in PREFERRED_EXAMPLES:
+        if qid in by_id and len(picked) < n:
+            picked.append(by_id[qid]["question"])
+            seen_docs.update(by_id[qid].get("gold_doc_ids") or [])
+    for r in usable:
+        if len(picked) >= n:
+            break
+        doc = (r.get("gold_doc_ids") or [""])[0]
+        if r["question"] in picked or doc in seen_docs or len(r["question"]) > 40:
+            continue
+        seen_docs.add(doc)
+        picked.append(r["question"])
+    for doc_id in sorted(doc_ids):
+        if len(picked) >= n:
+            break
+        q = f"《{titles.get(doc_id) or doc_id}》主要讲了什么？"
+        if q not in picked:
+            picked.append(q)
+    return picked[:n]

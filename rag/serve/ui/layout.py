@@ -1,0 +1,313 @@
+"""The gradio Blocks page: components and the wiring of their events to the handlers."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rag.errors import RagError
+from rag.serve.ui.handlers import GENERATORS, ChatState
+from rag.serve.ui.library import DOC_HEADERS, Library
+from rag.serve.ui.render import VIEWER_EMPTY, VIEWER_JS, esc, render_results
+
+
+def _info_markdown(library: Library, state: ChatState | None) -> str:
+    i = library.info()
+    s = state.settings if state else library.settings
+    name = dict((v, k) for k, v in GENERATORS).get(s.llm, s.llm)
+    model = f"（{s.llm_model}）" if s.llm_model and s.llm != "extractive" else ""
+    return (
+        f"**嵌入模型**：`{i['embed_model']}`（{i['dim']} 维）  \n"
+        f"**索引**：`{i['index_dir']}`，版本 `{i['version']}`，{i['n_docs']} 篇文档，"
+        f"{i['n_chunks']} 个片段，向量检索 {i['vector_index']}  \n"
+        f"**本会话**：生成方式 {name}{model}，top-k {s.top_k}"
+    )
+
+
+def build_app(library: Library, examples: Sequence[str]):
+    """Lay out the app and wire its events; returns a `gr.Blocks` (not launched)."""
+    import gradio as gr
+
+    from rag.ingest.loaders import SUPPORTED
+
+    base = library.settings
+
+    def new_state() -> ChatState:
+        return ChatState(library, base)
+
+    def doc_table():
+        return [list(r) for r in library.documents()]
+
+    def doc_choices():
+        return [(f"{r.title}（{r.doc_id}）", r.doc_id) for r in library.documents()]
+
+    # every hour, drop Gradio's copies of uploads older than a day (they are indexed by then)
+    with gr.Blocks(title="文档问答", delete_cache=(3600, 86400)) as demo:
+        state = gr.State(None)
+        gr.Markdown(
+            "## 文档问答\n基于知识库中的文档回答问题，每个回答都标明出处 [n]；点击引用可查看原文。"
+        )
+        with gr.Tabs():
+            with gr.Tab("对话", id="chat", elem_id="rag-tab-chat"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(
+                            label="对话",
+                            elem_id="rag-chat",
+                            height=600,
+                            examples=[{"text": q} for q in examples],
+                            placeholder="**向知识库提问**<br>可以试试下面的示例问题。",
+                            feedback_options=("Like", "Dislike"),
+                            latex_delimiters=[],
+                            buttons=["copy"],
+                        )
+                        with gr.Row():
+                            question = gr.Textbox(
+                                show_label=False,
+                                placeholder="输入问题，按回车发送",
+                                elem_id="rag-question",
+                                scale=8,
+                                lines=1,
+                                max_lines=4,
+                                autofocus=True,
+                            )
+                            send = gr.Button(
+                                "发送", variant="primary", scale=1, min_width=80, elem_id="rag-send"
+                            )
+                            new_chat = gr.Button(
+                                "新对话", scale=1, min_width=80, elem_id="rag-new-chat"
+                            )
+                        with gr.Row(visible=False, elem_id="rag-feedback-row") as fb_row:
+                            fb_comment = gr.Textbox(
+                                label="补充说明（可选）", elem_id="rag-feedback-comment", scale=5
+                            )
+                            fb_send = gr.Button("提交说明", elem_id="rag-feedback-send", scale=1)
+                        fb_status = gr.Markdown(elem_id="rag-feedback-status")
+                    with gr.Column(scale=2):
+                        viewer = gr.HTML(
+                            VIEWER_EMPTY,
+                            label="原文",
+                            show_label=True,
+                            container=True,
+                            js_on_load=VIEWER_JS,
+                            elem_id="rag-viewer",
+                            max_height=640,
+                        )
+            with gr.Tab("知识库", id="kb", elem_id="rag-tab-kb"):
+                gr.Markdown("### 文档列表")
+                docs = gr.Dataframe(
+                    value=doc_table(),
+                    headers=DOC_HEADERS,
+                    interactive=False,
+                    wrap=True,
+                    elem_id="rag-docs",
+                    label="已入库文档",
+                )
+                refresh = gr.Button("刷新列表", size="sm", elem_id="rag-refresh")
+                gr.Markdown(
+                    "### 上传文档\n支持的格式："
+                    + "、".join(sorted(SUPPORTED))
+                    + f"；单个文件不超过 {base.max_file_mb:g} MB。上传后自动入库。"
+                )
+                upload = gr.File(
+                    label="上传文件（可多选）",
+                    file_count="multiple",
+                    file_types=sorted(SUPPORTED),
+                    elem_id="rag-upload",
+                )
+                upload_result = gr.HTML(elem_id="rag-upload-result")
+                gr.Markdown("### 删除文档")
+                remove_pick = gr.Dropdown(
+                    choices=doc_choices(),
+                    multiselect=True,
+                    label="选择要删除的文档",
+                    elem_id="rag-remove-pick",
+                )
+                remove_btn = gr.Button("删除所选文档", variant="stop", elem_id="rag-remove")
+                remove_result = gr.HTML(elem_id="rag-remove-result")
+            with gr.Tab("设置", id="settings", elem_id="rag-tab-settings"):
+                gr.Markdown("设置只对当前浏览器会话生效，不影响其他用户。")
+                gen = gr.Dropdown(
+                    choices=GENERATORS, value=base.llm, label="生成方式", elem_id="rag-gen"
+                )
+                llm_model = gr.Textbox(
+                    value=base.llm_model or "", label="模型名称（OpenAI 兼容 / Ollama）"
+                )
+                llm_url = gr.Textbox(
+                    value=base.llm_base_url or "", label="接口地址（OpenAI 兼容 / Ollama）"
+                )
+                llm_path = gr.Textbox(value=base.llm_model_path or "", label="GGUF 模型文件路径")
+                top_k = gr.Slider(
+                    1, 20, value=base.top_k, step=1, label="检索段落数（top-k）", elem_id="rag-topk"
+                )
+                apply = gr.Button("应用设置", variant="primary", elem_id="rag-apply")
+                settings_status = gr.Markdown(elem_id="rag-settings-status")
+                info = gr.Markdown(_info_markdown(library, None), elem_id="rag-info")
+
+        # ------------------------------------------------------------------ events
+        def on_load(st):
+            st = st or new_state()
+            return st, doc_table(), gr.update(choices=doc_choices()), _info_markdown(library, st)
+
+        demo.load(on_load, [state], [state, docs, remove_pick, info])
+
+        def on_ask(text, st):
+            st = st or new_state()
+            if not (text or "").strip():
+                yield st.messages, "", st
+                return
+            for messages in st.respond(text):
+                yield messages, "", st
+
+        gr.on(
+            [question.submit, send.click],
+            on_ask,
+            [question, state],
+            [chatbot, question, state],
+            concurrency_limit=4,
+            concurrency_id="ask",
+        )
+
+        def on_example(st, evt: gr.SelectData):
+            st = st or new_state()
+            value = evt.value if isinstance(evt.value, dict) else {"text": str(evt.value)}
+            yield from on_ask(value.get("text", ""), st)
+
+        chatbot.example_select(
+            on_example,
+            [state],
+            [chatbot, question, state],
+            concurrency_limit=4,
+            concurrency_id="ask",
+        )
+
+        def on_new(st):
+            st = st or new_state()
+            st.reset()
+            return [], st, VIEWER_EMPTY, gr.update(visible=False), ""
+
+        new_chat.click(on_new, [state], [chatbot, state, viewer, fb_row, fb_status])
+        chatbot.clear(on_new, [state], [chatbot, state, viewer, fb_row, fb_status])
+
+        def on_open(st, evt: gr.EventData):
+            data = getattr(evt, "_data", None) or {}
+            try:
+                turn, n = int(data.get("turn")), int(data.get("n"))
+            except (TypeError, ValueError):
+                return gr.skip()
+            c = st.citation(turn, n) if st else None
+            if c is None:
+                return '<div class="rag-doc rag-doc-empty">找不到这条引用。</div>'
+            return library.document_view(c)
+
+        viewer.click(on_open, [state], [viewer], concurrency_limit=4)
+
+        def on_like(st, evt: gr.LikeData):
+            idx = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
+            liked = evt.liked
+            rating = (
+                "up" if liked in (True, "Like") else "down" if liked in (False, "Dislike") else None
+            )
+            if st is None or rating is None:
+                return gr.update(visible=False), "", st
+            try:
+                st.feedback(int(idx), rating)
+            except RagError as e:
+                return gr.update(visible=False), f"未记录：{e}", st
+            thumb = "👍" if rating == "up" else "👎"
+            return gr.update(visible=True), f"已记录反馈 {thumb}，可以补充说明（可选）。", st
+
+        chatbot.like(on_like, [state], [fb_row, fb_status, state])
+
+        def on_comment(text, st):
+            if st is None or st.pending is None:
+                return gr.update(visible=False), "", "请先点赞或点踩一个回答。", st
+            if (text or "").strip():
+                st.comment(text)
+                return gr.update(visible=False), "", "已记录说明，谢谢！", st
+            st.pending = None
+            return gr.update(visible=False), "", "", st
+
+        gr.on(
+            [fb_send.click, fb_comment.submit],
+            on_comment,
+            [fb_comment, state],
+            [fb_row, fb_comment, fb_status, state],
+        )
+
+        def on_upload(files, st, progress=gr.Progress(track_tqdm=True)):
+            st = st or new_state()
+            paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
+            if not paths:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), st
+            progress(0.05, desc=f"正在入库 {len(paths)} 个文件……")
+            results = library.add_files(
+                [(p, Path(p).name) for p in paths], log=lambda m: progress(0.2, desc=m)
+            )
+            progress(1.0, desc="完成")
+            return (
+                render_results(results),
+                doc_table(),
+                gr.update(choices=doc_choices()),
+                None,
+                _info_markdown(library, st),
+                st,
+            )
+
+        upload.upload(
+            on_upload,
+            [upload, state],
+            [upload_result, docs, remove_pick, upload, info, state],
+            concurrency_limit=1,
+            concurrency_id="write",
+        )
+
+        def on_remove(doc_ids, st):
+            if not doc_ids:
+                return (
+                    '<div class="rag-doc-note">请先选择要删除的文档。</div>',
+                    gr.skip(),
+                    gr.skip(),
+                    gr.skip(),
+                )
+            try:
+                results = library.remove(list(doc_ids))
+            except RagError as e:
+                return (
+                    f'<div class="rag-error">{esc(str(e))}</div>',
+                    gr.skip(),
+                    gr.skip(),
+                    gr.skip(),
+                )
+            return (
+                render_results(results),
+                doc_table(),
+                gr.update(choices=doc_choices(), value=[]),
+                _info_markdown(library, st),
+            )
+
+        remove_btn.click(
+            on_remove,
+            [remove_pick, state],
+            [remove_result, docs, remove_pick, info],
+            concurrency_limit=1,
+            concurrency_id="write",
+        )
+        refresh.click(
+            lambda: (doc_table(), gr.update(choices=doc_choices())), None, [docs, remove_pick]
+        )
+
+        def on_apply(g, model, url, path, k, st):
+            st = st or new_state()
+            try:
+                msg = st.apply(
+                    llm=g, llm_model=model, llm_base_url=url, llm_model_path=path, top_k=k
+                )
+            except RagError as e:
+                msg = f"设置未生效：{e}"
+            return msg, _info_markdown(library, st), st
+
+        apply.click(
+            on_apply,
+            [gen, llm_model, llm_url, llm_path, top_k, state],
+            [settings_status, info, state],
+        )
+    return demo

@@ -1,0 +1,316 @@
+"""The knowledge base as the page sees it: the index built from corpus/ at start, uploads stored and ingested, documents listed, removed and shown."""
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from rag.config import Settings
+from rag.errors import IndexStoreError, LoadError, RagError
+from rag.serve.ui.render import UploadResult, esc, render_document
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+DEFAULT_CORPUS = REPO_ROOT / "corpus"
+
+
+DEFAULT_QA = REPO_ROOT / "eval" / "datasets" / "corpus_qa.jsonl"
+
+
+DOC_HEADERS = ["标题", "日期", "片段数", "编码", "入库时间", "文档 ID"]
+
+
+def data_dir(settings: Settings) -> Path:
+    """The folder beside the index that holds uploads and feedback."""
+    return settings.index_path.resolve().parent
+
+
+def use_upload_temp_dir(settings: Settings, environ: dict[str, str] | None = None) -> Path:
+    """Point Gradio's upload folder into the data folder, unless $GRADIO_TEMP_DIR is set.
+
+    Gradio writes every uploaded file there before we store it, and otherwise uses the
+    system temp folder: this keeps uploaded content inside the data folder. Gradio reads
+    the variable when it is imported, so this must run first. Returns the folder.
+    """
+    env = os.environ if environ is None else environ
+    if not env.get("GRADIO_TEMP_DIR"):
+        env["GRADIO_TEMP_DIR"] = str(data_dir(settings) / "gradio-tmp")
+    return Path(env["GRADIO_TEMP_DIR"])
+
+
+def ensure_index(
+    settings: Settings,
+    corpus_dir: str | Path | None,
+    embedder=None,
+    log: Callable[[str], None] | None = None,
+) -> bool:
+    """Build the index from `corpus_dir` when there is none yet, or when it was written by
+    another version of rag (`ingest` re-indexes it); True if it was built.
+
+    Progress (a line per stage and the embedding progress bar) goes to stderr.
+    """
+    from rag.index.build import ingest
+    from rag.index.versions import current_version, is_current_schema
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    exists = current_version(settings.index_path) is not None
+    if exists and is_current_schema(settings.index_path):
+        return False
+    have_corpus = corpus_dir is not None and Path(corpus_dir).is_dir()
+    if exists and not have_corpus:
+        return False  # nothing to rebuild it from: opening it says how
+    if not have_corpus:
+        raise IndexStoreError(
+            f"{settings.index_path}: no index here yet and no corpus folder to build it from "
+            f"({corpus_dir}); run `rag ingest PATH --index {settings.index_dir}` or pass --corpus DIR"
+        )
+    if not exists:
+        log(f"No index in {settings.index_path} yet: building it from {corpus_dir} ...")
+    report = ingest([corpus_dir], settings, embedder=embedder, log=log, progress=True)
+    for r in report.results:
+        if r.status == "failed":
+            log(f"failed: {r.source}: {r.reason}")
+    log(report.summary())
+    if not report.ingested_anything:
+        raise IndexStoreError(f"{corpus_dir}: no document could be indexed")
+    return True
+
+
+# =========================================================================== uploads
+_UNSAFE = re.compile(r"[^\w.\-]+")
+
+
+def sanitize_filename(name: str, limit: int = 60) -> str:
+    """A file-system-safe version of a user's file name stem (letters, digits, CJK, - _ .)."""
+    stem = _UNSAFE.sub("_", Path(name.replace("\\", "/")).name)
+    stem = re.sub(r"_+", "_", stem).strip("._-")
+    return stem[:limit] or "file"
+
+
+def store_upload(src: str | Path, name: str, uploads_dir: Path, max_bytes: int) -> Path:
+    """Copy an uploaded file into `uploads_dir` under a generated name; return that path.
+
+    The stored name is `<content hash>__<sanitised name>`: never a path the user chose,
+    and the same file uploaded twice maps to the same document (reported unchanged).
+    A sidecar gives the document its title from the original file name. Raises
+    LoadError(name, reason) for a type the loader does not take, an empty or too large file.
+    """
+    from rag.ingest.loaders import SUPPORTED
+
+    base = Path(name.replace("\\", "/")).name or "file"
+    ext = Path(base).suffix.lower()
+    if ext not in SUPPORTED:
+        shown = ext or "(no extension)"
+        raise LoadError(
+            base, f"unsupported file type {shown} (supported: {' '.join(sorted(SUPPORTED))})"
+        )
+    src = Path(src)
+    size = src.stat().st_size
+    if size == 0:
+        raise LoadError(base, "empty file")
+    if size > max_bytes:
+        raise LoadError(
+            base, f"file is {size / 2**20:.3g} MB, over the {max_bytes / 2**20:.3g} MB limit"
+        )
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    stem = Path(base).stem
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    dest = uploads_dir / f"{h.hexdigest()[:16]}__{sanitize_filename(stem)}{ext}"
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    if ext != ".jsonl":  # records of a JSON-lines file carry their own titles
+        side = {"title": stem or base, "original_file": base}
+        dest.with_suffix(".meta.json").write_text(
+            json.dumps(side, ensure_ascii=False), encoding="utf-8"
+        )
+    return dest
+
+
+def _discard_upload(path: Path) -> None:
+    for p in (path, path.with_suffix(".meta.json")):
+        p.unlink(missing_ok=True)
+
+
+# =========================================================================== shared state
+class DocRow(NamedTuple):
+    title: str
+    date: str
+    chunks: int
+    encoding: str
+    indexed_at: str
+    doc_id: str
+
+
+def _local_time(iso: str | None) -> str:
+    if not iso:
+        return ""
+    try:
+        return dt.datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso
+
+
+class Library:
+    """What every session shares: the loaded system, the upload folder, the write lock.
+
+    Uploads and removals are serialised by a lock, write a new index version and then
+    `system.reload()`; sessions pick the new version up at their next question.
+    """
+
+    def __init__(self, system, uploads_dir: Path, feedback_path: Path):
+        self.system = system
+        self.settings: Settings = system.settings
+        self.uploads_dir = Path(uploads_dir)
+        self.feedback_path = Path(feedback_path)
+        self._write_lock = threading.Lock()
+
+    @property
+    def index(self):
+        return self.system.index
+
+    def documents(self) -> list[DocRow]:
+        """The indexed documents, most recently indexed first."""
+        docs = sorted(self.index.docs.items(), key=lambda kv: kv[1].get("title") or kv[0])
+        docs.sort(key=lambda kv: kv[1].get("indexed_at") or "", reverse=True)
+        return [
+            DocRow(
+                d.get("title") or doc_id,
+                d.get("date") or "",
+                len(d.get("chunk_ids", [])),
+                d.get("encoding") or "",
+                _local_time(d.get("indexed_at")),
+                doc_id,
+            )
+            for doc_id, d in docs
+        ]
+
+    def info(self) -> dict[str, Any]:
+        idx = self.index
+        m = idx.manifest
+        return {
+            "embed_model": m["embedding"]["model"],
+            "dim": m["embedding"]["dim"],
+            "index_dir": str(self.settings.index_path.resolve()),
+            "version": idx.folder.name,
+            "n_docs": len(idx.docs),
+            "n_chunks": len(idx),
+            "vector_index": m.get("vector_index", ""),
+        }
+
+    def add_files(
+        self, files: Sequence[tuple[str | Path, str]], log: Callable[[str], None] | None = None
+    ) -> list[UploadResult]:
+        """Store and ingest uploaded files, given as (temporary path, original name) pairs.
+
+        Returns one result per file (per record for JSON lines), in the given order.
+        """
+        from rag.index.build import FileResult, ingest
+
+        max_bytes = int(self.settings.max_file_mb * 2**20)
+        slots: list[UploadResult | Path] = []
+        names: dict[Path, str] = {}
+        for src, name in files:
+            try:
+                dest = store_upload(src, name, self.uploads_dir, max_bytes)
+            except LoadError as e:
+                slots.append(UploadResult(Path(name).name, "failed", e.reason))
+                continue
+            except OSError as e:
+                slots.append(
+                    UploadResult(
+                        Path(name).name, "failed", f"cannot store the file: {e.strerror or e}"
+                    )
+                )
+                continue
+            names[dest.resolve()] = Path(name).name
+            slots.append(dest.resolve())
+        by_path: dict[Path, list] = {}
+        if names:
+            try:
+                with self._write_lock:
+                    report = ingest(
+                        [str(p) for p in names],
+                        self.settings,
+                        embedder=self.system.embedder,
+                        log=log,
+                        progress=True,
+                    )
+                    self.system.reload()
+            except RagError as e:  # e.g. another process holds the index lock
+                report = None
+                for p in names:
+                    by_path[p] = [FileResult(str(p), "failed", reason=str(e))]
+            for r in report.results if report else []:
+                by_path.setdefault(Path(r.source.split("#", 1)[0]).resolve(), []).append(r)
+        out: list[UploadResult] = []
+        for slot in slots:
+            if isinstance(slot, UploadResult):
+                out.append(slot)
+                continue
+            rs = by_path.get(slot) or [FileResult(str(slot), "failed", reason="not ingested")]
+            for r in rs:
+                out.append(UploadResult(names[slot], r.status, r.reason, r.doc_id, r.chunks))
+            if all(r.status == "failed" for r in rs):
+                _discard_upload(slot)
+        return out
+
+    def remove(self, doc_ids: Sequence[str]) -> list[UploadResult]:
+        """Remove documents from the index; an uploaded file no document uses is deleted too."""
+        from rag.index.build import remove_documents
+
+        with self._write_lock:
+            before = dict(self.index.docs)
+            report = remove_documents(doc_ids, self.settings)
+            self.system.reload()
+            still_used = {Path(d["source"].split("#", 1)[0]) for d in self.index.docs.values()}
+        out = []
+        uploads = self.uploads_dir.resolve()
+        for r in report.results:
+            d = before.get(r.doc_id, {})
+            out.append(UploadResult(d.get("title") or r.doc_id, r.status, r.reason, r.doc_id))
+            if r.status != "removed":
+                continue
+            path = Path(d["source"].split("#", 1)[0])
+            if uploads in path.resolve().parents and path not in still_used:
+                _discard_upload(path)
+        return out
+
+    def document_view(self, citation) -> str:
+        """The cited document from the live index, scrolled to the citation's passage.
+
+        If the document changed since the answer, the passage is looked up again by its
+        text; if it was removed, say so.
+        """
+        idx = self.index
+        d = idx.docs.get(citation.doc_id)
+        if d is None:
+            return f'<div class="rag-doc rag-doc-empty">《{esc(citation.title)}》已从知识库中删除。</div>'
+        text = idx.document_text(citation.doc_id)
+        start, end, quotes, note = citation.start, citation.end, list(citation.quotes), ""
+        if text[start:end] != citation.text:
+            found = text.find(citation.text)
+            if found < 0:
+                note = "文档在回答之后已更新，找不到原引用的段落。"
+                return render_document(d.get("title") or citation.doc_id, text, d, note=note)
+            shift = found - start
+            start, end = found, found + len(citation.text)
+            quotes = [(s + shift, e + shift) for s, e in quotes]
+        return render_document(
+            d.get("title") or citation.doc_id, text, d, (start, end), quotes, citation.n, note
+        )
+
+    def n_chars(self) -> dict[str, int]:
+        return {k: v.get("n_chars", 0) for k, v in self.index.docs.items()}
