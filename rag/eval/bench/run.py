@@ -222,7 +222,9 @@ def embedding_rounds(
                             "queries": queries,
                             **({"omp_wait_policy": "PASSIVE"} if args.omp_passive else {})}))  # fmt: skip
         if not args.no_baseline:
-            li.append(runner("rag.eval.bench.baseline", "li_embed", tag, {"corpus": str(corpus_dir)}))
+            li.append(
+                runner("rag.eval.bench.baseline", "li_embed", tag, {"corpus": str(corpus_dir)})
+            )
     if peaks:
         peak = dict(max(peaks, key=lambda m: m["peak_gflops"]))
         peak["peak_gflops_per_cpu_s"] = max(m["peak_gflops_per_cpu_s"] for m in peaks)
