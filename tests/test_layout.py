@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from rag.config import Settings
+from rag.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +23,18 @@ def test_import_contracts_hold() -> None:
     out = subprocess.run([str(exe)], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout
+
+
+def test_a_chunk_size_too_small_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="chunk_size must be at least 20"):
+        Settings(chunk_size=10)
+    (tmp_path / "a.txt").write_text("威海市召开城市更新大会。", encoding="utf-8")
+    (tmp_path / "rag.toml").write_text("[rag]\nchunk_size = 10\n", encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "rag.serve.cli", "ingest", str(tmp_path / "a.txt"),
+         "--config", str(tmp_path / "rag.toml"), "--index", str(tmp_path / "idx")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert out.returncode != 0
     assert "chunk_size must be at least 20" in out.stderr
     assert "Traceback" not in out.stderr
