@@ -288,7 +288,8 @@ def zygote(tmp_path_factory):
 def expected_docs(corpus: Path, settings: Settings) -> dict[str, str]:
     """{doc_id: content hash} that a complete `ingest([corpus], prune=True)` leaves."""
     from rag.index.workers import _content_hash, _prepare
-    from rag.ingest.loaders import discover, load_file
+    from rag.ingest.discover import discover
+    from rag.ingest.loaders import load_file
 
     out = {}
     for f, root in discover([corpus]):

@@ -27,7 +27,8 @@ from rag.errors import LoadError
 from rag.index.bm25 import tokenize
 from rag.ingest.chunking import chunk_id, chunk_spans, split_sentences
 from rag.ingest.clean import clean_text
-from rag.ingest.loaders import SUPPORTED, Document, _norm_newlines, decode_bytes, load_file
+from rag.ingest.decode import _norm_newlines, decode_bytes
+from rag.ingest.loaders import SUPPORTED, Document, load_file
 from rag.textnorm import normalize
 
 EXAMPLES = int(os.environ.get("RAG_FUZZ_EXAMPLES", "0"))

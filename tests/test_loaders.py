@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from rag.errors import LoadError
-from rag.ingest.loaders import SUPPORTED, Document, decode_bytes, discover, load_file
+from rag.ingest.decode import decode_bytes
+from rag.ingest.discover import discover
+from rag.ingest.loaders import SUPPORTED, Document, load_file
 
 SIMP_SHORT = "崂山区召开全区城市更新和城市建设动员大会"  # 20 characters
 TRAD_SHORT = "嶗山區召開全區城市更新和城市建設2023年度動員大會"
@@ -252,7 +254,7 @@ def test_deeply_nested_html(tmp_path):
 
 def test_regex_fallback_for_html():
     # Used when the parser hits RecursionError; bs4 4.13+ no longer does, so test directly.
-    from rag.ingest.loaders import _html_regex
+    from rag.ingest.formats import _html_regex
 
     page = (
         "<html><head><title>标题</title><style>p{}</style></head><body>"

@@ -97,7 +97,7 @@ def ingest(
     `prune` documents whose files are gone (under the given paths) are removed.
     `crash_hook(stage)` is called between write stages; tests use it to simulate crashes.
     """
-    from rag.ingest.loaders import discover
+    from rag.ingest.discover import discover
 
     log = log or (lambda m: print(m, file=sys.stderr))
     t0 = time.perf_counter()

@@ -1,0 +1,69 @@
+"""Which files under the paths a user gives are documents: supported suffixes, no lock files or sidecars, .ragignore patterns."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from rag.errors import LoadError
+from rag.ingest.loaders import SIDECAR_SUFFIX
+
+
+def _skipped_name(name: str) -> bool:
+    # "~$x.docx" are Word's lock files: tiny, not documents, always fail to parse.
+    return name.startswith((".", "~$"))
+
+
+def _ragignore(folder: Path) -> list[str]:
+    """Glob patterns (relative paths) from FOLDER/.ragignore: files that are not documents."""
+    try:
+        lines = (folder / ".ragignore").read_text(encoding="utf-8").splitlines()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return []
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def discover(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
+    """List (file, root) pairs for `paths`: folders are walked recursively.
+
+    Within a folder the files are sorted by relative path; hidden files and folders,
+    Word lock files, sidecars (`*.meta.json`) and paths matching a glob in the
+    folder's `.ragignore` are skipped. A file named directly
+    has its parent as root (and is kept even if hidden; not if it is a sidecar). Unsupported extensions are kept: `load_file` reports
+    them. Raises LoadError for a path that does not exist.
+    """
+    out: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+
+    def add(file: Path, root: Path) -> None:
+        key = file.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append((file, root))
+
+    for p in map(Path, paths):
+        if p.is_dir():
+            found: list[tuple[str, Path]] = []
+            ignored = _ragignore(p)
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = [d for d in dirnames if not _skipped_name(d)]
+                for name in filenames:
+                    if _skipped_name(name) or name.lower().endswith(SIDECAR_SUFFIX):
+                        continue
+                    f = Path(dirpath) / name
+                    rel = f.relative_to(p).as_posix()
+                    if any(fnmatch.fnmatch(rel, pat) for pat in ignored):
+                        continue
+                    found.append((rel, f))
+            for _, f in sorted(found):
+                add(f, p)
+        elif p.is_file():
+            if not p.name.lower().endswith(SIDECAR_SUFFIX):
+                add(p, p.parent)
+        elif p.exists():  # a FIFO, a device: load_file refuses it, the batch goes on
+            add(p, p.parent)
+        else:
+            raise LoadError(str(p), "no such file or folder")
+    return out
