@@ -143,7 +143,9 @@ class ExtractiveAnswerer:
             if names_year:
                 if hit.doc_id not in untied:
                     text = self.retriever.index.document_text(hit.doc_id)
-                    untied[hit.doc_id] = years_untied(self.reader.analyse(question).years, text, date)
+                    untied[hit.doc_id] = years_untied(
+                        self.reader.analyse(question).years, text, date
+                    )
                 if untied[hit.doc_id]:
                     continue
             return c
