@@ -160,9 +160,6 @@ class SearchResult:
     hits: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
 
-    def __iter__(self) -> Iterator[Hit]:
-        return iter(self.hits)
-
 
 @dataclass(frozen=True)
 class Citation:

@@ -18,7 +18,13 @@ from typing import Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.llms import LLM, ChatMessage, MessageRole
-from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import (
+    NodeRelationship,
+    NodeWithScore,
+    QueryBundle,
+    RelatedNodeInfo,
+    TextNode,
+)
 from pydantic import PrivateAttr
 
 from rag.types import Chunk, DocMeta, Filters
@@ -26,8 +32,6 @@ from rag.types import Chunk, DocMeta, Filters
 
 def to_node(chunk: Chunk, meta: DocMeta | None = None) -> TextNode:
     """A chunk as a llama-index TextNode carrying its offsets and its document's metadata."""
-    from llama_index.core.schema import RelatedNodeInfo
-
     m = {**(meta.to_dict() if meta else {}), "doc_id": chunk.doc_id}
     node = TextNode(
         id_=chunk.id,

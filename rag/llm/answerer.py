@@ -39,7 +39,7 @@ from rag.llm.grounding import (
 )
 from rag.llm.prompts import Passage, build_messages
 from rag.llm.rewrite import clean_rewrite, make_rewriter
-from rag.read.extractive import REFUSAL, ExtractiveAnswerer, make_citation
+from rag.read.extractive import REFUSAL, ExtractiveAnswerer, make_citation, refusal
 from rag.types import Answer, AnswerSentence, Filters, Hit
 
 log = logging.getLogger("rag.llm.answerer")
@@ -48,7 +48,6 @@ GENERATORS = ("extractive", "openai", "ollama", "llamacpp")
 
 UNSUPPORTED_MARK = "〔未核实〕"
 UNCITED_MARK = "〔无引用〕"
-RELATED_NOTICE = "以下段落可能相关，但不足以回答这个问题。"
 
 # An answer that says the passages do not suffice (the prompt asks for REFUSAL verbatim;
 # models paraphrase it).
@@ -211,20 +210,9 @@ class LLMAnswerer:
         """Turn the LLM's raw text into a checked `Answer` (or the extractive one)."""
         raw = raw.strip()
         if is_refusal(raw):
-            related = [
-                make_citation(self.retriever.index, n, h) for n, h in enumerate(hits[:3], start=1)
-            ]
-            return Answer(
-                question,
-                REFUSAL,
-                True,
-                related,
-                [],
-                hits,
-                extractive.confidence,
-                notice=RELATED_NOTICE if related else "",
-                generator=self.name,
-            )
+            ans = refusal(self.retriever.index, question, hits, extractive.confidence)
+            ans.generator = self.name
+            return ans
         checks = check_citations(
             raw, [h.text for h in hits], self.embedder, self.settings.grounding_threshold
         )

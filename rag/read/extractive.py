@@ -21,6 +21,7 @@ from rag.textnorm import norm
 from rag.types import Answer, AnswerSentence, Citation, Filters, Hit, Searcher
 
 REFUSAL = "根据现有文档无法回答这个问题。"
+RELATED_NOTICE = "以下段落可能相关，但不足以回答这个问题。"
 
 # Refusal model: logistic regression over evidence features, fitted by
 # rag/eval/tuning/calibrate_refusal.py on data other than corpus_qa (see refusal_calibration.md).
@@ -253,16 +254,19 @@ class ExtractiveAnswerer:
         return Answer(question, text, False, citations, sentences, hits, conf)
 
     def _refusal(self, question, hits, conf: float) -> Answer:
-        related = [
-            make_citation(self.retriever.index, n, h) for n, h in enumerate(hits[:3], start=1)
-        ]
-        return Answer(
-            question,
-            REFUSAL,
-            True,
-            related,
-            [],
-            hits,
-            conf,
-            notice="以下段落可能相关，但不足以回答这个问题。" if related else "",
-        )
+        return refusal(self.retriever.index, question, hits, conf)
+
+
+def refusal(index, question: str, hits: list[Hit], confidence: float) -> Answer:
+    """The plain refusal, with the top three passages offered as possibly related."""
+    related = [make_citation(index, n, h) for n, h in enumerate(hits[:3], start=1)]
+    return Answer(
+        question,
+        REFUSAL,
+        True,
+        related,
+        [],
+        hits,
+        confidence,
+        notice=RELATED_NOTICE if related else "",
+    )
