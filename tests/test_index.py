@@ -129,6 +129,36 @@ def test_crash_at_any_stage_leaves_previous_index_loadable(tmp_path, settings, e
     assert not [p for p in settings.index_path.iterdir() if p.name.startswith(".tmp-")]
 
 
+def test_a_run_killed_after_the_swap_is_tidied_by_the_next_run_with_nothing_to_do(
+    tmp_path, settings, embedder
+):
+    # Found by the SIGKILL test in CI: a run stopped between swapping CURRENT and
+    # collecting garbage left old versions, and a later run with no changes never
+    # cleared them.
+    docs = tmp_path / "docs"
+    write_docs(docs)
+    for crashed_at in ("mkdir", "swapped"):  # a half-written .tmp, then an uncollected swap
+        (docs / f"extra-{crashed_at}.txt").write_text(
+            f"杭州钱江新城的地下空间利用很有特色（{crashed_at}）。", encoding="utf-8"
+        )
+
+        def hook(s, crashed_at=crashed_at):
+            if s == crashed_at:
+                raise Crash(s)
+
+        with pytest.raises(Crash):
+            ingest([docs], settings, embedder=embedder, **quiet(crash_hook=hook))
+    names = [p.name for p in settings.index_path.iterdir()]
+    assert [n for n in names if n.startswith(".tmp-")]
+    done = ingest([docs], settings, embedder=embedder, **quiet())
+    assert {s for s, _ in statuses(done).values()} == {"unchanged"}
+    names = [p.name for p in settings.index_path.iterdir()]
+    assert not [n for n in names if n.startswith(".tmp-")], names
+    assert len([n for n in names if n.startswith("v-")]) <= 2, names
+    live = HybridIndex.open(settings.index_path, settings)
+    assert any(d["source"].endswith("extra-swapped.txt") for d in live.docs.values())
+
+
 def _hold_lock(path, ready, release):
     from pathlib import Path
 

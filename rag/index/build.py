@@ -27,7 +27,13 @@ from rag.index.bm25 import (
 from rag.index.hybrid import HybridIndex
 from rag.index.table import ChunkTable
 from rag.index.vectors import FaissStore
-from rag.index.versions import SCHEMA_VERSION, _write_version, current_version, index_lock
+from rag.index.versions import (
+    SCHEMA_VERSION,
+    _write_version,
+    current_version,
+    index_lock,
+    tidy_versions,
+)
 from rag.index.workers import _load_all, _segment_all, _workers
 from rag.ingest.chunking import chunk_id
 
@@ -180,6 +186,7 @@ def ingest(
                     report.results.append(FileResult(d["source"], "removed", doc_id))
 
         if not new_docs and not removed and old is not None:
+            tidy_versions(index_dir)
             report.total_chunks, report.total_docs = len(old), len(old.docs)
             report.seconds = time.perf_counter() - t0
             return report

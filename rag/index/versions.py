@@ -138,6 +138,23 @@ def _write_version(
     _collect_garbage(index_dir, keep={final.name, old.folder.name if old else ""})
 
 
+def tidy_versions(index_dir: Path) -> None:
+    """Remove what a killed ingest left behind, when a later one has nothing to write.
+
+    A run killed after swapping CURRENT but before collecting garbage leaves old versions
+    (and earlier killed runs' .tmp folders); the next run that finds nothing changed must
+    still clear them. Keeps the live version and the newest one before it. Call under the
+    index lock.
+    """
+    live = current_version(index_dir)
+    if live is None:
+        return
+    older = sorted(
+        p.name for p in index_dir.iterdir() if p.name.startswith("v-") and p.name < live.name
+    )
+    _collect_garbage(index_dir, keep={live.name, older[-1] if older else ""})
+
+
 def _collect_garbage(index_dir: Path, keep: set[str]) -> None:
     """Remove versions other than the live one and the one before it (a reader may hold it)."""
     for p in index_dir.iterdir():
