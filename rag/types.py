@@ -173,6 +173,12 @@ class Citation:
     end: int
     text: str  # the whole cited passage
     quotes: tuple[tuple[int, int], ...] = ()  # quoted sentences' offsets in the document
+    # where the document came from when it is not the operator's corpus: "用户上传（alice，
+    # 2026-12-02 10:15，原文件名：通知.pdf）"; empty for corpus documents
+    provenance: str = ""
+    # why the passage must not be taken at face value: "instruction" (text addressed to an
+    # assistant: 忽略以上指令, 你现在是, role markers), "citation_marker" (carries [n] of its own)
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,8 @@ class Answer:
                     "end": c.end,
                     "text": c.text,
                     "quotes": [list(q) for q in c.quotes],
+                    "provenance": c.provenance,
+                    "flags": list(c.flags),
                 }
                 for c in self.citations
             ],
