@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rag.errors import ConfigError
 
 DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
+API_KEY_ENV = ("RAG_LLM_API_KEY", "OPENAI_API_KEY")
+LLM_KINDS = ("extractive", "openai", "ollama", "llamacpp")
 MIN_CHUNK_SIZE = 20  # below it a chunk cannot hold one Chinese sentence
 
 
@@ -25,6 +29,58 @@ def _default_cache_dir() -> str:
 
 def _default_index_dir() -> str:
     return os.environ.get("RAG_INDEX", ".rag/index")
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """One generator the operator offers, by name: `[generators.NAME]` in the settings file.
+
+    Chat sessions choose among these by name and can never give a URL, a model file or a
+    key of their own: a key (read from `api_key_env`, never written in the file) is sent
+    only to the `base_url` it is configured with.
+    """
+
+    name: str
+    llm: str  # openai | ollama | llamacpp | extractive
+    label: str = ""  # what the chat's settings list shows (default: the name)
+    model: str | None = None
+    base_url: str | None = None
+    model_path: str | None = None
+    chat_format: str | None = None
+    api_key_env: str | None = None  # the environment variable holding this endpoint's key
+
+    def __post_init__(self) -> None:
+        where = f"generators.{self.name}"
+        if not re.fullmatch(r"[\w.\-]{1,40}", self.name or ""):
+            raise ConfigError(f"{where}: a generator name is 1-40 letters, digits, '-', '_', '.'")
+        if self.llm not in LLM_KINDS:
+            raise ConfigError(f"{where}: llm must be one of {', '.join(LLM_KINDS)}")
+        check_base_url(self.base_url, where)
+
+    @classmethod
+    def from_dict(cls, name: str, d: Any) -> GeneratorSpec:
+        if isinstance(d, GeneratorSpec):
+            return d
+        if not isinstance(d, dict):
+            raise ConfigError(f"generators.{name}: expected a table of settings")
+        if "api_key" in d:
+            raise ConfigError(
+                f"generators.{name}: a key is not written in the settings file; put it in an "
+                "environment variable and name that variable in api_key_env"
+            )
+        unknown = set(d) - {f.name for f in fields(cls)} - {"name"}
+        if unknown:
+            raise ConfigError(f"generators.{name}: unknown key(s) {', '.join(sorted(unknown))}")
+        return cls(name=name, **{k: v for k, v in d.items() if k != "name"})
+
+
+def check_base_url(url: str | None, where: str) -> None:
+    """An LLM endpoint must be http(s) with a host: no file://, no bare words."""
+    if url is None:
+        return
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ConfigError(f"{where}: base_url must be an http:// or https:// address, got {url!r}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +142,11 @@ class Settings:
     llm_max_tokens: int = 512
     llm_context_window: int = 4096  # tokens; also bounds the passage text in the prompt
     llm_chat_format: str | None = None  # llamacpp: e.g. "gemma"; None: the GGUF's template
+    # environment variables the key for llm_base_url is read from (first one set wins)
+    llm_api_key_env: tuple[str, ...] = API_KEY_ENV
+    # further generators a chat session may choose by name ([generators.NAME] tables);
+    # the llm_* settings above are the default one
+    generators: tuple[GeneratorSpec, ...] = ()
     grounding_threshold: float | None = None  # None: the calibrated one (rag/llm/grounding.py)
     max_answer_sentences: int = 3
     answer_max_chars: int = 110  # the quoted sentences together (about 85 on CMRC, 93 with markers)
@@ -93,6 +154,24 @@ class Settings:
     refusal_threshold: float | None = None  # None: the calibrated value (rag/refusal_model.json)
 
     def __post_init__(self) -> None:
+        if isinstance(self.generators, dict):
+            specs = tuple(GeneratorSpec.from_dict(k, v) for k, v in self.generators.items())
+            object.__setattr__(self, "generators", specs)
+        elif not isinstance(self.generators, tuple):
+            object.__setattr__(self, "generators", tuple(self.generators))
+        if isinstance(self.llm_api_key_env, str | list):
+            keys = (
+                (self.llm_api_key_env,)
+                if isinstance(self.llm_api_key_env, str)
+                else self.llm_api_key_env
+            )
+            object.__setattr__(self, "llm_api_key_env", tuple(keys))
+        names = [g.name for g in self.generators]
+        if len(set(names)) != len(names) or {"default", "extractive"} & set(names):
+            raise ConfigError("generator names must be unique, and not 'default' or 'extractive'")
+        if self.llm not in LLM_KINDS:
+            raise ConfigError(f"unknown llm {self.llm!r}; choose one of {', '.join(LLM_KINDS)}")
+        check_base_url(self.llm_base_url, "llm_base_url")
         if self.fusion not in ("score", "rrf"):
             raise ConfigError(f"fusion must be 'score' or 'rrf', got {self.fusion!r}")
         if self.chunk_size < MIN_CHUNK_SIZE:
@@ -118,6 +197,48 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    # generators --------------------------------------------------------------
+    def generator_choices(self) -> list[tuple[str, str]]:
+        """(label, name) of every generator a session may choose: the offline extractive
+        one, the configured default (when it is an LLM), then the named ones."""
+        out = [("抽取式（离线）", "extractive")]
+        if self.llm != "extractive":
+            what = self.llm_model or Path(self.llm_model_path or "").name or self.llm
+            out.append((f"默认大模型（{what}）", "default"))
+        out += [(g.label or g.name, g.name) for g in self.generators]
+        return out
+
+    def current_generator(self) -> str:
+        """The name (as in `generator_choices`) of the generator these settings use."""
+        for g in self.generators:
+            if self == self.with_generator(g.name):
+                return g.name
+        return "extractive" if self.llm == "extractive" else "default"
+
+    def with_generator(self, name: str) -> Settings:
+        """These settings answering with the configured generator `name`.
+
+        Raises ConfigError for a name that is not configured: a session can only choose.
+        """
+        if name == "extractive":
+            return dataclasses.replace(self, llm="extractive")
+        if name == "default":
+            if self.llm == "extractive":
+                raise ConfigError("没有配置默认的大模型")
+            return self
+        spec = next((g for g in self.generators if g.name == name), None)
+        if spec is None:
+            raise ConfigError(f"没有名为“{name[:40]}”的生成方式；请从列表中选择")
+        return dataclasses.replace(
+            self,
+            llm=spec.llm,
+            llm_model=spec.model,
+            llm_base_url=spec.base_url,
+            llm_model_path=spec.model_path,
+            llm_chat_format=spec.chat_format,
+            llm_api_key_env=(spec.api_key_env,) if spec.api_key_env else (),
+        )
+
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, **overrides: Any) -> Settings:
         """Defaults, then the TOML file at `path` (or $RAG_CONFIG), then `overrides`."""
@@ -131,7 +252,8 @@ class Settings:
                 raise ConfigError(f"{p}: settings file not found") from None
             except tomllib.TOMLDecodeError as e:
                 raise ConfigError(f"{p}: not valid TOML ({e})") from None
-            data = data.get("rag", data)  # allow a [rag] table or top-level keys
+            if isinstance(data.get("rag"), dict):  # a [rag] table, or top-level keys
+                data = {**data["rag"], **{k: data[k] for k in ("generators",) if k in data}}
             s = s.replace(**data)
         return s.replace(**overrides)
 
@@ -144,12 +266,10 @@ class Settings:
         return Path(self.cache_dir).expanduser()
 
 
-API_KEY_ENV = ("RAG_LLM_API_KEY", "OPENAI_API_KEY")
-
-
-def api_key() -> str | None:
-    """The API key from $RAG_LLM_API_KEY, else $OPENAI_API_KEY (None when neither is set)."""
-    for name in API_KEY_ENV:
+def api_key(env: tuple[str, ...] = API_KEY_ENV) -> str | None:
+    """The API key from the first of `env` that is set (default $RAG_LLM_API_KEY, else
+    $OPENAI_API_KEY); None when none is."""
+    for name in env:
         value = os.environ.get(name, "").strip()
         if value:
             return value

@@ -29,9 +29,9 @@ def make_answerer(settings: Settings, retriever: HybridRetriever, embedder=None)
 
     generator = None
     if settings.llm != "extractive":  # llama-index only for a generator that needs it
-        from rag.integrations.llm_backends import make_llm
+        from rag.integrations.llm_backends import shared_llm
 
-        generator = make_llm(settings)
+        generator = shared_llm(settings)
     return make_llm_answerer(settings, retriever, embedder, generator)
 
 

@@ -117,3 +117,46 @@ def norm(text: str) -> str:
         simp = _PINYIN_GLOSS.sub("", simp)
     simp = _UPPER.sub(_lower, _WIDE.sub(_fold, simp))
     return _SPACES.sub(" ", simp).strip()
+
+
+# --------------------------------------------------------------------------- dates
+_DATE = re.compile(
+    r"(\d{4})(?:\s*[-/.年]\s*(\d{1,2})(?:\s*[-/.月]\s*(\d{1,2})\s*日?|\s*月)?)?\s*年?"
+    # a time of day may follow, and is dropped
+    r"(?:[T\s]+\d{1,2}[:：]\d{2}(?:[:：]\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?"
+)
+_COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
+
+
+def iso_date(value: object) -> str | None:
+    """`value` as an ISO 8601 date prefix ("2023", "2023-05", "2023-05-17"), or None.
+
+    Accepts ISO forms with or without a time, "2023/5/17", "2023.05.17", "20230517",
+    "2023年5月17日", "2023年5月", "2023年", full-width digits, and date objects. Anything
+    else (a month 13, a 31 April, text around the date) is not a date: None, so nothing
+    but a clean date reaches filters, citations and prompts.
+    """
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool) or value is None:
+        return None
+    text = str(value).strip().translate(_FULL_WIDTH_DIGITS)
+    m = _DATE.fullmatch(text) or _COMPACT_DATE.fullmatch(text)
+    if not m:
+        return None
+    year, month, day = (int(g) if g else None for g in m.groups())
+    if not 1000 <= year <= 2999 or (month is not None and not 1 <= month <= 12):
+        return None
+    if day is not None:
+        try:
+            return dt.date(year, month, day).isoformat()
+        except ValueError:
+            return None
+    return f"{year:04d}-{month:02d}" if month else f"{year:04d}"
+
+
+_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９－／．：", "0123456789-/.:")

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
+from rag.textnorm import iso_date
+
 # The metadata fields every stage knows by name; anything else a document carries
 # (sidecar keys, front matter) rides along in `DocMeta.extra`.
 META_FIELDS = ("title", "date", "author", "source_name")
@@ -30,6 +32,11 @@ class DocMeta:
     title_is_id: bool = False  # the title is a record id: not prepended when embedding
     source: str | None = None  # the file it was loaded from (set by the index)
     extra: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        # one date form everywhere (filters compare strings, prompts quote it): ISO, or none
+        if self.date is not None:
+            object.__setattr__(self, "date", iso_date(self.date))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DocMeta:

@@ -382,7 +382,7 @@ def test_remove_documents_keeps_the_rest(library, tmp_path):
 def test_sessions_have_their_own_history_and_settings(library):
     a = ChatState(library, library.settings)
     b = ChatState(library, library.settings)
-    msg = a.apply(llm="extractive", llm_model="", llm_base_url="", llm_model_path="", top_k=1)
+    msg = a.apply(generator="extractive", top_k=1)
     assert "top-k 1" in msg and a.settings.top_k == 1 and b.settings.top_k == library.settings.top_k
     assert a.settings.llm_model is None
     list(a.respond("青岚湖水质监测站有多少个监测点位？"))
@@ -391,34 +391,46 @@ def test_sessions_have_their_own_history_and_settings(library):
     assert [t.question for t in b.history] == ["北山森林公园什么时候开放？"]
     assert "17个" in a.messages[1]["content"] and "17个" not in b.messages[1]["content"]
     assert len(a.answers[0].retrieved) == 1 < len(b.answers[0].retrieved)
-    with pytest.raises(ConfigError):
-        a.apply(llm="gpt-9", top_k=3)
+    with pytest.raises(ConfigError, match="没有名为"):
+        a.apply(generator="gpt-9", top_k=3)
+    assert a.settings.top_k == 1  # a refused choice changes nothing
 
 
-def test_each_session_builds_its_own_generator(library):
+def test_a_session_chooses_among_the_operators_generators_only(library):
+    """A session picks a configured generator by name; it cannot give a URL, model file or
+    key, and a generator that fails to build leaves the previous choice in force."""
     pytest.importorskip("llama_index.llms.openai_like")
     fake = pytest.importorskip("fake_openai")  # tests/fake_openai.py: a real local HTTP server
-    a = ChatState(library, library.settings)
-    b = ChatState(library, library.settings)
     with fake.FakeOpenAI() as srv:
-        srv.script(fake.Reply("青岚湖水质监测站共设有17个监测点位[1]。"))
-        msg = a.apply(
-            llm="openai",
-            llm_model="fake-model",
-            llm_base_url=srv.base_url,
-            llm_model_path="",
-            top_k=2,
+        library.settings = library.settings.replace(
+            generators={
+                "local": {
+                    "llm": "openai",
+                    "label": "本地接口",
+                    "model": "fake-model",
+                    "base_url": srv.base_url,
+                },
+                "broken": {"llm": "ollama"},  # no model name: cannot be built
+            }
         )
-        assert msg.startswith("已应用") and "OpenAI" in msg
+        a = ChatState(library, library.settings)
+        b = ChatState(library, library.settings)
+        choices = [name for _, name in library.settings.generator_choices()]
+        assert choices == ["extractive", "local", "broken"]
+        srv.script(fake.Reply("青岚湖水质监测站共设有17个监测点位[1]。"))
+        msg = a.apply(generator="local", top_k=2)
+        assert msg.startswith("已应用") and "本地接口" in msg
         list(a.respond("青岚湖水质监测站有多少个监测点位？"))
         sent = len(srv.requests)
         list(b.respond("青岚湖水质监测站有多少个监测点位？"))
         assert sent >= 1 and len(srv.requests) == sent  # b never talks to a's LLM
+        with pytest.raises(TypeError):  # there is no way to pass an endpoint
+            a.apply(generator="local", llm_base_url="http://169.254.169.254/")
     assert a.answers[0].generator.startswith("openai") and b.answers[0].generator == "extractive"
     assert "17个监测点位" in a.answers[0].text and a.answers[0].citations[0].doc_id == "lake"
-    msg = a.apply(llm="ollama", llm_model="", llm_base_url="", llm_model_path="", top_k=2)
-    assert msg.startswith("设置未生效") and "model name" in msg
-    assert a.settings.llm == "openai" and b.settings.llm == "extractive"  # the old settings stay
+    msg = a.apply(generator="broken", top_k=2)
+    assert msg.startswith("设置未生效") and "管理员" in msg
+    assert a.generator == "local" and a.settings.llm == "openai" and b.settings.llm == "extractive"
 
 
 def test_follow_up_is_rewritten_and_shown(library):

@@ -12,6 +12,8 @@ never pays llama-index's seconds of start-up.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -122,18 +124,23 @@ class LlamaIndexGenerator:
     llama-index integration (OpenAI-like, Ollama, llama.cpp, Bedrock ...) answers.
     """
 
-    def __init__(self, llm: LLM, name: str | None = None):
+    def __init__(self, llm: LLM, name: str | None = None, serial: bool = False):
         self.llm = llm
         self.name = name or type(llm).__name__
+        # an in-process model (llama.cpp) serves one call at a time; one shared by every
+        # chat session must queue them, a remote endpoint need not
+        self._lock = threading.Lock() if serial else contextlib.nullcontext()
 
     @staticmethod
     def _messages(messages: Sequence[tuple[str, str]]) -> list[ChatMessage]:
         return [ChatMessage(role=_ROLES[r], content=c) for r, c in messages]
 
     def stream(self, messages: Sequence[tuple[str, str]]) -> Iterator[str]:
-        for r in self.llm.stream_chat(self._messages(messages)):
-            if r.delta:
-                yield r.delta
+        with self._lock:
+            for r in self.llm.stream_chat(self._messages(messages)):
+                if r.delta:
+                    yield r.delta
 
     def complete(self, messages: Sequence[tuple[str, str]]) -> str:
-        return self.llm.chat(self._messages(messages)).message.content or ""
+        with self._lock:
+            return self.llm.chat(self._messages(messages)).message.content or ""

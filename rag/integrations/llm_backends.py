@@ -8,6 +8,7 @@ Each integration package is imported only when its backend is asked for.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,6 @@ from rag.config import Settings, api_key
 from rag.errors import ConfigError, ModelError
 from rag.integrations.llama_index import LlamaIndexGenerator
 
-GENERATORS = ("extractive", "openai", "ollama", "llamacpp")
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 DEFAULT_OLLAMA_BASE = "http://localhost:11434"
 
@@ -44,16 +44,14 @@ def make_llm(settings: Settings) -> LlamaIndexGenerator | None:
     fallback to the extractive answer. Configuration mistakes raise `ConfigError`; a
     missing package raises `ModelError` with the pip command.
     """
-    kind = settings.llm
-    if kind not in GENERATORS:
-        raise ConfigError(f"unknown llm {kind!r}; choose one of {', '.join(GENERATORS)}")
+    kind = settings.llm  # one of LLM_KINDS: Settings checks it
     if kind == "extractive":
         return None
     if kind == "openai":
         if not settings.llm_model:
             raise ConfigError("llm = openai needs a model name: --llm-model NAME (llm_model)")
         base = settings.llm_base_url or DEFAULT_OPENAI_BASE
-        key = api_key()
+        key = api_key(settings.llm_api_key_env)
         if not key and base.rstrip("/") == DEFAULT_OPENAI_BASE:
             raise ConfigError(
                 "llm = openai at api.openai.com needs an API key: set $RAG_LLM_API_KEY "
@@ -107,7 +105,43 @@ def make_llm(settings: Settings) -> LlamaIndexGenerator | None:
             ),
             verbose=False,
         )
-    return LlamaIndexGenerator(llm)
+    return LlamaIndexGenerator(llm, serial=True)
+
+
+_SHARED: dict[tuple, LlamaIndexGenerator | None] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def generator_key(settings: Settings) -> tuple:
+    """What makes two settings' generators the same: kind, endpoint, model, sampling, and
+    the key in force (a rotated key gets a new client; the key itself is not kept here)."""
+    key = api_key(settings.llm_api_key_env) or ""
+    return (
+        hashlib.sha256(key.encode()).hexdigest() if key else "",
+        settings.llm,
+        settings.llm_model,
+        settings.llm_base_url,
+        settings.llm_model_path,
+        settings.llm_chat_format,
+        settings.llm_api_key_env,
+        settings.llm_temperature,
+        settings.llm_max_tokens,
+        settings.llm_context_window,
+        settings.llm_timeout_s,
+    )
+
+
+def shared_llm(settings: Settings) -> LlamaIndexGenerator | None:
+    """`make_llm(settings)`, built once per process for each configured generator.
+
+    Every chat session that chooses the same generator gets the same object, so a GGUF
+    model is loaded once however many sessions use it (its calls are serialised).
+    """
+    key = generator_key(settings)
+    with _SHARED_LOCK:  # one load at a time: two sessions never load the same file twice
+        if key not in _SHARED:
+            _SHARED[key] = make_llm(settings)
+        return _SHARED[key]
 
 
 _PARAMS_LOCK = threading.Lock()

@@ -44,8 +44,6 @@ from rag.types import Answer, AnswerSentence, Filters, Hit
 
 log = logging.getLogger("rag.llm.answerer")
 
-GENERATORS = ("extractive", "openai", "ollama", "llamacpp")
-
 UNSUPPORTED_MARK = "〔未核实〕"
 UNCITED_MARK = "〔无引用〕"
 
@@ -274,7 +272,7 @@ class LLMAnswerer:
         out = []
         for n, h in enumerate(hits, start=1):
             meta = self.retriever.index.doc_meta(h.doc_id)
-            out.append(Passage(n, meta.title or h.doc_id, meta.date, h.text))
+            out.append(Passage(n, meta.title or h.doc_id, meta.date, h.text, meta.source_name))
         return out
 
     @staticmethod
@@ -325,8 +323,6 @@ def make_answerer(settings: Settings, retriever, embedder=None, generator=None):
     `generator` (anything with `stream(messages)`; `rag.system.make_answerer` builds it
     from the settings)."""
     extractive = ExtractiveAnswerer(retriever, settings)
-    if settings.llm not in GENERATORS:
-        raise ConfigError(f"unknown llm {settings.llm!r}; choose one of {', '.join(GENERATORS)}")
     if settings.llm == "extractive" or generator is None:
         if settings.llm != "extractive":
             raise ConfigError(

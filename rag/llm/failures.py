@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import re
 import threading
@@ -19,11 +20,22 @@ log = logging.getLogger("rag.llm.failures")
 __all__ = ["API_KEY_ENV", "LLMFailure", "api_key", "classify", "guarded", "redact"]
 
 
+_SECRET_ENV = re.compile(r"(?i)(API_?KEY|_KEY|TOKEN|SECRET|PASSWORD)$")
+
+
+def _secrets() -> list[str]:
+    """The values of every environment variable that looks like it holds a secret: each
+    configured generator may read its key from its own variable."""
+    values = {v.strip() for k, v in os.environ.items() if _SECRET_ENV.search(k)}
+    values.add(api_key() or "")
+    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+
 def redact(text: str) -> str:
-    """`text` with the API key (if any) replaced, for anything logged or shown."""
-    key = api_key()
-    if key and len(key) >= 4:
-        text = text.replace(key, "***")
+    """`text` with any API key or secret from the environment replaced, for anything
+    logged or shown."""
+    for value in _secrets():
+        text = text.replace(value, "***")
     return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
 
 

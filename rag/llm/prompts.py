@@ -36,13 +36,25 @@ _CONTROL = re.compile(
     re.IGNORECASE,
 )
 _FULL_WIDTH = str.maketrans("<>[]", "＜＞［］")
+# in an attribute value: no quote to end it, no bracket to open a tag, no line break
+_ATTRIBUTE = str.maketrans({'"': "＂", "'": "＇", "<": "＜", ">": "＞", "&": "＆"})
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]+")
 
 
-def _escape(text: str) -> str:
-    """Neutralise passage tags and chat-template control tokens inside untrusted text, so
-    a document cannot close its block or start a turn of its own."""
+def escape(value: object, attribute: bool = False) -> str:
+    """Untrusted text (a passage, title, date, source, any metadata, the question) made
+    safe to put into a prompt: the one escaping function for everything that enters one.
+
+    Passage tags and chat-template control tokens are neutralised, so a document cannot
+    close its block or start a turn of its own; an `attribute` value also loses quotes,
+    angle brackets and line breaks, so it cannot end its attribute or its tag.
+    """
+    text = "" if value is None else str(value)
     text = _CONTROL.sub(lambda m: m.group().translate(_FULL_WIDTH), text)
-    return _TAG.sub(r"＜\1", text)
+    text = _TAG.sub(r"＜\1", text)
+    if attribute:
+        text = _LINE_BREAKS.sub(" ", text).translate(_ATTRIBUTE).strip()
+    return text
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,7 @@ class Passage:
     title: str
     date: str | None
     text: str
+    source: str | None = None  # the publisher, when the document names one
 
 
 def build_messages(question: str, passages: Sequence[Passage], settings: Settings) -> list[Message]:
@@ -69,14 +82,16 @@ def build_messages(question: str, passages: Sequence[Passage], settings: Setting
     blocks = []
     for p in passages:
         text = p.text if len(p.text) <= budget else p.text[:budget] + "……"
-        attrs = f' title="{_escape(p.title).replace(chr(34), "＂")}"'
+        attrs = f' title="{escape(p.title, attribute=True)}"'
         if p.date:
-            attrs += f' date="{p.date}"'
-        blocks.append(f'<passage id="{p.n}"{attrs}>\n{_escape(text)}\n</passage>')
+            attrs += f' date="{escape(p.date, attribute=True)}"'
+        if p.source:
+            attrs += f' source="{escape(p.source, attribute=True)}"'
+        blocks.append(f'<passage id="{p.n}"{attrs}>\n{escape(text)}\n</passage>')
     system = SYSTEM_PROMPT.format(
         refusal=REFUSAL, max_sentences=max(settings.max_answer_sentences, 3)
     )
-    user = USER_PROMPT.format(passages="\n".join(blocks), question=_escape(question.strip()))
+    user = USER_PROMPT.format(passages="\n".join(blocks), question=escape(question.strip()))
     return [("system", system), ("user", user)]
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from rag.config import Settings
 from rag.llm.failures import LLMFailure, guarded, redact
 from rag.llm.grounding import CITATION, strip_citations
-from rag.llm.prompts import REWRITE_PROMPT, _escape
+from rag.llm.prompts import REWRITE_PROMPT, escape
 
 
 def make_rewriter(generator, settings: Settings) -> Callable[[str, list], str]:
@@ -22,13 +22,13 @@ def make_rewriter(generator, settings: Settings) -> Callable[[str, list], str]:
     def rewrite(question: str, history: list) -> str:
         turns = []
         for t in history[-3:]:
-            turns.append(f"问：{_escape(getattr(t, 'rewritten', None) or t.question)}")
+            turns.append(f"问：{escape(getattr(t, 'rewritten', None) or t.question)}")
             answer = strip_citations(getattr(t, "answer", "") or "")
-            turns.append(f"答：{_escape(answer[:200])}")  # answers quote documents
+            turns.append(f"答：{escape(answer[:200])}")  # answers quote documents
         user = (
             "对话历史：\n"
             + "\n".join(turns)
-            + f"\n\n最新问题：{_escape(question.strip())}\n改写后的问题："
+            + f"\n\n最新问题：{escape(question.strip())}\n改写后的问题："
         )
         messages = [("system", REWRITE_PROMPT), ("user", user)]
 

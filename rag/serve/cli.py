@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from rag.config import Settings
+from rag.config import LLM_KINDS, Settings
 from rag.errors import RagError
 from rag.types import Filters
 
@@ -250,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--date-to", help="only documents dated on or before (YYYY[-MM[-DD]])")
 
     def llm_args(sp):
-        # the choices of rag.llm.answerer.GENERATORS, spelled out: importing rag.llm.answerer here is slow
-        generators = ("extractive", "openai", "ollama", "llamacpp")
-        sp.add_argument("--llm", choices=generators, help="answer generator (default extractive)")
+        sp.add_argument("--llm", choices=LLM_KINDS, help="answer generator (default extractive)")
         sp.add_argument("--llm-model", metavar="NAME", help="model name (openai, ollama)")
         sp.add_argument("--llm-base-url", metavar="URL", help="server URL (openai, ollama)")
         sp.add_argument("--llm-model-path", metavar="FILE", help="GGUF file (llamacpp)")

@@ -19,12 +19,10 @@ from rag.serve.ui.render import render_answer, render_error, render_partial, ren
 PREFERRED_EXAMPLES = ("cq001", "cq013", "cq035", "cq039", "cq048")
 
 
-GENERATORS = [
-    ("抽取式（离线，默认）", "extractive"),
-    ("OpenAI 兼容接口", "openai"),
-    ("Ollama", "ollama"),
-    ("GGUF 本地模型（llama.cpp）", "llamacpp"),
-]
+def generator_label(base: Settings, name: str = "") -> str:
+    """How the chat names the configured generator `name` (default: `base`'s own)."""
+    name = name or base.current_generator()
+    return dict((v, k) for k, v in base.generator_choices()).get(name, name)
 
 
 # =========================================================================== sessions
@@ -71,6 +69,7 @@ class ChatState:
     message_turn: dict[int, int] = field(default_factory=dict)  # assistant message -> turn
     pending: Any = None  # the Feedback a comment would be added to
     notice: str = ""
+    generator: str = ""  # the configured generator's name; "" until one is chosen
     _chat: Any = None
     _answerer: Any = None
     _answerer_key: tuple | None = None
@@ -99,38 +98,45 @@ class ChatState:
             self._answerer, self.notice = build_answerer(self.settings, retriever, system.embedder)
             if self.notice:  # fell back to the extractive answerer: say so in the settings too
                 self.settings = dataclasses.replace(self.settings, llm="extractive")
+                self.generator = "extractive"
             key = (index, self.settings)
             self._chat.rewriter = _rewriter_for(self._answerer, self.settings)
             self._answerer_key = key
         return self._answerer
 
-    def apply(self, **changes: Any) -> str:
-        """Change this session's settings (empty strings mean unset); return a status line.
+    def apply(self, generator: str | None = None, top_k: Any = None) -> str:
+        """Choose this session's generator (by the name the operator configured) and
+        top-k; return a status line.
 
-        The new answerer is built at once, so a bad setting is reported here and the
-        previous settings stay in force.
+        A session only chooses: no URL, model file or key comes from it, so nothing it
+        types makes the server open a connection or a file. The new answerer is built at
+        once, so a failure is reported here and the previous settings stay in force.
         """
-        allowed = {"llm", "llm_model", "llm_base_url", "llm_model_path", "top_k"}
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ConfigError(f"not a per-session setting: {', '.join(sorted(unknown))}")
-        clean = {
-            k: (v.strip() or None) if isinstance(v, str) and k != "llm" else v
-            for k, v in changes.items()
-        }
-        if clean.get("llm") not in {v for _, v in GENERATORS}:
-            raise ConfigError(f"unknown generator {clean.get('llm')!r}")
-        clean["top_k"] = max(1, min(50, int(clean.get("top_k") or self.settings.top_k)))
-        previous = (self.settings, self._answerer, self._answerer_key, self.notice)
-        self.settings = dataclasses.replace(self.settings, **clean)
+        base = self.library.settings  # the operator's settings, not this session's
+        name = generator if isinstance(generator, str) else base.current_generator()
+        chosen = base.with_generator(name)  # ConfigError (Chinese) for an unknown name
+        try:
+            k = max(1, min(50, int(top_k or self.settings.top_k)))
+        except (TypeError, ValueError):
+            raise ConfigError("top-k 必须是 1 到 50 之间的整数") from None
+        previous = (self.settings, self.generator, self._answerer, self._answerer_key, self.notice)
+        self.settings, self.generator = dataclasses.replace(chosen, top_k=k), name
         try:
             self.answerer()
         except Exception as e:  # a UI boundary: any failure to build leaves the old settings
-            self.settings, self._answerer, self._answerer_key, self.notice = previous
-            return f"设置未生效：{e}"
-        name = dict((v, k) for k, v in GENERATORS).get(self.settings.llm, self.settings.llm)
-        msg = f"已应用（仅本会话）：生成方式 {name}，top-k {self.settings.top_k}。"
+            self.settings, self.generator, self._answerer, self._answerer_key, self.notice = (
+                previous
+            )
+            print(f"app: generator {name!r} failed to build: {e}", file=sys.stderr)
+            return "设置未生效：所选生成方式无法启用，请联系管理员查看服务日志。"
+        msg = (
+            f"已应用（仅本会话）：生成方式 {self.generator_label()}，top-k {self.settings.top_k}。"
+        )
         return f"{msg}{self.notice}" if self.notice else msg
+
+    def generator_label(self) -> str:
+        """How the chat names the generator this session answers with."""
+        return generator_label(self.library.settings, self.generator)
 
     def rewrite(self, question: str) -> str:
         """The standalone form of `question` given this session's history."""

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rag.errors import RagError
-from rag.serve.ui.handlers import GENERATORS, ChatState
+from rag.serve.ui.handlers import ChatState, generator_label
 from rag.serve.ui.library import DOC_HEADERS, Library
 from rag.serve.ui.render import VIEWER_EMPTY, VIEWER_JS, esc, render_results
 
@@ -12,13 +12,13 @@ from rag.serve.ui.render import VIEWER_EMPTY, VIEWER_JS, esc, render_results
 def _info_markdown(library: Library, state: ChatState | None) -> str:
     i = library.info()
     s = state.settings if state else library.settings
-    name = dict((v, k) for k, v in GENERATORS).get(s.llm, s.llm)
-    model = f"（{s.llm_model}）" if s.llm_model and s.llm != "extractive" else ""
+    name = state.generator_label() if state else generator_label(library.settings)
+    # no server paths here: every user sees this line
     return (
         f"**嵌入模型**：`{i['embed_model']}`（{i['dim']} 维）  \n"
-        f"**索引**：`{i['index_dir']}`，版本 `{i['version']}`，{i['n_docs']} 篇文档，"
+        f"**索引**：版本 `{i['version']}`，{i['n_docs']} 篇文档，"
         f"{i['n_chunks']} 个片段，向量检索 {i['vector_index']}  \n"
-        f"**本会话**：生成方式 {name}{model}，top-k {s.top_k}"
+        f"**本会话**：生成方式 {name}，top-k {s.top_k}"
     )
 
 
@@ -125,16 +125,15 @@ def build_app(library: Library, examples: Sequence[str]):
                 remove_result = gr.HTML(elem_id="rag-remove-result")
             with gr.Tab("设置", id="settings", elem_id="rag-tab-settings"):
                 gr.Markdown("设置只对当前浏览器会话生效，不影响其他用户。")
+                gr.Markdown(
+                    "生成方式由管理员在配置文件中设定（`[generators.名称]`），这里只能选择。"
+                )
                 gen = gr.Dropdown(
-                    choices=GENERATORS, value=base.llm, label="生成方式", elem_id="rag-gen"
+                    choices=base.generator_choices(),
+                    value=base.current_generator(),
+                    label="生成方式",
+                    elem_id="rag-gen",
                 )
-                llm_model = gr.Textbox(
-                    value=base.llm_model or "", label="模型名称（OpenAI 兼容 / Ollama）"
-                )
-                llm_url = gr.Textbox(
-                    value=base.llm_base_url or "", label="接口地址（OpenAI 兼容 / Ollama）"
-                )
-                llm_path = gr.Textbox(value=base.llm_model_path or "", label="GGUF 模型文件路径")
                 top_k = gr.Slider(
                     1, 20, value=base.top_k, step=1, label="检索段落数（top-k）", elem_id="rag-topk"
                 )
@@ -295,19 +294,17 @@ def build_app(library: Library, examples: Sequence[str]):
             lambda: (doc_table(), gr.update(choices=doc_choices())), None, [docs, remove_pick]
         )
 
-        def on_apply(g, model, url, path, k, st):
+        def on_apply(g, k, st):
             st = st or new_state()
             try:
-                msg = st.apply(
-                    llm=g, llm_model=model, llm_base_url=url, llm_model_path=path, top_k=k
-                )
+                msg = st.apply(generator=g, top_k=k)
             except RagError as e:
                 msg = f"设置未生效：{e}"
             return msg, _info_markdown(library, st), st
 
         apply.click(
             on_apply,
-            [gen, llm_model, llm_url, llm_path, top_k, state],
+            [gen, top_k, state],
             [settings_status, info, state],
         )
     return demo
