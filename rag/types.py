@@ -19,6 +19,10 @@ from rag.textnorm import iso_date
 # The metadata fields every stage knows by name; anything else a document carries
 # (sidecar keys, front matter) rides along in `DocMeta.extra`.
 META_FIELDS = ("title", "date", "author", "source_name")
+# Where an uploaded document came from. Only the sidecar the chat app writes beside an
+# upload may set these (rag.ingest.loaders): a file's own metadata (front matter, HTML
+# meta, a JSON-lines record's fields) cannot claim an uploader or an original name.
+PROVENANCE = ("uploaded_by", "uploaded_at", "original_file")
 
 
 @dataclass(frozen=True)

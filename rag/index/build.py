@@ -81,6 +81,12 @@ class IngestReport:
         )
 
 
+def _same_file(doc: dict, source: str) -> bool:
+    """Whether the indexed `doc` was loaded from the file `source` names."""
+    here = Path(source.split("#", 1)[0]).resolve()
+    return Path(doc["source"].split("#", 1)[0]).resolve() == here
+
+
 def _under(source: str, roots: list[Path]) -> bool:
     p = Path(source.split("#", 1)[0]).resolve()
     return any(p == r or r in p.parents for r in roots)
@@ -96,11 +102,14 @@ def ingest(
     progress: bool = True,
     crash_hook: Callable[[str], None] | None = None,
     lock_wait_s: float = 30.0,
+    replace_others: bool = True,
 ) -> IngestReport:
     """Bring the index in `settings.index_dir` up to date with the files under `paths`.
 
     Unchanged documents are skipped, changed ones re-chunked and re-embedded, and with
-    `prune` documents whose files are gone (under the given paths) are removed.
+    `prune` documents whose files are gone (under the given paths) are removed. Without
+    `replace_others` (uploads), a document whose id is already held by a document from
+    another file is refused rather than replaced.
     `crash_hook(stage)` is called between write stages; tests use it to simulate crashes.
     """
     from rag.ingest.discover import discover
@@ -154,6 +163,13 @@ def ingest(
                     continue
                 seen.add(raw.doc_id)
                 prev = old_docs.get(raw.doc_id)
+                if prev is not None and not replace_others and not _same_file(prev, raw.source):
+                    why = (
+                        f"知识库中已有编号相同的文档《{prev.get('title') or raw.doc_id}》，"
+                        "它来自其他来源，上传的文件不能替换它"
+                    )
+                    report.results.append(FileResult(raw.source, "failed", raw.doc_id, why))
+                    continue
                 if prev is not None and prev["content_hash"] == h:
                     report.results.append(
                         FileResult(

@@ -40,7 +40,7 @@ from rag.index.vectors import FaissStore
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 from rag.index.versions import SCHEMA_VERSION, _manifest_head, current_version
-from rag.types import Chunk, DocMeta
+from rag.types import PROVENANCE, Chunk, DocMeta
 
 
 # --------------------------------------------------------------------------- reading
@@ -153,12 +153,14 @@ class HybridIndex:
     def doc_meta(self, doc_id: str) -> DocMeta:
         """What citations show of a document (empty for an unknown id)."""
         d = self.docs.get(doc_id, {})
+        meta = d.get("meta") or {}
         return DocMeta(
             title=d.get("title"),
             date=d.get("date"),
             author=d.get("author"),
             source_name=d.get("source_name"),
             source=d.get("source"),
+            extra=tuple((k, meta[k]) for k in PROVENANCE if k in meta),
         )
 
     @property

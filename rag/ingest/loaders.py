@@ -22,7 +22,7 @@ from pathlib import Path
 from rag.errors import LoadError
 from rag.ingest.decode import _norm_newlines, decode_bytes
 from rag.ingest.formats import _docx, _fmt_mb, _html, _markdown, _pdf, _short, _Unreadable, log
-from rag.types import DocMeta, Document
+from rag.types import PROVENANCE, DocMeta, Document
 
 SUPPORTED = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".jsonl"}
 
@@ -72,6 +72,14 @@ def _with_title(meta: dict, text: str, fallback: str, fallback_is_id: bool = Fal
     return {**meta, "title": fallback, **({"title_is_id": True} if fallback_is_id else {})}
 
 
+def _own_meta(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k not in PROVENANCE}
+
+
+def _provenance(sidecar: dict) -> dict:
+    return {k: sidecar[k] for k in PROVENANCE if k in sidecar}
+
+
 def _read_sidecar(path: Path) -> dict:
     side = path.with_suffix(SIDECAR_SUFFIX)
     if not side.is_file():
@@ -108,12 +116,16 @@ def _jsonl(text: str, path: Path, encoding: str, file_meta: dict) -> list[Docume
             continue
         rid = rec.get("id")
         rid = f"{path.stem}-{line_no}" if rid is None or str(rid) == "" else str(rid)
+        if file_meta.get("uploaded_at"):
+            # an uploaded record lives in its upload's namespace: it can never take the id
+            # of a document it does not own
+            rid = f"{path.stem}/{rid}"
         if rid in seen:
             log.warning("%s: line %d repeats id %r; skipped", path, line_no, rid)
             skipped.append(line_no)
             continue
         seen.add(rid)
-        extra = {k: v for k, v in rec.items() if k not in ("id", "text")}
+        extra = _own_meta({k: v for k, v in rec.items() if k not in ("id", "text")})
         # the record's identity: its other fields, then the text as bytes (not re-escaped)
         canonical = (
             json.dumps(
@@ -131,7 +143,12 @@ def _jsonl(text: str, path: Path, encoding: str, file_meta: dict) -> list[Docume
                 format="jsonl",
                 encoding=encoding,
                 meta=DocMeta.from_dict(
-                    _with_title({**file_meta, **extra}, body, rid, fallback_is_id=True)
+                    _with_title(
+                        {**file_meta, **extra, **_provenance(file_meta)},
+                        body,
+                        rid,
+                        fallback_is_id=True,
+                    )
                 ),
                 file_hash=hashlib.sha256(canonical).hexdigest(),
             )
@@ -212,7 +229,7 @@ def load_file(path: Path, root: Path | None = None, max_bytes: int = 50 * 2**20)
             source=name,
             format=fmt,
             encoding=encoding,
-            meta=DocMeta.from_dict(_with_title({**meta, **sidecar}, text, path.stem)),
+            meta=DocMeta.from_dict(_with_title({**_own_meta(meta), **sidecar}, text, path.stem)),
             file_hash=file_hash,
         )
     ]

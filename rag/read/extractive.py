@@ -7,6 +7,7 @@ evidence is weak it refuses plainly and lists the closest passages as possibly r
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import math
@@ -41,8 +42,28 @@ def refusal_model() -> dict:
         }
 
 
+def provenance(meta) -> str:
+    """Where an uploaded document came from, as a citation shows it; "" for the corpus.
+
+    Set only from the upload's sidecar (rag.ingest.loaders.PROVENANCE), so a file cannot
+    pass as an official document by its name or its own metadata.
+    """
+    at = meta.get("uploaded_at")
+    if not at:
+        return ""
+    try:
+        when = dt.datetime.fromisoformat(str(at)).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        when = ""
+    parts = [str(meta.get("uploaded_by") or "")[:60], when]
+    if meta.get("original_file"):
+        parts.append(f"原文件名：{str(meta.get('original_file'))[:120]}")
+    return f"用户上传（{'，'.join(p for p in parts if p)}）"
+
+
 def make_citation(index, n: int, h: Hit, quotes=()) -> Citation:
-    """Citation `n` for hit `h`: its passage plus its document's title, source and date."""
+    """Citation `n` for hit `h`: its passage plus its document's title, source, date and,
+    for an upload, where it came from."""
     meta = index.doc_meta(h.doc_id)
     return Citation(
         n,
@@ -55,6 +76,7 @@ def make_citation(index, n: int, h: Hit, quotes=()) -> Citation:
         h.end,
         h.text,
         tuple(quotes),
+        provenance=provenance(meta),
     )
 
 

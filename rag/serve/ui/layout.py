@@ -232,14 +232,16 @@ def build_app(library: Library, examples: Sequence[str]):
             [fb_row, fb_comment, fb_status, state],
         )
 
-        def on_upload(files, st, progress=gr.Progress(track_tqdm=True)):
+        def on_upload(files, st, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
             st = st or new_state()
             paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
             if not paths:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), st
             progress(0.05, desc=f"正在入库 {len(paths)} 个文件……")
             results = library.add_files(
-                [(p, Path(p).name) for p in paths], log=lambda m: progress(0.2, desc=m)
+                [(p, Path(p).name) for p in paths],
+                log=lambda m: progress(0.2, desc=m),
+                user=getattr(request, "username", None),  # the login name, under --auth
             )
             progress(1.0, desc="完成")
             return (

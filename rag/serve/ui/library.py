@@ -96,13 +96,17 @@ def sanitize_filename(name: str, limit: int = 60) -> str:
     return stem[:limit] or "file"
 
 
-def store_upload(src: str | Path, name: str, uploads_dir: Path, max_bytes: int) -> Path:
+def store_upload(
+    src: str | Path, name: str, uploads_dir: Path, max_bytes: int, uploaded_by: str | None = None
+) -> Path:
     """Copy an uploaded file into `uploads_dir` under a generated name; return that path.
 
     The stored name is `<content hash>__<sanitised name>`: never a path the user chose,
     and the same file uploaded twice maps to the same document (reported unchanged).
-    A sidecar gives the document its title from the original file name. Raises
-    LoadError(name, reason) for a type the loader does not take, an empty or too large file.
+    A sidecar records where it came from (who uploaded it, when, its original name; the
+    first upload of the same content keeps it) and gives it its title from the original
+    file name. Raises LoadError(name, reason) for a type the loader does not take, an
+    empty or too large file.
     """
     from rag.ingest.loaders import SUPPORTED
 
@@ -131,11 +135,18 @@ def store_upload(src: str | Path, name: str, uploads_dir: Path, max_bytes: int) 
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
-    if ext != ".jsonl":  # records of a JSON-lines file carry their own titles
-        side = {"title": stem or base, "original_file": base}
-        dest.with_suffix(".meta.json").write_text(
-            json.dumps(side, ensure_ascii=False), encoding="utf-8"
-        )
+    sidecar = dest.with_suffix(".meta.json")
+    if not sidecar.is_file():
+        side = {
+            "original_file": base,
+            "uploaded_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            **({"uploaded_by": uploaded_by} if uploaded_by else {}),
+        }
+        if ext != ".jsonl":  # records of a JSON-lines file carry their own titles
+            side["title"] = stem or base
+        tmp = sidecar.with_name(f".{sidecar.name}.{uuid.uuid4().hex}.part")
+        tmp.write_text(json.dumps(side, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, sidecar)
     return dest
 
 
@@ -211,20 +222,27 @@ class Library:
         }
 
     def add_files(
-        self, files: Sequence[tuple[str | Path, str]], log: Callable[[str], None] | None = None
+        self,
+        files: Sequence[tuple[str | Path, str]],
+        log: Callable[[str], None] | None = None,
+        user: str | None = None,
     ) -> list[UploadResult]:
-        """Store and ingest uploaded files, given as (temporary path, original name) pairs.
+        """Store and ingest uploaded files, given as (temporary path, original name) pairs,
+        uploaded by `user` (the login name, when there is one).
 
-        Returns one result per file (per record for JSON lines), in the given order.
+        Returns one result per file (per record for JSON lines), in the given order. An
+        upload never replaces a document it does not own: its records are namespaced by
+        the upload, and a document of another source with the same id is refused.
         """
         from rag.index.build import FileResult, ingest
 
         max_bytes = int(self.settings.max_file_mb * 2**20)
+        user = re.sub(r"[\x00-\x1f\x7f]", "", user or "")[:60] or None
         slots: list[UploadResult | Path] = []
         names: dict[Path, str] = {}
         for src, name in files:
             try:
-                dest = store_upload(src, name, self.uploads_dir, max_bytes)
+                dest = store_upload(src, name, self.uploads_dir, max_bytes, uploaded_by=user)
             except LoadError as e:
                 slots.append(UploadResult(Path(name).name, "failed", e.reason))
                 continue
@@ -247,6 +265,7 @@ class Library:
                         embedder=self.system.embedder,
                         log=log,
                         progress=True,
+                        replace_others=False,
                     )
                     self.system.reload()
             except RagError as e:  # e.g. another process holds the index lock

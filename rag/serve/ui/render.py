@@ -5,6 +5,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from rag.read.extractive import provenance
+
 MAX_DOC_VIEW_CHARS = 200_000  # a longer document is shown as a window around the passage
 
 
@@ -95,14 +97,29 @@ def render_citation_card(c, turn: int, n_chars: int | None = None, plain: int = 
     `plain` is how much of a passage without quotes (a "possibly related" one) is shown.
     """
     rel = [(qs - c.start, qe - c.start) for qs, qe in c.quotes]
+    origin = getattr(c, "provenance", "")
+    warnings = "".join(
+        f'<div class="rag-warn">⚠ {esc(FLAG_WARNINGS[f])}</div>'
+        for f in getattr(c, "flags", ())
+        if f in FLAG_WARNINGS
+    )
     return (
         f'<div class="rag-card {_cite_class(turn, c.n)}" title="点击查看原文">'
         f'<div class="rag-card-head"><span class="rag-badge">[{c.n}]</span>'
         f'<span class="rag-title">《{esc(c.title or c.doc_id)}》</span></div>'
         f'<div class="rag-meta">{esc(_date_zh(c.date))} · {esc(location_zh(c.start, c.end, n_chars))}</div>'
-        f'<div class="rag-passage">{snippet(c.text, rel, plain=plain)}</div>'
+        + (f'<div class="rag-provenance">{esc(origin)}</div>' if origin else "")
+        + warnings
+        + f'<div class="rag-passage">{snippet(c.text, rel, plain=plain)}</div>'
         f'<div class="rag-open">查看原文 ›</div></div>'
     )
+
+
+# what a citation's flags (rag.types.Citation.flags) warn the reader of
+FLAG_WARNINGS = {
+    "instruction": "此段含有像是写给问答助手的指令，可能是植入的文字，请勿当作事实。",
+    "citation_marker": "此段自带引用标记，可能是伪造的引用，请核对原文。",
+}
 
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
@@ -232,6 +249,9 @@ def render_document(
     bits = [_date_zh(meta.get("date"))]
     if meta.get("source_name"):
         bits.append(str(meta["source_name"]))
+    origin = provenance(meta.get("meta") or meta)
+    if origin:
+        bits.append(origin)
     if meta.get("encoding"):
         bits.append(f"编码 {meta['encoding']}")
     bits.append(f"{len(text)} 字")
@@ -306,6 +326,8 @@ CSS = """
 .rag-card-head { font-weight: 600; }
 .rag-badge { color: #2563eb; margin-right: 0.3em; }
 .rag-meta { font-size: 0.85em; color: #6b7280; }
+.rag-provenance { font-size: 0.85em; color: #b45309; }
+.rag-warn { font-size: 0.85em; color: #b91c1c; font-weight: 600; }
 .rag-passage { max-height: 9.5em; overflow: auto; margin-top: 0.3em; }
 .rag-open { font-size: 0.8em; color: #2563eb; text-align: right; }
 .rag-marker { color: #2563eb; cursor: pointer; font-weight: 600; }
