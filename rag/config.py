@@ -152,6 +152,15 @@ class Settings:
     answer_max_chars: int = 110  # the quoted sentences together (about 85 on CMRC, 93 with markers)
     answer_second_ratio: float = 0.5  # another sentence joins if it scores this share of the best
     refusal_threshold: float | None = None  # None: the calibrated value (rag/refusal_model.json)
+    # serving limits (rag/serve/limits.py); each refusal is one Chinese sentence
+    max_question_chars: int = 2000
+    max_comment_chars: int = 1000  # a feedback comment
+    feedback_max_mb: float = 20.0  # feedback.jsonl is rotated past this size ...
+    feedback_keep: int = 5  # ... keeping feedback.jsonl.1 ... .5
+    uploads_per_hour: int = 60  # files one user (login name, else address) may upload
+    upload_mb_per_hour: float = 500.0  # and their size, through the chat and the upload route
+    upload_temp_keep_s: int = 900  # Gradio's temporary copies of uploads are deleted after this
+    login_delay_s: float = 1.0  # a failed login waits this long; one try at a time per name
 
     def __post_init__(self) -> None:
         if isinstance(self.generators, dict):

@@ -118,7 +118,8 @@ def test_a_forged_jsonl_upload_leaves_the_original_answer_alone(corpus_settings,
         assert index.docs[uploaded]["meta"]["uploaded_by"] == USER
         fresh = gradio_client.Client(app.url, auth=(USER, PASSWORD), verbose=False)
         after = _text(fresh.predict(QUESTION, api_name="/on_ask")[0])
-        assert "40.6公里" in after
-        if "1.5公里" in after:  # the upload is cited: then it says where it came from
-            assert f"用户上传（{USER}" in after and "原文件名：官方通报.jsonl" in after
+        # both figures, cited, under a notice that the documents disagree (finding 5);
+        # the upload's card says who uploaded it, when, and under which file name
+        assert "文档之间不一致" in after and "40.6公里" in after and "1.5公里" in after
+        assert f"用户上传（{USER}" in after and "原文件名：官方通报.jsonl" in after
         assert "市政府办公室" not in after and "官方通报.pdf" not in after

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import subprocess
 from collections.abc import Mapping
@@ -92,13 +93,15 @@ def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a run's config that must match for its rows to be resumed."""
     settings = {k: v for k, v in config.get("settings", {}).items() if k not in _NOT_COMPARED}
     ev = config.get("eval", {})
-    return {
+    parts = {
         "settings": settings,
         "dataset": config.get("dataset", {}).get("hash"),
         "code": config.get("git", {}).get("code_sha256"),
         "models": config.get("models"),
         "eval": {k: ev.get(k) for k in ("ks", "retrieval_depth")},
     }
+    # as config.json holds it: a tuple in memory is a list on disk, and the same setting
+    return json.loads(json.dumps(parts, default=str))
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:

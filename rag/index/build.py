@@ -36,6 +36,7 @@ from rag.index.versions import (
 )
 from rag.index.workers import _load_all, _segment_all, _workers
 from rag.ingest.chunking import chunk_id
+from rag.ingest.planted import planted_spans
 
 
 # --------------------------------------------------------------------------- writing
@@ -189,6 +190,7 @@ def ingest(
                     "source_name": meta.get("source_name"),
                     "meta": meta,
                     "n_chars": len(text),
+                    "planted": planted_spans(text),
                     "_status": "updated" if prev is not None else "added",
                 }
                 new_texts[raw.doc_id] = text

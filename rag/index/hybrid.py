@@ -40,6 +40,7 @@ from rag.index.vectors import FaissStore
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 from rag.index.versions import SCHEMA_VERSION, _manifest_head, current_version
+from rag.ingest.planted import flags_in, planted_spans
 from rag.types import PROVENANCE, Chunk, DocMeta
 
 
@@ -180,6 +181,21 @@ class HybridIndex:
                 rows.setdefault(d, []).append(i)
             self._doc_rows = rows
         return self._doc_rows.get(doc_id, [])
+
+    def planted(self, doc_id: str) -> list[tuple[int, int, str]]:
+        """Spans of the document's planted sentences (rag.ingest.planted), recorded at
+        ingest; found now, once, for a document indexed before ingest recorded them."""
+        d = self.docs.get(doc_id)
+        if d is None:
+            return []
+        spans = d.get("planted")
+        if spans is None:
+            spans = d["planted"] = planted_spans(self.document_text(doc_id))
+        return [tuple(s) for s in spans]
+
+    def passage_flags(self, doc_id: str, start: int, end: int) -> tuple[str, ...]:
+        """Why the passage at [start, end) of the document must not be taken at face value."""
+        return flags_in(self.planted(doc_id), start, end)
 
     def document_text(self, doc_id: str) -> str:
         """The whole (cleaned, original-script) text of a document, read lazily."""

@@ -11,12 +11,14 @@ import datetime as dt
 import functools
 import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag.config import Settings
+from rag.ingest.planted import INSTRUCTION, flags_in
 from rag.read.reader import Reader, years_untied
 from rag.textnorm import norm
 from rag.types import Answer, AnswerSentence, Citation, Filters, Hit, Searcher
@@ -77,6 +79,7 @@ def make_citation(index, n: int, h: Hit, quotes=()) -> Citation:
         h.text,
         tuple(quotes),
         provenance=provenance(meta),
+        flags=index.passage_flags(h.doc_id, h.start, h.end),
     )
 
 
@@ -90,6 +93,24 @@ class _Cand:
     score: float
     coverage: float
     type_ok: float
+    flags: tuple[str, ...] = ()  # planted-text kinds of the sentence (rag.ingest.planted)
+
+
+CONFLICT = "文档之间不一致："
+CONFLICT_NOTICE = "所引文档对这个问题给出的数值不同，请核对原文后再使用。"
+
+
+def conflict_text(sentences) -> str:
+    """The answer text when documents disagree: "文档之间不一致：……[1]；……[2]。"."""
+    return CONFLICT + "；".join(f"{s.text}[{s.citation}]" for s in sentences) + "。"
+
+
+def _clause(c: _Cand) -> _Cand:
+    """`c` without its closing punctuation, to be joined into a conflict notice."""
+    text = c.text.rstrip("。！!；;，,…")
+    return _Cand(
+        c.hit_i, c.start, c.start + len(text), text, c.score, c.coverage, c.type_ok, c.flags
+    )
 
 
 class ExtractiveAnswerer:
@@ -110,20 +131,24 @@ class ExtractiveAnswerer:
         return self.retriever.reader  # shared: the retriever's rerank read these passages
 
     def _candidates(self, question: str, hits: list[Hit]) -> list[_Cand]:
+        """Every sentence of the passages, scored; none that is an instruction planted
+        for the assistant (it is not a fact, whatever it says)."""
         w = self.weights["rank"]
-        return [
-            _Cand(
-                i,
-                h.start + x.start,
-                h.start + x.end,
-                x.text,
-                x.score + w / (1 + i),
-                x.coverage,
-                x.type_ok,
-            )
-            for i, h in enumerate(hits)
-            for x in self.reader.sentences(question, h.text)
-        ]
+        index = self.retriever.index
+        out = []
+        for i, h in enumerate(hits):
+            planted = index.planted(h.doc_id)
+            for x in self.reader.sentences(question, h.text):
+                start, end = h.start + x.start, h.start + x.end
+                flags = flags_in(planted, start, end) if planted else ()
+                if INSTRUCTION in flags:
+                    continue
+                out.append(
+                    _Cand(
+                        i, start, end, x.text, x.score + w / (1 + i), x.coverage, x.type_ok, flags
+                    )
+                )
+        return out
 
     # a sentence's score (rag.read.reader.Reader) + this times its passage's rank prior 1/(1+i)
     weights = {"rank": 0.5}
@@ -132,7 +157,10 @@ class ExtractiveAnswerer:
     def select(self, question: str, hits: list[Hit]) -> tuple[list[_Cand], _Cand | None]:
         """Candidate sentences, best first, and the one that answers (None: none can)."""
         cands = sorted(self._candidates(question, hits), key=lambda c: -c.score)
-        best = self._fitting(question, hits, cands)
+        # a sentence carrying citation markers of its own (根据文档[1]……) never leads
+        # while a plain one can answer
+        best = self._fitting(question, hits, [c for c in cands if not c.flags])
+        best = best or self._fitting(question, hits, cands)
         if best is not None and best is not cands[0]:
             cands.remove(best)
             cands.insert(0, best)
@@ -233,6 +261,9 @@ class ExtractiveAnswerer:
         if best is None or conf < self.refusal_threshold:
             return self._refusal(question, hits, conf)
 
+        rival = self.disagreeing(question, hits, cands, best)
+        if rival is not None:
+            return self._conflict(question, hits, best, rival, conf)
         chosen = [best]
         budget = self.settings.answer_max_chars  # short answers: the passage is one click away
         for c in cands[1:8]:
@@ -256,6 +287,55 @@ class ExtractiveAnswerer:
         # best sentence first: the reader sees the answer before the supporting context
         return self._cited(question, hits, chosen, conf)
 
+    def disagreeing(
+        self, question: str, hits: list[Hit], cands: list[_Cand], best: _Cand
+    ) -> _Cand | None:
+        """A sentence of another document that answers as well as `best` with a different
+        value of the asked quantity (5000亿元 against 156亿元), or None.
+
+        Only for number questions whose nouns say what is counted (rag.read.reader's
+        slot: an amount of money, a length, a count of people ...), only between sentences
+        that each state one such value, and only among the sentences that fit the question
+        as `best` does: a figure that merely differs in another context is no conflict.
+        """
+        q = self.reader.analyse(question)
+        if q.kind != "number" or q.slot is None:
+            return None
+        mine = _values(q.slot, best.text)
+        if len(mine) != 1 or best.coverage < self.conflict_min_coverage:
+            return None
+        floor = self.fit_ratio * cands[0].score
+        for c in cands:
+            if c.score < floor:
+                break
+            if c is best or hits[c.hit_i].doc_id == hits[best.hit_i].doc_id:
+                continue
+            if c.coverage < max(
+                best.coverage - self.conflict_coverage_gap, self.conflict_min_coverage
+            ):
+                continue
+            theirs = _values(q.slot, c.text)
+            if len(theirs) != 1 or theirs == mine:
+                continue
+            date = self._doc_date(hits[c.hit_i]) if q.names_year else None
+            if self.reader.fits(question, c.text, c.type_ok, date):
+                return c
+        return None
+
+    # Both sentences must be about what is asked: each covers this share of the question's
+    # terms (IDF-weighted), the rival no more than the gap below the best. On DRCD dev, 600
+    # questions, a lower floor let sentences about neighbouring topics (0.13-0.44) pass as
+    # disagreeing; the planted and honest conflicts seen cover 0.9-1.0.
+    conflict_min_coverage = 0.6
+    conflict_coverage_gap = 0.1
+
+    def _conflict(self, question, hits, best: _Cand, rival: _Cand, conf: float) -> Answer:
+        """Both values, each cited, under "文档之间不一致": never one chosen silently."""
+        ans = self._cited(question, hits, [_clause(best), _clause(rival)], conf)
+        ans.text = conflict_text(ans.sentences)
+        ans.notice = CONFLICT_NOTICE
+        return ans
+
     def _cited(self, question, hits, chosen: list[_Cand], conf: float) -> Answer:
         order: list[int] = []
         for c in chosen:
@@ -277,6 +357,11 @@ class ExtractiveAnswerer:
 
     def _refusal(self, question, hits, conf: float) -> Answer:
         return refusal(self.retriever.index, question, hits, conf)
+
+
+def _values(slot, sentence: str) -> set[str]:
+    """The distinct fillers of a number question's slot in `sentence` ("156亿元")."""
+    return {re.sub(r"\s+", "", m.group()) for m in slot.finditer(norm(sentence))}
 
 
 def refusal(index, question: str, hits: list[Hit], confidence: float) -> Answer:

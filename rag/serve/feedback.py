@@ -99,33 +99,69 @@ def feedback_from_answer(
     )
 
 
-def append_feedback(path: str | os.PathLike, record: Feedback) -> None:
-    """Append one JSON line; an exclusive lock keeps lines whole across processes."""
+def append_feedback(
+    path: str | os.PathLike, record: Feedback, max_bytes: int | None = None, keep: int = 5
+) -> None:
+    """Append one JSON line; an exclusive lock keeps lines whole across processes.
+
+    Past `max_bytes` the file is rotated first (path.1 ... path.`keep`, the oldest
+    dropped), so feedback can never fill the disk.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record.to_json(), ensure_ascii=False, default=str) + "\n"
-    with open(p, "a", encoding="utf-8") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    with open(p.with_name(p.name + ".lock"), "a") as guard:
+        fcntl.flock(guard.fileno(), fcntl.LOCK_EX)  # one writer, rotation included
         try:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+            if max_bytes is not None and p.exists() and p.stat().st_size + len(line) > max_bytes:
+                _rotate(p, keep)
+            with open(p, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(guard.fileno(), fcntl.LOCK_UN)
+
+
+def _rotate(p: Path, keep: int) -> None:
+    for i in range(keep, 0, -1):
+        older = p.with_name(f"{p.name}.{i}")
+        if i == keep:
+            older.unlink(missing_ok=True)
+        elif older.exists():
+            os.replace(older, p.with_name(f"{p.name}.{i + 1}"))
+    if keep > 0:
+        os.replace(p, p.with_name(f"{p.name}.1"))
+    else:
+        p.unlink()
+
+
+def feedback_files(path: str | os.PathLike) -> list[Path]:
+    """The feedback file and its rotated predecessors, oldest first."""
+    p = Path(path)
+    rotated = sorted(
+        (q for q in p.parent.glob(f"{p.name}.*") if q.suffix[1:].isdigit()),
+        key=lambda q: -int(q.suffix[1:]),
+    )
+    return [*rotated, p]
 
 
 def read_feedback(path: str | os.PathLike, latest_only: bool = True) -> list[Feedback]:
-    """The records in `path`, in file order; with `latest_only`, the last line of each id.
+    """The records in `path` and its rotated predecessors, oldest first, in file order;
+    with `latest_only`, the last line of each id.
 
     A missing file is an empty list; a line that is not a feedback record raises
     ConfigError naming the file and line.
     """
-    p = Path(path)
-    if not p.exists():
-        return []
     names = set(Feedback.__dataclass_fields__)
     out: dict[str, Feedback] | list[Feedback] = {} if latest_only else []
-    for no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    lines = [
+        (p, no, line)
+        for p in feedback_files(path)
+        if p.exists()
+        for no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1)
+    ]
+    for p, no, line in lines:
         if not line.strip():
             continue
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.errors import ConfigError
+from rag.serve.limits import UploadRouteLimit, login_checker, upload_limiter
 from rag.serve.ui.handlers import example_questions
 from rag.serve.ui.layout import build_app
 from rag.serve.ui.library import (
@@ -100,11 +101,12 @@ def run(opts: AppOptions) -> int:
     system.embedder.embed_query("预热")  # load the model now, not on the first question
     root = data_dir(settings)
     feedback = Path(opts.feedback) if opts.feedback else root / "feedback.jsonl"
-    library = Library(system, root / "uploads", feedback)
+    library = Library(system, root / "uploads", feedback, upload_tmp)
     docs = system.index.docs
     examples = example_questions(set(docs), {k: v.get("title") or k for k, v in docs.items()})
 
     import gradio as gr
+    from starlette.middleware import Middleware
 
     demo = build_app(library, examples)
     demo.queue(default_concurrency_limit=4)
@@ -128,12 +130,21 @@ def run(opts: AppOptions) -> int:
     demo.launch(
         server_name=opts.host,
         server_port=opts.port,
-        auth=auth,
+        auth=login_checker(dict([auth]), settings.login_delay_s) if auth else None,
         max_file_size=int(settings.max_file_mb * 2**20),
         css=CSS,
         theme=theme,
         footer_links=[],
         run_history=False,
-        show_error=True,
+        show_error=False,  # handlers say what went wrong in Chinese; never a raw exception
+        app_kwargs={
+            "middleware": [  # the route has its own budget: a chat upload passes both
+                Middleware(
+                    UploadRouteLimit,
+                    limiter=upload_limiter(settings),
+                    max_file_mb=settings.max_file_mb,
+                )
+            ]
+        },
     )
     return 0

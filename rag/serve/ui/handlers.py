@@ -11,6 +11,8 @@ from typing import Any
 
 from rag.config import Settings
 from rag.errors import ConfigError, RagError
+from rag.serve.limits import LimitError, check_comment, check_question
+from rag.serve.public import public_error
 from rag.serve.ui.library import DEFAULT_QA, Library
 from rag.serve.ui.render import render_answer, render_error, render_partial, render_user
 
@@ -170,6 +172,13 @@ class ChatState:
         question = question.strip()
         if not question:
             return
+        try:
+            check_question(question, self.library.settings)
+        except LimitError as e:  # refused before any work: only a preview is echoed back
+            self.messages.append({"role": "user", "content": render_user(question[:200] + "……")})
+            self.messages.append({"role": "assistant", "content": render_error(str(e))})
+            yield self.messages
+            return
         self.messages.append({"role": "user", "content": render_user(question)})
         self.messages.append({"role": "assistant", "content": render_partial("", question, None)})
         at = len(self.messages) - 1
@@ -188,12 +197,8 @@ class ChatState:
                     self.message_turn[at] = turn
                     self.messages[at]["content"] = render_answer(item, turn, self.library.n_chars())
                     yield self.messages
-        except RagError as e:
-            self.messages[at]["content"] = render_error(str(e))
-            yield self.messages
-        except Exception as e:  # a generator bug must not take the session down
-            print(f"app: error answering {question!r}: {type(e).__name__}: {e}", file=sys.stderr)
-            self.messages[at]["content"] = render_error(f"{type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 -- a generator bug must not take the session down
+            self.messages[at]["content"] = render_error(public_error(e))
             yield self.messages
 
     def citation(self, turn: int, n: int):
@@ -211,11 +216,11 @@ class ChatState:
 
     def feedback(self, message_index: int, rating: str, comment: str = ""):
         """Record a rating of the answer in chat message `message_index`; return the record."""
-        from rag.serve.feedback import append_feedback, feedback_from_answer
+        from rag.serve.feedback import feedback_from_answer
 
         turn = self.message_turn.get(message_index)
         if turn is None:
-            raise ConfigError("only answers can be rated")
+            raise ConfigError("只能评价回答。")
         rec = feedback_from_answer(
             self.answers[turn],
             rating,
@@ -224,18 +229,25 @@ class ChatState:
             session=self.id,
             index_version=self.library.index.folder.name,
         )
-        append_feedback(self.library.feedback_path, rec)
+        self._append(rec)
         self.pending = rec
         return rec
 
-    def comment(self, text: str):
-        """Add a comment to the last rating (appended as a superseding record)."""
+    def _append(self, rec) -> None:
         from rag.serve.feedback import append_feedback
 
+        s = self.library.settings
+        append_feedback(
+            self.library.feedback_path, rec, int(s.feedback_max_mb * 2**20), s.feedback_keep
+        )
+
+    def comment(self, text: str):
+        """Add a comment to the last rating (appended as a superseding record)."""
         if self.pending is None:
-            raise ConfigError("rate an answer first")
+            raise ConfigError("请先点赞或点踩一个回答。")
+        check_comment(text, self.library.settings)
         rec = self.pending.with_comment(text)
-        append_feedback(self.library.feedback_path, rec)
+        self._append(rec)
         self.pending = None
         return rec
 

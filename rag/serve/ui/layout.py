@@ -4,6 +4,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rag.errors import RagError
+from rag.serve.limits import RateLimiter, upload_limiter
+from rag.serve.public import public_error
 from rag.serve.ui.handlers import ChatState, generator_label
 from rag.serve.ui.library import DOC_HEADERS, Library
 from rag.serve.ui.render import VIEWER_EMPTY, VIEWER_JS, esc, render_results
@@ -22,13 +24,18 @@ def _info_markdown(library: Library, state: ChatState | None) -> str:
     )
 
 
-def build_app(library: Library, examples: Sequence[str]):
-    """Lay out the app and wire its events; returns a `gr.Blocks` (not launched)."""
+def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | None = None):
+    """Lay out the app and wire its events; returns a `gr.Blocks` (not launched).
+
+    `uploads` limits each user's (login name, else address) uploads; the upload route in
+    front of the handler is limited by `rag.serve.limits.UploadRouteLimit`.
+    """
     import gradio as gr
 
     from rag.ingest.loaders import SUPPORTED
 
     base = library.settings
+    uploads = uploads or upload_limiter(base)
 
     def new_state() -> ChatState:
         return ChatState(library, base)
@@ -40,7 +47,10 @@ def build_app(library: Library, examples: Sequence[str]):
         return [(f"{r.title}（{r.doc_id}）", r.doc_id) for r in library.documents()]
 
     # every hour, drop Gradio's copies of uploads older than a day (they are indexed by then)
-    with gr.Blocks(title="文档问答", delete_cache=(3600, 86400)) as demo:
+    # Gradio's temporary copies of uploads (also of files posted straight to its upload
+    # route) are deleted after `upload_temp_keep_s`, not kept for a day
+    keep = max(1, base.upload_temp_keep_s)
+    with gr.Blocks(title="文档问答", delete_cache=(min(keep, 60), keep)) as demo:
         state = gr.State(None)
         gr.Markdown(
             "## 文档问答\n基于知识库中的文档回答问题，每个回答都标明出处 [n]；点击引用可查看原文。"
@@ -150,7 +160,7 @@ def build_app(library: Library, examples: Sequence[str]):
 
         def on_ask(text, st):
             st = st or new_state()
-            if not (text or "").strip():
+            if not isinstance(text, str) or not text.strip():
                 yield st.messages, "", st
                 return
             for messages in st.respond(text):
@@ -209,8 +219,10 @@ def build_app(library: Library, examples: Sequence[str]):
                 return gr.update(visible=False), "", st
             try:
                 st.feedback(int(idx), rating)
+            except (TypeError, ValueError, IndexError):  # event data no page sends
+                return gr.update(visible=False), "未记录：无效的请求。", st
             except RagError as e:
-                return gr.update(visible=False), f"未记录：{e}", st
+                return gr.update(visible=False), f"未记录：{public_error(e)}", st
             thumb = "👍" if rating == "up" else "👎"
             return gr.update(visible=True), f"已记录反馈 {thumb}，可以补充说明（可选）。", st
 
@@ -220,7 +232,10 @@ def build_app(library: Library, examples: Sequence[str]):
             if st is None or st.pending is None:
                 return gr.update(visible=False), "", "请先点赞或点踩一个回答。", st
             if (text or "").strip():
-                st.comment(text)
+                try:
+                    st.comment(text)
+                except RagError as e:  # too long: the comment stays in the box to shorten
+                    return gr.update(visible=True), gr.skip(), public_error(e), st
                 return gr.update(visible=False), "", "已记录说明，谢谢！", st
             st.pending = None
             return gr.update(visible=False), "", "", st
@@ -237,11 +252,19 @@ def build_app(library: Library, examples: Sequence[str]):
             paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
             if not paths:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), st
+            user = getattr(request, "username", None)
+            who = f"user:{user}" if user else f"addr:{getattr(request.client, 'host', '?')}"
+            mb = sum(Path(p).stat().st_size for p in paths if Path(p).is_file()) / 2**20
+            if not uploads.allow(who, len(paths), mb):
+                for p in paths:  # refused: the temporary copies go at once
+                    Path(p).unlink(missing_ok=True)
+                refused = f'<div class="rag-error">{esc(uploads.message())}</div>'
+                return refused, gr.skip(), gr.skip(), None, gr.skip(), st
             progress(0.05, desc=f"正在入库 {len(paths)} 个文件……")
             results = library.add_files(
                 [(p, Path(p).name) for p in paths],
                 log=lambda m: progress(0.2, desc=m),
-                user=getattr(request, "username", None),  # the login name, under --auth
+                user=user,  # the login name, under --auth
             )
             progress(1.0, desc="完成")
             return (
@@ -257,8 +280,10 @@ def build_app(library: Library, examples: Sequence[str]):
             on_upload,
             [upload, state],
             [upload_result, docs, remove_pick, upload, info, state],
-            concurrency_limit=1,
-            concurrency_id="write",
+            # embedding runs outside the index's write lock (Library.add_files): a large
+            # upload does not hold up removals or a second upload
+            concurrency_limit=2,
+            concurrency_id="upload",
         )
 
         def on_remove(doc_ids, st):
@@ -273,7 +298,7 @@ def build_app(library: Library, examples: Sequence[str]):
                 results = library.remove(list(doc_ids))
             except RagError as e:
                 return (
-                    f'<div class="rag-error">{esc(str(e))}</div>',
+                    f'<div class="rag-error">{esc(public_error(e))}</div>',
                     gr.skip(),
                     gr.skip(),
                     gr.skip(),
@@ -290,7 +315,7 @@ def build_app(library: Library, examples: Sequence[str]):
             [remove_pick, state],
             [remove_result, docs, remove_pick, info],
             concurrency_limit=1,
-            concurrency_id="write",
+            concurrency_id="remove",
         )
         refresh.click(
             lambda: (doc_table(), gr.update(choices=doc_choices())), None, [docs, remove_pick]
@@ -301,7 +326,7 @@ def build_app(library: Library, examples: Sequence[str]):
             try:
                 msg = st.apply(generator=g, top_k=k)
             except RagError as e:
-                msg = f"设置未生效：{e}"
+                msg = f"设置未生效：{public_error(e)}"
             return msg, _info_markdown(library, st), st
 
         apply.click(

@@ -1,5 +1,6 @@
 """The knowledge base as the page sees it: the index built from corpus/ at start, uploads stored and ingested, documents listed, removed and shown."""
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -7,11 +8,14 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from rag.config import Settings
 from rag.errors import IndexStoreError, LoadError, RagError
@@ -125,13 +129,9 @@ def store_upload(
         raise LoadError(
             base, f"file is {size / 2**20:.3g} MB, over the {max_bytes / 2**20:.3g} MB limit"
         )
-    h = hashlib.sha256()
-    with open(src, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
     stem = Path(base).stem
     uploads_dir.mkdir(parents=True, exist_ok=True)
-    dest = uploads_dir / f"{h.hexdigest()[:16]}__{sanitize_filename(stem)}{ext}"
+    dest = uploads_dir / f"{_sha256(src)[:16]}__{sanitize_filename(stem)}{ext}"
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
@@ -150,9 +150,60 @@ def store_upload(
     return dest
 
 
-def _discard_upload(path: Path) -> None:
+def _discard_upload(path: Path, temp_dir: Path | None = None) -> None:
+    """Delete a stored upload, its sidecar and (in `temp_dir`) Gradio's copies of it."""
+    if temp_dir is not None and path.is_file():
+        purge_temp_copies(temp_dir, path)
     for p in (path, path.with_suffix(".meta.json")):
         p.unlink(missing_ok=True)
+
+
+def purge_temp_copies(temp_dir: Path, stored: Path) -> int:
+    """Delete the files under `temp_dir` with the same content as `stored` (Gradio keeps
+    a copy of each upload there, served by its file route); return how many."""
+    size = stored.stat().st_size
+    digest = _sha256(stored)
+    n = 0
+    for p in list(Path(temp_dir).rglob("*")):
+        try:
+            if p.is_file() and p.stat().st_size == size and _sha256(p) == digest:
+                p.unlink()
+                n += 1
+                with contextlib.suppress(OSError):
+                    p.parent.rmdir()  # Gradio's per-file folder, when empty
+        except OSError:
+            continue
+    return n
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Remembering:
+    """The embedder, remembering each passage's vector: an upload is embedded once, into
+    a scratch index outside the write lock, and the real index is written from memory."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+        self._memo: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self.embedder, name)
+
+    def embed_passages(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        texts = list(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if missing:
+            vecs = self.embedder.embed_passages(missing, show_progress=show_progress)
+            self._memo.update(zip(missing, vecs))
+        if not texts:
+            return np.zeros((0, self.embedder.dim), np.float32)
+        return np.stack([self._memo[t] for t in texts])
 
 
 # =========================================================================== shared state
@@ -181,11 +232,14 @@ class Library:
     `system.reload()`; sessions pick the new version up at their next question.
     """
 
-    def __init__(self, system, uploads_dir: Path, feedback_path: Path):
+    def __init__(
+        self, system, uploads_dir: Path, feedback_path: Path, temp_dir: Path | None = None
+    ):
         self.system = system
         self.settings: Settings = system.settings
         self.uploads_dir = Path(uploads_dir)
         self.feedback_path = Path(feedback_path)
+        self.temp_dir = Path(temp_dir) if temp_dir is not None else None  # Gradio's uploads
         self._write_lock = threading.Lock()
 
     @property
@@ -257,14 +311,28 @@ class Library:
             slots.append(dest.resolve())
         by_path: dict[Path, list] = {}
         if names:
+            embedder = _Remembering(self.system.embedder)
             try:
-                with self._write_lock:
+                # the slow part (reading, chunking, embedding) runs outside the write lock,
+                # into a scratch index: removals and other uploads do not wait for it
+                with tempfile.TemporaryDirectory(
+                    prefix=".scratch-", dir=self.uploads_dir.parent
+                ) as tmp:
+                    with contextlib.suppress(RagError):  # the real ingest reports any failure
+                        ingest(
+                            [str(p) for p in names],
+                            self.settings.replace(index_dir=tmp),
+                            embedder=embedder,
+                            log=log,
+                            progress=True,
+                        )
+                with self._write_lock:  # then the index is written from the remembered vectors
                     report = ingest(
                         [str(p) for p in names],
                         self.settings,
-                        embedder=self.system.embedder,
+                        embedder=embedder,
                         log=log,
-                        progress=True,
+                        progress=False,
                         replace_others=False,
                     )
                     self.system.reload()
@@ -283,7 +351,7 @@ class Library:
             for r in rs:
                 out.append(UploadResult(names[slot], r.status, r.reason, r.doc_id, r.chunks))
             if all(r.status == "failed" for r in rs):
-                _discard_upload(slot)
+                _discard_upload(slot, self.temp_dir)
         return out
 
     def remove(self, doc_ids: Sequence[str]) -> list[UploadResult]:
@@ -304,7 +372,7 @@ class Library:
                 continue
             path = Path(d["source"].split("#", 1)[0])
             if uploads in path.resolve().parents and path not in still_used:
-                _discard_upload(path)
+                _discard_upload(path, self.temp_dir)
         return out
 
     def document_view(self, citation) -> str:

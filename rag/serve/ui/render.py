@@ -5,7 +5,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from rag.read.extractive import provenance
+from rag.read.extractive import CONFLICT, provenance
+from rag.serve.public import hide_paths
 
 MAX_DOC_VIEW_CHARS = 200_000  # a longer document is shown as a window around the passage
 
@@ -147,6 +148,8 @@ def marker_spans(answer) -> list[tuple[int, int, int]]:
     spans, pos = [], 0
     for s in answer.sentences:
         marker = f"[{s.citation}]"
+        # between quotes only our own joiners: nothing, or those of a conflict notice
+        pos += next((len(j) for j in (CONFLICT, "；") if text.startswith(j, pos)), 0)
         at = pos + len(s.text)
         if not (text.startswith(s.text, pos) and text.startswith(marker, at)):
             break  # not the shape extractive answers have: link nothing past this point
@@ -296,7 +299,11 @@ def render_results(results: Sequence[UploadResult]) -> str:
         return ""
     rows = []
     for r in results:
-        detail = r.reason if r.status == "failed" else (f"{r.chunks} 个片段" if r.chunks else "")
+        detail = (
+            hide_paths(r.reason)
+            if r.status == "failed"
+            else (f"{r.chunks} 个片段" if r.chunks else "")
+        )
         rows.append(
             f'<tr class="rag-result rag-result-{esc(r.status)}"><td>{esc(r.name)}</td>'
             f'<td class="rag-status">{esc(STATUS_ZH.get(r.status, r.status))}</td>'
