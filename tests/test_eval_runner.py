@@ -437,21 +437,10 @@ def chat_server():
         srv.server_close()
 
 
-def _transports():
-    out = ["http"]
-    try:
-        import llama_index.llms.openai_like  # noqa: F401
-
-        out.append("llama-index")
-    except ImportError:
-        pass
-    return out
-
-
-@pytest.mark.parametrize("transport", _transports())
-def test_judge_over_a_real_socket(chat_server, transport, monkeypatch):
+def test_judge_over_a_real_socket(chat_server):
+    pytest.importorskip("llama_index.llms.openai_like")
     srv = chat_server(grading_reply)
-    judge = LLMJudge("grader-1", srv.base_url, api_key="k-123", transport=transport)
+    judge = LLMJudge("grader-1", srv.base_url, api_key="k-123")
     v = judge.judge("崂山区推进多少个项目？", "共196个项目[1]", ["……196个重点项目……"], ["196个"])
     assert (v.faithfulness, v.correct, v.error) == (1.0, True, None)
     v = judge.judge("崂山区推进多少个项目？", "共200个项目[1]", ["……196个……"], ["196个"])
@@ -469,7 +458,7 @@ def test_judge_never_reads_yes_from_free_text(chat_server):
         ["Yes, the answer is correct and faithful.", '{"faithfulness": "high", "correct": "yes"}']
     )
     srv = chat_server(lambda body: next(replies))
-    v = LLMJudge("g", srv.base_url, transport="http", retries=1).judge("q", "a", ["p"], ["a"])
+    v = LLMJudge("g", srv.base_url, retries=1).judge("q", "a", ["p"], ["a"])
     assert (
         v.correct is None and v.faithfulness is None and "faithfulness must be a number" in v.error
     )
@@ -484,13 +473,13 @@ def test_judge_unreachable_is_an_error_verdict():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
     url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
     srv.server_close()  # nothing listens there now
-    v = LLMJudge("g", url, transport="http", retries=0, timeout_s=5).judge("q", "a", [], None)
+    v = LLMJudge("g", url, retries=0, timeout_s=5).judge("q", "a", [], None)
     assert v.faithfulness is None and "judge g at" in v.error
 
 
 def test_run_with_judge_records_verdicts(tmp_path, chat_server, qfile, corpus_settings, embedder):
     srv = chat_server(grading_reply)
-    judge = LLMJudge("grader-1", srv.base_url, transport="http")
+    judge = LLMJudge("grader-1", srv.base_url)
     s = run_eval(
         qfile,
         tmp_path / "judged",

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -89,76 +87,25 @@ def build_messages(
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-# ---------------------------------------------------------------- transports
+# ---------------------------------------------------------------- transport
 
 
-def http_chat(
+def openai_chat(
     base_url: str, model: str, api_key: str | None, timeout_s: float, json_mode: bool = True
 ) -> Chat:
-    """A chat function over plain HTTP (no extra packages): POST {base_url}/chat/completions."""
-    url = base_url.rstrip("/") + "/chat/completions"
+    """A chat function on the project's one OpenAI-compatible client
+    (`rag.integrations.llm_backends.openai_like`)."""
+    from rag.integrations.llm_backends import openai_like
 
-    def chat(messages: list[dict[str, str]]) -> str:
-        body: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0}
-        if json_mode:
-            body["response_format"] = {"type": "json_object"}
-        req = urllib.request.Request(
-            url,
-            data=json.dumps(body).encode("utf-8"),
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {api_key or 'none'}",
-            },
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                data = json.loads(resp.read().decode("utf-8"))
-            return data["choices"][0]["message"]["content"] or ""
-        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as e:
-            raise ModelError(f"judge {model} at {url}: {type(e).__name__}: {e}") from e
-
-    return chat
-
-
-def llama_index_chat(
-    base_url: str, model: str, api_key: str | None, timeout_s: float, json_mode: bool = True
-) -> Chat:
-    """A chat function through llama-index's OpenAILike (pip install llama-index-llms-openai-like)."""
-    try:
-        from llama_index.core.llms import ChatMessage
-        from llama_index.llms.openai_like import OpenAILike
-    except ImportError as e:
-        raise ImportError(
-            "the llama-index judge needs llama-index-llms-openai-like: "
-            "pip install llama-index-llms-openai-like"
-        ) from e
-    llm = OpenAILike(
-        model=model,
-        api_base=base_url,
-        api_key=api_key or "none",
-        is_chat_model=True,
-        temperature=0.0,
-        timeout=timeout_s,
-        max_retries=0,  # LLMJudge retries, the same way for both transports
-        additional_kwargs={"response_format": {"type": "json_object"}} if json_mode else {},
-    )
+    llm = openai_like(model, base_url, api_key, timeout_s, temperature=0.0, json_mode=json_mode)
 
     def chat(messages: list[dict[str, str]]) -> str:
         try:
-            resp = llm.chat([ChatMessage(role=m["role"], content=m["content"]) for m in messages])
+            return llm.complete([(m["role"], m["content"]) for m in messages])
         except Exception as e:  # the openai client raises its own types
             raise ModelError(f"judge {model} at {base_url}: {type(e).__name__}: {e}") from e
-        return resp.message.content or ""
 
     return chat
-
-
-def _have_llama_index_openai_like() -> bool:
-    try:
-        import llama_index.llms.openai_like  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------- the judge
@@ -171,9 +118,9 @@ class LLMJudge:
     >>> judge.judge("崂山区推进多少个项目？", "196个[1]", ["……196个重点项目……"], ["196个"])
     Verdict(faithfulness=1.0, correct=True, reason='...', error=None)
 
-    `transport` is "llama-index" (OpenAILike), "http" (the standard library) or "auto"
-    (llama-index when installed). A call that fails or a reply that is not a valid
-    verdict is retried `retries` times, then returned as an error verdict.
+    It talks through the project's one OpenAI-compatible client (llama-index's
+    OpenAILike). A call that fails or a reply that is not a valid verdict is retried
+    `retries` times, then returned as an error verdict.
     """
 
     def __init__(
@@ -183,23 +130,14 @@ class LLMJudge:
         api_key: str | None = None,
         timeout_s: float = 60.0,
         retries: int = 1,
-        transport: str = "auto",
         json_mode: bool = True,
     ):
         if not model or not base_url:
             raise ValueError("the judge needs a model name and a base URL")
-        if transport == "auto":
-            transport = "llama-index" if _have_llama_index_openai_like() else "http"
-        make = {"llama-index": llama_index_chat, "http": http_chat}.get(transport)
-        if make is None:
-            raise ValueError(
-                f"unknown judge transport {transport!r}; use auto, llama-index or http"
-            )
         self.model = model
         self.base_url = base_url
-        self.transport = transport
         self.retries = max(0, retries)
-        self._chat = make(base_url, model, api_key, timeout_s, json_mode)
+        self._chat = openai_chat(base_url, model, api_key, timeout_s, json_mode)
 
     @property
     def model_id(self) -> str:

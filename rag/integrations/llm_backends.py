@@ -57,20 +57,15 @@ def make_llm(settings: Settings) -> LlamaIndexGenerator | None:
                 "llm = openai at api.openai.com needs an API key: set $RAG_LLM_API_KEY "
                 "(or $OPENAI_API_KEY), or give --llm-base-url for a local server"
             )
-        OpenAILike = _import(kind, "llama_index.llms.openai_like", "OpenAILike")
-        llm = OpenAILike(
-            model=settings.llm_model,
-            api_base=base,
-            api_key=key or "no-key",  # local servers ignore it; the client needs one
-            is_chat_model=True,
-            context_window=settings.llm_context_window,
+        return openai_like(
+            settings.llm_model,
+            base,
+            key,
+            timeout_s=settings.llm_timeout_s,
             temperature=settings.llm_temperature,
             max_tokens=settings.llm_max_tokens,
-            timeout=settings.llm_timeout_s,
-            max_retries=0,  # retried here, uniformly for every backend
-            reuse_client=False,  # a client per call: an abandoned stream cannot block the next
+            context_window=settings.llm_context_window,
         )
-        return LlamaIndexGenerator(llm)
     if kind == "ollama":
         if not settings.llm_model:
             raise ConfigError("llm = ollama needs a model name: --llm-model NAME (e.g. qwen2.5:7b)")
@@ -106,6 +101,35 @@ def make_llm(settings: Settings) -> LlamaIndexGenerator | None:
             verbose=False,
         )
     return LlamaIndexGenerator(llm, serial=True)
+
+
+def openai_like(
+    model: str,
+    base_url: str,
+    api_key: str | None,
+    timeout_s: float,
+    temperature: float = 0.0,
+    max_tokens: int | None = None,
+    context_window: int = 4096,
+    json_mode: bool = False,
+) -> LlamaIndexGenerator:
+    """The one client for OpenAI-compatible servers (answers, and the eval's judge):
+    llama-index's OpenAILike, without retries of its own (callers retry uniformly)."""
+    OpenAILike = _import("openai", "llama_index.llms.openai_like", "OpenAILike")
+    llm = OpenAILike(
+        model=model,
+        api_base=base_url,
+        api_key=api_key or "no-key",  # local servers ignore it; the client needs one
+        is_chat_model=True,
+        context_window=context_window,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout_s,
+        max_retries=0,
+        reuse_client=False,  # a client per call: an abandoned stream cannot block the next
+        additional_kwargs={"response_format": {"type": "json_object"}} if json_mode else {},
+    )
+    return LlamaIndexGenerator(llm)
 
 
 _SHARED: dict[tuple, LlamaIndexGenerator | None] = {}
