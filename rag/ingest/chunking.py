@@ -14,7 +14,7 @@ from typing import NamedTuple
 from rag.types import Chunk
 
 # A sentence ends at 。！？!?；; or …… (plus any closing quotes/brackets), or at a line break.
-_SENT_END = re.compile(r"(?:[。！？!?；;]+|…+|\.{3,})[”’」』）)\]】〕》〉\"']*|\n+")
+SENTENCE_END = re.compile(r"(?:[。！？!?；;]+|…+|\.{3,})[”’」』）)\]】〕》〉\"']*|\n+")
 _SOFT_BREAK = re.compile(r"[，,、：:]")
 
 
@@ -27,7 +27,7 @@ def split_sentences(text: str) -> list[Span]:
     """Sentence spans of `text`; white space between sentences belongs to no span."""
     spans: list[Span] = []
     pos = 0
-    for m in _SENT_END.finditer(text):
+    for m in SENTENCE_END.finditer(text):
         end = m.end() if not m.group().startswith("\n") else m.start()
         _append_stripped(text, pos, end, spans)
         pos = m.end()

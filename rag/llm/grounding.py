@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.ingest.chunking import split_sentences
+from rag.ingest.chunking import SENTENCE_END, split_sentences
 from rag.textnorm import norm
 
 # Chosen by rag/eval/tuning/calibrate_grounding.py (see eval/reports/grounding_calibration.md). On
@@ -41,8 +41,6 @@ COMBINED_THRESHOLD = 0.77
 
 # [1]  [1,2]  [1、3]  ［2］  【3】  [1][2] is two markers
 CITATION = re.compile(r"[\[［【]\s*(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\s*[\]］】]")
-# A sentence ends at 。！？!?；; or …… (plus closing quotes), or at a line break.
-_SENT_END = re.compile(r"(?:[。！？!?；;]+|…+)[”’」』）)》]*|\n")
 _MARKERS_AFTER = re.compile(r"(?:[ \t\u3000]*" + CITATION.pattern + r")+")
 _CONTENT = re.compile(r"[\w]", re.UNICODE)
 
@@ -80,7 +78,7 @@ def split_answer(text: str) -> list[str]:
     """
     out: list[str] = []
     pos = 0
-    for m in _SENT_END.finditer(text):
+    for m in SENTENCE_END.finditer(text):
         if m.start() < pos:
             continue
         end = m.end()
