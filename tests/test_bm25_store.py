@@ -3,7 +3,8 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from rag.errors import IndexStoreError
-from rag.index.bm25 import BM25Index, tokenize
+from rag.index.bm25 import BM25Index
+from rag.index.segment import tokenize
 from rag.index.vectors import FaissStore
 
 DOCS = [
@@ -115,7 +116,7 @@ TRICKY = [
 
 def test_rjieba_segmenter_gives_jiebas_search_tokens():
     pytest.importorskip("rjieba")
-    from rag.index.bm25 import get_segmenter
+    from rag.index.segment import get_segmenter
     from rag.textnorm import norm
 
     jieba_seg, rjieba_seg = get_segmenter("jieba"), get_segmenter("rjieba")
@@ -167,7 +168,7 @@ def test_blocks_with_their_own_vocabularies_map_onto_one():
     from collections import Counter
     from itertools import chain
 
-    from rag.index.bm25 import count_terms
+    from rag.index.segment import count_terms
 
     toks = [tokenize(d) for d in DOCS] + [["崂山", "崂山", "新词"], []]
     blocks = [count_terms(toks[:1]), count_terms([]), count_terms(toks[1:3])]

@@ -34,8 +34,8 @@ import pytest
 
 from rag.config import Settings
 from rag.errors import IndexStoreError
-from rag.index.bm25 import tokenize
 from rag.index.hybrid import HybridIndex
+from rag.index.segment import tokenize
 from rag.index.versions import current_version
 from rag.index.workers import _embed_input
 from rag.ingest.chunking import chunk_id, chunk_spans

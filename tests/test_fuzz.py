@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from rag.errors import LoadError
-from rag.index.bm25 import tokenize
+from rag.index.segment import tokenize
 from rag.ingest.chunking import chunk_id, chunk_spans, split_sentences
 from rag.ingest.clean import clean_text
 from rag.ingest.decode import _norm_newlines, decode_bytes

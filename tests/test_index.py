@@ -248,7 +248,7 @@ def _rows(idx):
 
 
 def test_index_records_its_segmenter_and_an_old_index_keeps_jieba(tmp_path, settings, embedder):
-    from rag.index.bm25 import available_segmenter
+    from rag.index.segment import available_segmenter
 
     docs = tmp_path / "docs"
     write_docs(docs)

@@ -52,13 +52,13 @@ def test_the_eval_code_hash_covers_the_refusal_model(tmp_path: Path) -> None:
 
 
 def test_opening_an_index_changes_no_global_segmenter(corpus_settings) -> None:
-    from rag.index import bm25
+    from rag.index import segment
     from rag.index.hybrid import HybridIndex
 
-    before = bm25.default_segmenter()
+    before = segment.default_segmenter()
     index = HybridIndex.open(corpus_settings.index_path, corpus_settings)
-    assert bm25.default_segmenter() == before == bm25.available_segmenter()
-    assert index.tokenize("威海市城市更新") == bm25.tokenize(
+    assert segment.default_segmenter() == before == segment.available_segmenter()
+    assert index.tokenize("威海市城市更新") == segment.tokenize(
         "威海市城市更新", False, index.segmenter
     )
 

@@ -15,16 +15,11 @@ import numpy as np
 
 from rag.config import Settings
 from rag.errors import IndexSchemaError
-from rag.index.bm25 import (
-    LEGACY_SEGMENTER,
-    BM25Index,
-    TermRows,
-    available_segmenter,
-    segmenter_record,
-)
+from rag.index.bm25 import BM25Index
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 from rag.index.hybrid import HybridIndex
+from rag.index.segment import LEGACY_SEGMENTER, TermRows, available_segmenter, segmenter_record
 from rag.index.table import ChunkTable
 from rag.index.vectors import FaissStore
 from rag.index.versions import (

@@ -29,12 +29,8 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.errors import IndexSchemaError, IndexStoreError
-from rag.index.bm25 import (
-    LEGACY_SEGMENTER,
-    SEGMENTERS,
-    BM25Index,
-    get_segmenter,
-)
+from rag.index.bm25 import BM25Index
+from rag.index.segment import LEGACY_SEGMENTER, SEGMENTERS, get_segmenter
 from rag.index.table import ChunkTable
 from rag.index.vectors import FaissStore
 

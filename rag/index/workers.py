@@ -19,11 +19,7 @@ from typing import NamedTuple
 
 from rag.config import Settings
 from rag.errors import LoadError
-from rag.index.bm25 import (
-    TermRows,
-    count_terms,
-    get_segmenter,
-)
+from rag.index.segment import TermRows, count_terms, get_segmenter
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 from rag.ingest.chunking import chunk_spans

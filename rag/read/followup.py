@@ -6,7 +6,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 
-from rag.index.bm25 import tokenize
+from rag.index.segment import tokenize
 from rag.textnorm import norm
 from rag.types import Filters
 

@@ -46,7 +46,8 @@ def scatter_scores(weights, cols: list[int], n: int) -> np.ndarray:
 def ingest_parts(corpus_dir: str, n: int) -> dict:
     """CPU seconds of each ingestion stage on the first `n` articles, before and after the
     optimisations (eval/reports/bench/optimisations.md), checking the outputs are the same."""
-    from rag.index.bm25 import BM25Index, count_terms, get_segmenter
+    from rag.index.bm25 import BM25Index
+    from rag.index.segment import count_terms, get_segmenter
     from rag.ingest.chunking import chunk_spans
     from rag.textnorm import norm, normalize
 

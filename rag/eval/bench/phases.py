@@ -56,7 +56,7 @@ def _quiet(_: str) -> None:
 def counting_segmentation() -> Iterator[list[int]]:
     """Count the texts the BM25 segmenters segment inside the block (opening an index
     must segment none; loading a segmenter's dictionary is not segmenting)."""
-    import rag.index.bm25 as b
+    import rag.index.segment as b
 
     calls: list[int] = []
     saved = [(cls, cls.tokens, cls.iter_tokens) for cls in (b._Jieba, b._RJieba)]
