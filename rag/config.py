@@ -90,7 +90,8 @@ class Settings:
     cache_dir: str = field(default_factory=_default_cache_dir)
     # loading
     max_file_mb: float = 50.0
-    clean: bool = True
+    clean: bool = True  # remove web clutter from .txt/.md/.html (rag/ingest/clean.py)
+    ocr: bool = True  # read scanned PDF pages and images with rapidocr (rag/ingest/ocr.py)
     # chunking (defaults chosen by measurement, see README "Chunking")
     chunk_size: int = 300
     chunk_overlap: int = 1  # sentences carried over into the next chunk

@@ -190,6 +190,10 @@ class Citation:
     # why the passage must not be taken at face value: "instruction" (text addressed to an
     # assistant: 忽略以上指令, 你现在是, role markers), "citation_marker" (carries [n] of its own)
     flags: tuple[str, ...] = ()
+    # where in its file the cited text is: "第4页", "第2张幻灯片", "工作表“预算” 第12行",
+    # "表2 第5行"; empty for plain text
+    location: str = ""
+    ocr: bool = False  # the cited text was read from a scan by OCR
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,8 @@ class Answer:
                     "quotes": [list(q) for q in c.quotes],
                     "provenance": c.provenance,
                     "flags": list(c.flags),
+                    "location": c.location,
+                    "ocr": c.ocr,
                 }
                 for c in self.citations
             ],

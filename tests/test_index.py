@@ -52,13 +52,13 @@ def test_first_ingest_adds_and_reports_bad_files(tmp_path, settings, embedder):
     write_docs(docs)
     (docs / "empty.txt").write_bytes(b"")
     (docs / "binary.txt").write_bytes(bytes(range(256)) * 20)
-    (docs / "table.xlsx").write_bytes(b"PK\x03\x04 not really")
+    (docs / "table.numbers").write_bytes(b"PK\x03\x04 not really")
     report = ingest([docs], settings, embedder=embedder, **quiet())
     st = statuses(report)
     assert st["renewal.txt"][0] == st["weihai.txt"][0] == st["notes.md"][0] == "added"
     assert st["empty.txt"] == ("failed", "empty file")
     assert st["binary.txt"][0] == "failed" and "binary" in st["binary.txt"][1]
-    assert st["table.xlsx"][0] == "failed" and "unsupported" in st["table.xlsx"][1]
+    assert st["table.numbers"][0] == "failed" and "unsupported" in st["table.numbers"][1]
     idx = HybridIndex.open(settings.index_path, settings)
     assert set(idx.docs) == {"renewal", "weihai", "notes"}
     assert idx.docs["weihai"]["encoding"] == "gb18030"

@@ -228,8 +228,7 @@ def test_html(tmp_path):
         "嶗山區召開 動員大會",
         "会议总结了过去一年的工作。",
         "部署了 今年任务。",
-        "项目 数量",
-        "道路 12",
+        "表1｜项目：道路｜数量：12",  # a data table: each row with its column headers
         "line 1",
         "line 2",
     ]
@@ -293,13 +292,14 @@ def test_pdf_chinese_pages_and_metadata(tmp_path):
     )
     doc = load_one(f)
     assert doc.format == "pdf"
-    assert doc.encoding == "binary"
+    assert doc.encoding == ""  # a binary format has no character encoding
     pages = doc.text.split("\n\n")
     assert pages == ["威海市安全生产培训班\n一百二十人参加", "第二页：嶗山區動員大會 2023"]
     assert doc.meta.title == "培训报告"
     assert doc.meta.author == "威海市应急管理局"
     assert doc.meta.get("pages") == 2
     assert [doc.text[s : s + 3] for s in doc.meta.get("page_starts")] == ["威海市", "第二页"]
+    assert [label for _, label in doc.meta.get("locations")] == ["第1页", "第2页"]
     assert len(doc.meta.date) == 10  # YYYY-MM-DD from /CreationDate
     assert doc.file_hash == hashlib.sha256(f.read_bytes()).hexdigest()
 
@@ -318,8 +318,10 @@ def test_pdf_without_text_layer(tmp_path):
     c.rect(100, 100, 200, 200, fill=1)
     c.showPage()
     c.save()
-    with pytest.raises(LoadError, match=r"PDF has no text layer \(scanned\?\)"):
-        load_file(f)
+    with pytest.raises(LoadError, match=r"no text found in the PDF, not even by OCR"):
+        load_file(f)  # a page with nothing but a black square: OCR finds nothing either
+    with pytest.raises(LoadError, match=r"PDF has no text layer \(scanned\?\); turn OCR on"):
+        load_file(f, ocr=False)
 
 
 def test_truncated_pdf(tmp_path):
@@ -379,18 +381,21 @@ def make_docx(path: Path) -> Path:
 def test_docx_paragraphs_tables_and_properties(tmp_path):
     doc = load_one(make_docx(tmp_path / "notice.docx"))
     assert doc.format == "docx"
-    assert doc.encoding == "binary"
+    assert doc.encoding == ""
+    # the table's data row carries its headers; the merged cell's value is in its row
     assert doc.text.split("\n") == [
         "威海市培训通知",
         "各区市应急管理局：",
-        "姓名",
-        "单位",
-        "合并单元格",
-        "张三",
-        "崂山区",
+        "表1｜姓名：张三｜单位：崂山区｜合并单元格",
         "特此通知。",
     ]
-    assert doc.meta.to_dict() == {"title": "培训通知", "author": "李四", "date": "2023-02-15"}
+    row = doc.text.index("表1")
+    assert doc.meta.to_dict() == {
+        "title": "培训通知",
+        "author": "李四",
+        "date": "2023-02-15",
+        "locations": [[row, "表1 第2行"]],
+    }
 
 
 def test_docx_template_defaults_are_not_metadata(tmp_path):

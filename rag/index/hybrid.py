@@ -18,6 +18,7 @@ process per core; new vectors are appended to the FAISS index when no row is rem
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import importlib.util
@@ -39,8 +40,11 @@ from rag.index.versions import SCHEMA_VERSION, _manifest_head, current_version
 from rag.ingest.planted import flags_in, planted_spans
 from rag.types import PROVENANCE, Chunk, DocMeta
 
-
 # --------------------------------------------------------------------------- reading
+_PAGE = re.compile(r"第(\d+)页")
+_ROW = re.compile(r"(.*) 第(\d+)行")
+
+
 class HybridIndex:
     """One loaded, immutable version of the index."""
 
@@ -192,6 +196,30 @@ class HybridIndex:
     def passage_flags(self, doc_id: str, start: int, end: int) -> tuple[str, ...]:
         """Why the passage at [start, end) of the document must not be taken at face value."""
         return flags_in(self.planted(doc_id), start, end)
+
+    def location(self, doc_id: str, start: int, end: int) -> str:
+        """Where [start, end) of the document is in its file ("第4页", "第3–4页",
+        "工作表“预算” 第12行"), from the locations its loader recorded; "" if none."""
+        locs = (self.docs.get(doc_id, {}).get("meta") or {}).get("locations") or []
+        if not locs:
+            return ""
+        starts = [loc[0] for loc in locs]
+        first = locs[max(bisect.bisect_right(starts, start) - 1, 0)][1]
+        last = locs[max(bisect.bisect_right(starts, max(start, end - 1)) - 1, 0)][1]
+        if first == last:
+            return first
+        a, b = _PAGE.fullmatch(first), _PAGE.fullmatch(last)
+        if a and b:
+            return f"第{a[1]}–{b[1]}页"
+        a, b = _ROW.fullmatch(first), _ROW.fullmatch(last)
+        if a and b and a[1] == b[1]:
+            return f"{a[1]} 第{a[2]}–{b[2]}行"
+        return f"{first}至{last}"
+
+    def is_ocr(self, doc_id: str, start: int, end: int) -> bool:
+        """Whether any of [start, end) was read from a scan by OCR."""
+        ocr = (self.docs.get(doc_id, {}).get("meta") or {}).get("ocr") or {}
+        return any(s < end and start < e for _, s, e, *_ in ocr.get("lines") or [])
 
     def document_text(self, doc_id: str) -> str:
         """The whole (cleaned, original-script) text of a document, read lazily."""

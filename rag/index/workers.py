@@ -25,7 +25,9 @@ from rag.index.segment import TermRows, count_terms, get_segmenter
 from rag.ingest.chunking import chunk_spans
 from rag.textnorm import norm
 
-CLEANED_FORMATS = {"txt", "md", "html", "pdf", "docx"}
+# Clutter rules are for text that may be a web scrape; office files, PDFs, spreadsheets
+# and slides are read as they are (a table of whole numbers is not a page-view counter)
+CLEANED_FORMATS = {"txt", "md", "html"}
 
 
 def _content_hash(text: str, meta: dict, settings: Settings) -> str:
@@ -65,7 +67,7 @@ def _load(file: Path, root: Path, settings: Settings) -> str | list[tuple]:
     from rag.ingest.loaders import load_file
 
     try:
-        raws = load_file(file, root, max_bytes=int(settings.max_file_mb * 2**20))
+        raws = load_file(file, root, max_bytes=int(settings.max_file_mb * 2**20), ocr=settings.ocr)
     except LoadError as e:
         return e.reason
     out = []

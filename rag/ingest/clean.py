@@ -201,6 +201,10 @@ def _line_rule(key: str) -> str | None:
     return None
 
 
+# a row as rag.ingest.tables writes it: "表2｜区县：崂山区｜2023年计划投资：156亿元"
+_TABLE_ROW = re.compile(r"｜[^｜\n]{1,80}：[^｜\n]")
+
+
 def clean_text(text: str) -> Cleaned:
     """Drop clutter lines from a scraped article and keep every body line verbatim.
 
@@ -225,6 +229,9 @@ def clean_text(text: str) -> Cleaned:
 
     _mark_related_blocks(keys, nonblank, reasons, body)
     _mark_tail(nonblank, reasons, body)
+    for i in nonblank:  # a table row is data, whatever its cells look like
+        if _TABLE_ROW.search(lines[i]):
+            reasons[i] = None
 
     kept: list[str] = []
     dropped: list[Dropped] = []

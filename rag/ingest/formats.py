@@ -7,10 +7,10 @@ import io
 import logging
 import re
 import zipfile
-from collections.abc import Iterator
 from typing import Any
 
 from rag.ingest.decode import _norm_newlines
+from rag.ingest.tables import TextBuilder, row_lines
 
 log = logging.getLogger("rag.ingest.loaders")
 
@@ -156,7 +156,7 @@ def _html_soup(text: str) -> tuple[str, dict]:
     # not modified: inserting markers into it costs O(subtree) per insert in bs4.
     drop, blocks = set(_DROP_TAGS), set(_BLOCK_TAGS)
     parts: list[str] = []
-    in_pre = 0
+    in_pre, tables = 0, 0
     stack: list[Any] = [soup]
     while stack:
         node = stack.pop()
@@ -170,6 +170,10 @@ def _html_soup(text: str) -> tuple[str, dict]:
                 continue
             if name == "br":
                 parts.append("\n")
+                continue
+            if name == "table" and _is_data_table(node):
+                tables += 1
+                parts.append("\n" + "\n".join(_html_table_lines(node, tables)) + "\n")
                 continue
             if name in blocks:
                 parts.append("\n")
@@ -185,6 +189,35 @@ def _html_soup(text: str) -> tuple[str, dict]:
         elif isinstance(node, NavigableString):
             parts.append(str(node).replace("\xa0", " ") if in_pre else _INLINE_WS.sub(" ", node))
     return _join_lines("".join(parts)), meta
+
+
+def _rows_of(table: Any) -> list[Any]:
+    """The table's own rows (not those of tables nested in its cells)."""
+    return [tr for tr in table.find_all("tr") if tr.find_parent("table") is table]
+
+
+def _is_data_table(table: Any) -> bool:
+    """A table of data (two or more rows of two or more cells), not a layout table that
+    holds a page's blocks: those are read as ordinary text."""
+    rows = _rows_of(table)
+    if len(rows) < 2 or table.find("table") is not None:
+        return False
+    cells = [tr.find_all(["td", "th"], recursive=False) for tr in rows]
+    return sum(len(c) >= 2 for c in cells) >= 2
+
+
+def _html_table_lines(table: Any, n: int) -> list[str]:
+    caption = table.find("caption")
+    name = _INLINE_WS.sub(" ", caption.get_text(" ")).strip() if caption else ""
+    rows = []
+    for tr in _rows_of(table):
+        row = []
+        for cell in tr.find_all(["td", "th"], recursive=False):
+            text = _INLINE_WS.sub(" ", cell.get_text(" ")).strip()
+            span = int(cell.get("colspan") or 1) if str(cell.get("colspan") or "1").isdigit() else 1
+            row += [text] * max(1, min(span, 50))  # a spanned cell's value in each column
+        rows.append(row)
+    return [line for _, line in row_lines(rows, name or f"表{n}")]
 
 
 _RE_DROP = re.compile(
@@ -238,8 +271,10 @@ def _content_size(page: Any) -> int:
     return size
 
 
-def _pdf(data: bytes) -> tuple[str, dict]:
-    """Page texts joined by a blank line; meta has title/author/date and page starts."""
+def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
+    """Page texts joined by a blank line; pages without a text layer are read by OCR
+    (rag.ingest.ocr). Meta has title/author/date, a location per page ("第N页") and,
+    for OCR'd pages, each line's confidence and box."""
     import pypdf
 
     if b"%PDF-" not in data[:1024]:
@@ -269,13 +304,31 @@ def _pdf(data: bytes) -> tuple[str, dict]:
         raise
     except Exception as e:
         raise _Unreadable(f"cannot read PDF: {_short(e)}") from None
-    if not any(pages):
-        raise _Unreadable("PDF has no text layer (scanned?)")
+    scanned = [i for i, p in enumerate(pages) if len(p) < MIN_PAGE_TEXT]
+    if scanned and not ocr and not any(pages):
+        raise _Unreadable("PDF has no text layer (scanned?); turn OCR on (ocr = true)")
+    ocr_pages: dict[int, str] = {}
+    ocr_lines: list[list] = []
     starts, pos = [], 0
-    for p in pages:
+    for i, p in enumerate(pages):
+        if ocr and i in scanned:
+            log.info("OCR: page %d of %d", i + 1, len(pages))
+            text, records = _ocr_pdf_page(data, i, pos)
+            if len(text) > len(p):
+                pages[i] = p = text
+                ocr_pages[i] = text
+                ocr_lines += records
         starts.append(pos)
         pos += len(p) + 2
-    meta: dict[str, Any] = {"pages": len(pages), "page_starts": starts}
+    if not any(pages):
+        raise _Unreadable("no text found in the PDF, not even by OCR (blank or unreadable scan)")
+    meta: dict[str, Any] = {
+        "pages": len(pages),
+        "page_starts": starts,
+        "locations": [[s, f"第{i + 1}页"] for i, s in enumerate(starts) if pages[i]],
+    }
+    if ocr_pages:
+        meta["ocr"] = _ocr_meta(sorted(ocr_pages), ocr_lines)
     for key, field in (("/Title", "title"), ("/Author", "author")):
         value = str(info.get(key) or "").strip()
         if value and value.lower() not in _PLACEHOLDERS:
@@ -284,6 +337,59 @@ def _pdf(data: bytes) -> tuple[str, dict]:
     if date:
         meta["date"] = date
     return "\n\n".join(pages), meta
+
+
+MIN_PAGE_TEXT = 20  # a page with fewer extracted characters is a scan (or a picture)
+
+
+def _ocr_pdf_page(data: bytes, index: int, offset: int) -> tuple[str, list[list]]:
+    from rag.ingest.ocr import OcrUnavailable, blank, page_text, read_image, render_pdf_page
+
+    try:
+        image = render_pdf_page(data, index)
+    except OcrUnavailable as e:
+        raise _Unreadable(
+            f"PDF page {index + 1} is a scan, and OCR is not installed ({e})"
+        ) from None
+    except Exception as e:  # pdfium cannot draw a damaged page: it keeps its text layer
+        log.warning("OCR: page %d could not be rendered (%s)", index + 1, _short(e))
+        return "", []
+    if blank(image):  # an empty page: nothing to read, and no seconds spent on it
+        return "", []
+    lines, _ = read_image(image)
+    return page_text(lines, index + 1, offset)
+
+
+def _ocr_meta(pages: list[int], lines: list[list]) -> dict[str, Any]:
+    conf = [rec[3] for rec in lines]
+    return {
+        "pages": [p + 1 for p in pages],
+        "confidence": round(sum(conf) / len(conf), 3) if conf else None,
+        "lines": lines,  # [page, start, end, confidence, x0, y0, x1, y1]
+    }
+
+
+def _image(data: bytes) -> tuple[str, dict]:
+    """An image of text (a scanned notice, a photo of a page), read by OCR."""
+    from PIL import Image, UnidentifiedImageError
+
+    from rag.ingest.ocr import OcrUnavailable, page_text, read_image
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise _Unreadable(f"cannot read image: {_short(e)}") from None
+    if image.width * image.height > 80_000_000:
+        raise _Unreadable(f"image is {image.width}x{image.height} pixels, too large to read")
+    try:
+        lines, _ = read_image(image)
+    except OcrUnavailable as e:
+        raise _Unreadable(f"reading images needs OCR, which is not installed ({e})") from None
+    text, records = page_text(lines, 1)
+    if not text.strip():
+        raise _Unreadable("no text found in the image by OCR")
+    return text, {"locations": [[0, "图片"]], "ocr": _ocr_meta([0], records)}
 
 
 def _docx(data: bytes, max_bytes: int) -> tuple[str, dict]:
@@ -308,12 +414,12 @@ def _docx(data: bytes, max_bytes: int) -> tuple[str, dict]:
 
     try:
         document = docx.Document(io.BytesIO(_bounded_copy(zf)))
-        lines = list(_docx_lines(document))
+        body = _docx_text(document)
         props = document.core_properties
         raw = {"title": props.title, "author": props.author, "date": props.created}
     except Exception as e:  # lxml/python-docx raise many types on damaged parts
         raise _Unreadable(f"cannot read DOCX: {_short(e)}") from None
-    meta: dict[str, Any] = {}
+    meta: dict[str, Any] = {"locations": body.locations} if body.locations else {}
     for key, value in raw.items():
         if hasattr(value, "date"):
             if value.year == 2013 and value.month == 12 and value.day == 23:
@@ -322,7 +428,7 @@ def _docx(data: bytes, max_bytes: int) -> tuple[str, dict]:
         value = str(value or "").strip()
         if value and value.lower() not in _PLACEHOLDERS:
             meta[key] = value
-    return "\n".join(lines), meta
+    return body.text, meta
 
 
 def _bounded_copy(zf: zipfile.ZipFile) -> bytes:
@@ -344,28 +450,43 @@ def _bounded_copy(zf: zipfile.ZipFile) -> bytes:
     return out.getvalue()
 
 
-def _docx_lines(document: Any) -> Iterator[str]:
+_CAPTION = re.compile(r"^(?:表|附表|table)\s*[\d一二三四五六七八九十]+", re.IGNORECASE)
+
+
+def _docx_text(document: Any) -> TextBuilder:
+    """Paragraphs in document order, one per line; each table as rows that carry their
+    headers and the table's caption (rag.ingest.tables), located as "表N 第R行"."""
     from docx.table import Table
 
-    def table_lines(table: Table, depth: int) -> Iterator[str]:
-        seen: set[Any] = set()  # holds the <w:tc> elements, so their identity is stable
-        for row in table.rows:
-            for cell in row.cells:
-                if cell._tc in seen:  # a merged cell repeats across its span
-                    continue
-                seen.add(cell._tc)
-                for block in cell.iter_inner_content():
-                    if isinstance(block, Table):
-                        if depth < 8:
-                            yield from table_lines(block, depth + 1)
-                    elif block.text.strip():
-                        yield block.text.strip()
+    out = TextBuilder()
+    count = 0
 
+    def table(t: Table, before: str, depth: int) -> None:
+        nonlocal count
+        count += 1
+        name = before if _CAPTION.match(before) and len(before) <= 60 else f"表{count}"
+        label = name.split()[0] if _CAPTION.match(name) else name
+        nested = []
+        rows = []
+        for row in t.rows:
+            cells = row.cells  # a merged cell repeats across its span: its value in each
+            rows.append([c.text for c in cells])
+            nested += [inner for c in cells for inner in c.tables]
+        for n, line in row_lines(rows, name):
+            out.add(line, f"{label} 第{n}行")
+        if depth < 8:
+            for inner in dict.fromkeys(nested):  # a merged cell lists its tables once
+                table(inner, "", depth + 1)
+
+    previous = ""
     for block in document.iter_inner_content():
         if isinstance(block, Table):
-            yield from table_lines(block, 0)
+            table(block, previous, 0)
+            previous = ""
         elif block.text.strip():
-            yield block.text.strip()
+            previous = block.text.strip()
+            out.add(previous)
+    return out
 
 
 class _Unreadable(Exception):

@@ -21,11 +21,21 @@ from pathlib import Path
 
 from rag.errors import LoadError
 from rag.ingest.decode import _norm_newlines, decode_bytes
-from rag.ingest.formats import _docx, _fmt_mb, _html, _markdown, _pdf, _short, _Unreadable, log
+from rag.ingest.formats import (
+    _docx,
+    _fmt_mb,
+    _html,
+    _image,
+    _markdown,
+    _pdf,
+    _short,
+    _Unreadable,
+    log,
+)
+from rag.ingest.legacy import convert_legacy
+from rag.ingest.slides import pptx
+from rag.ingest.tables import delimited, xlsx
 from rag.types import PROVENANCE, DocMeta, Document
-
-SUPPORTED = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".jsonl"}
-
 
 _FORMATS = {
     ".txt": "txt",
@@ -36,7 +46,19 @@ _FORMATS = {
     ".pdf": "pdf",
     ".docx": "docx",
     ".jsonl": "jsonl",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".pptx": "pptx",
+    **dict.fromkeys((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"), "image"),
+    # older office formats: converted by LibreOffice when it is installed (rag.ingest.legacy)
+    **dict.fromkeys((".doc", ".wps"), "doc"),
+    ".xls": "xls",
+    ".ppt": "ppt",
 }
+SUPPORTED = set(_FORMATS)
+BINARY_FORMATS = {"pdf", "docx", "xlsx", "pptx", "image", "doc", "xls", "ppt"}
 
 
 SIDECAR_SUFFIX = ".meta.json"
@@ -67,9 +89,49 @@ def _with_title(meta: dict, text: str, fallback: str, fallback_is_id: bool = Fal
     if isinstance(title, str) and title.strip():
         return {**meta, "title": title.strip()}
     first = next((ln.strip() for ln in text.split("\n") if re.search(r"\w", ln)), "")
-    if 0 < len(first) <= MAX_TITLE_CHARS:
+    if 0 < len(first) <= MAX_TITLE_CHARS and "｜" not in first:  # a table row is no title
         return {**meta, "title": first}
     return {**meta, "title": fallback, **({"title_is_id": True} if fallback_is_id else {})}
+
+
+def _binary(fmt: str, data: bytes, max_bytes: int, ocr: bool) -> tuple[str, dict]:
+    if fmt == "pdf":
+        return _pdf(data, ocr)
+    if fmt == "docx":
+        return _docx(data, max_bytes)
+    if fmt == "image":
+        if not ocr:
+            raise _Unreadable("an image is read by OCR, which is turned off (ocr = false)")
+        return _image(data)
+    try:
+        return xlsx(data) if fmt == "xlsx" else pptx(data)
+    except _Unreadable:
+        raise
+    except Exception as e:  # openpyxl / python-pptx raise many types on damaged files
+        kind = "spreadsheet" if fmt == "xlsx" else "presentation"
+        raise _Unreadable(f"cannot read the {kind}: {_short(e)}") from None
+
+
+# 成文日期 / 发文日期 lines, or a line that is only a date (an official document's date
+# under its title or above its seal)
+_DATED = re.compile(
+    r"^(?:(?:成文|发文|印发|发布|簽發|签发)日期[：:]\s*)?(\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日)$"
+)
+
+
+def _date_from_text(text: str, meta: dict, fmt: str) -> dict:
+    """{"date": ...} from the document's own words, when it states its date: the first
+    15 or last 10 lines hold a 成文日期/发文日期 line or a line that is only a date. It wins
+    over a PDF's or office file's creation date (a scan's is the day it was scanned); a
+    date that HTML meta or front matter give as the document's stays."""
+    if meta.get("date") and fmt in ("md", "html"):
+        return {}
+    lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+    for line in lines[:15] + lines[-10:]:
+        m = _DATED.match(line.replace(" ", ""))
+        if m:
+            return {"date": m.group(1)}
+    return {}
 
 
 def _own_meta(meta: dict) -> dict:
@@ -166,7 +228,9 @@ def _jsonl(text: str, path: Path, encoding: str, file_meta: dict) -> list[Docume
     return docs
 
 
-def load_file(path: Path, root: Path | None = None, max_bytes: int = 50 * 2**20) -> list[Document]:
+def load_file(
+    path: Path, root: Path | None = None, max_bytes: int = 50 * 2**20, ocr: bool = True
+) -> list[Document]:
     """Load one file into Documents (one, or one per record for .jsonl).
 
     `root` is the folder `doc_id` is relative to (default: the file's parent).
@@ -205,9 +269,16 @@ def load_file(path: Path, root: Path | None = None, max_bytes: int = 50 * 2**20)
     doc_id = _doc_id(path, root)
 
     try:
-        if fmt in ("pdf", "docx"):
-            encoding = "binary"
-            text, meta = _pdf(data) if fmt == "pdf" else _docx(data, max_bytes)
+        if fmt in ("doc", "xls", "ppt"):  # converted first; then read as their new format
+            data, fmt = (
+                convert_legacy(data, path, fmt),
+                {"doc": "docx", "xls": "xlsx", "ppt": "pptx"}[fmt],
+            )
+        if fmt in BINARY_FORMATS:
+            encoding = ""  # not a text file: there is no character encoding to report
+            text, meta = _binary(fmt, data, max_bytes, ocr)
+        elif fmt in ("csv", "tsv"):
+            text, encoding, meta = delimited(data, name, tab=fmt == "tsv")
         else:
             text, encoding = decode_bytes(data, name=name)
             text = _norm_newlines(text).lstrip("\ufeff")
@@ -229,7 +300,13 @@ def load_file(path: Path, root: Path | None = None, max_bytes: int = 50 * 2**20)
             source=name,
             format=fmt,
             encoding=encoding,
-            meta=DocMeta.from_dict(_with_title({**_own_meta(meta), **sidecar}, text, path.stem)),
+            meta=DocMeta.from_dict(
+                _with_title(
+                    {**_own_meta(meta), **_date_from_text(text, meta, fmt), **sidecar},
+                    text,
+                    path.stem,
+                )
+            ),
             file_hash=file_hash,
         )
     ]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.ingest.planted import INSTRUCTION, flags_in
+from rag.ingest.tables import CELL_SEP
 from rag.read.reader import Reader, years_untied
 from rag.textnorm import norm
 from rag.types import Answer, AnswerSentence, Citation, Filters, Hit, Searcher
@@ -80,6 +81,9 @@ def make_citation(index, n: int, h: Hit, quotes=()) -> Citation:
         tuple(quotes),
         provenance=provenance(meta),
         flags=index.passage_flags(h.doc_id, h.start, h.end),
+        # the quoted sentence's place when there is one: a passage may span rows or pages
+        location=index.location(h.doc_id, *(quotes[0] if quotes else (h.start, h.end))),
+        ocr=index.is_ocr(h.doc_id, h.start, h.end),
     )
 
 
@@ -282,6 +286,9 @@ class ExtractiveAnswerer:
                 and used + len(c.text) <= budget
                 and len(c.text) >= 10  # a bare heading adds nothing to an answer
                 and not overlaps
+                # another table row joins only if it matches the question as fully: the
+                # row of another district is not context, it is another answer
+                and (CELL_SEP not in c.text or c.coverage >= best.coverage)
             ):
                 chosen.append(c)
         # best sentence first: the reader sees the answer before the supporting context

@@ -122,7 +122,14 @@ def question_slot(question: str, normalized: bool = False) -> re.Pattern | None:
     return best[1] if best else None
 
 
+# a numeric cell of a table row ("项目数：120｜"): its header says what it counts
+_TABLE_NUMBER = re.compile(r"[:：]\s*-?[\d.,]+\s*[^\d｜|]{0,6}(?:[｜|]|$)")
+
+
 def type_match(kind: str, sentence_norm: str, slot: re.Pattern | None = None) -> float:
+    if kind == "number" and ("｜" in sentence_norm or "|" in sentence_norm):
+        if _TABLE_NUMBER.search(sentence_norm):  # which cell answers, coverage decides
+            return 2.0 if slot is not None else 1.0
     if kind == "number":
         # When the question says what it counts, only a number of that kind answers it.
         if slot is not None:

@@ -103,8 +103,10 @@ def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
         print("\n可能相关的段落：" if ans.refused else "\n引用：", file=out)
         for c in ans.citations:
             date = f"，{c.date}" if c.date else ""
+            where = c.location or f"第 {c.start}–{c.end} 字"
+            where += "（扫描件识别）" if c.ocr else ""
             snippet = c.text if len(c.text) <= 120 else c.text[:120] + "……"
-            print(f"[{c.n}] 《{c.title}》{date}，第 {c.start}–{c.end} 字：{snippet}", file=out)
+            print(f"[{c.n}] 《{c.title}》{date}，{where}：{snippet}", file=out)
 
 
 def print_streamed(items, out=None):

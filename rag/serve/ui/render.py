@@ -99,6 +99,9 @@ def render_citation_card(c, turn: int, n_chars: int | None = None, plain: int = 
     """
     rel = [(qs - c.start, qe - c.start) for qs, qe in c.quotes]
     origin = getattr(c, "provenance", "")
+    where = getattr(c, "location", "") or location_zh(c.start, c.end, n_chars)
+    if getattr(c, "ocr", False):
+        where += "（扫描件识别，请核对原件）"
     warnings = "".join(
         f'<div class="rag-warn">⚠ {esc(FLAG_WARNINGS[f])}</div>'
         for f in getattr(c, "flags", ())
@@ -108,7 +111,7 @@ def render_citation_card(c, turn: int, n_chars: int | None = None, plain: int = 
         f'<div class="rag-card {_cite_class(turn, c.n)}" title="点击查看原文">'
         f'<div class="rag-card-head"><span class="rag-badge">[{c.n}]</span>'
         f'<span class="rag-title">《{esc(c.title or c.doc_id)}》</span></div>'
-        f'<div class="rag-meta">{esc(_date_zh(c.date))} · {esc(location_zh(c.start, c.end, n_chars))}</div>'
+        f'<div class="rag-meta">{esc(_date_zh(c.date))} · {esc(where)}</div>'
         + (f'<div class="rag-provenance">{esc(origin)}</div>' if origin else "")
         + warnings
         + f'<div class="rag-passage">{snippet(c.text, rel, plain=plain)}</div>'
