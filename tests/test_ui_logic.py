@@ -348,7 +348,10 @@ def test_upload_reports_each_file_and_answers_from_it(library, tmp_path):
         ".txt",
     ]  # failed ones discarded
     rows = {r.title: r for r in library.documents()}  # titled by the original file name
-    assert rows["南湾码头"].chunks == 1 and rows["南湾码头"].encoding == "utf-8"
+    assert rows["南湾码头"].chunks == 1 and rows["南湾码头"].kind == "文本 · utf-8"
+    assert rows["南湾码头"].source == "用户上传" and "__" not in "".join(
+        map(str, rows["南湾码头"].shown())
+    )
     again = library.add_files([(doc, "南湾码头.txt")])
     assert [r.status for r in again] == ["unchanged"]
 

@@ -41,7 +41,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
         return ChatState(library, base)
 
     def doc_table():
-        return [list(r) for r in library.documents()]
+        return [r.shown() for r in library.documents()]
 
     def doc_choices():
         return [(f"{r.title}（{r.doc_id}）", r.doc_id) for r in library.documents()]

@@ -30,7 +30,12 @@ DEFAULT_CORPUS = REPO_ROOT / "corpus"
 DEFAULT_QA = REPO_ROOT / "eval" / "datasets" / "corpus_qa.jsonl"
 
 
-DOC_HEADERS = ["标题", "日期", "片段数", "编码", "入库时间", "文档 ID"]
+DOC_HEADERS = ["标题", "日期", "类型", "篇幅", "片段数", "来源", "入库时间"]
+_KINDS = {
+    "txt": "文本", "md": "Markdown", "html": "网页", "pdf": "PDF", "docx": "Word",
+    "jsonl": "数据记录", "xlsx": "Excel", "csv": "CSV 表格", "tsv": "TSV 表格",
+    "pptx": "PPT", "image": "图片",
+}  # fmt: skip
 
 
 def data_dir(settings: Settings) -> Path:
@@ -208,12 +213,47 @@ class _Remembering:
 
 # =========================================================================== shared state
 class DocRow(NamedTuple):
+    """One line of the document list: what staff recognise, no internal ids or hashes
+    (`doc_id` is kept for the code, not shown)."""
+
     title: str
     date: str
+    kind: str  # "PDF · 3页 · 含扫描页", "Excel · 2个工作表", "文本 · gb18030"
+    size: str  # "1.2万字"
     chunks: int
-    encoding: str
+    source: str  # "知识库" or who uploaded it
     indexed_at: str
     doc_id: str
+
+    def shown(self) -> list:
+        return list(self[:-1])
+
+
+def _kind(d: dict) -> str:
+    meta = d.get("meta") or {}
+    bits = [_KINDS.get(d.get("format") or "", d.get("format") or "")]
+    if meta.get("pages"):
+        bits.append(f"{meta['pages']}页")
+    if meta.get("slides"):
+        bits.append(f"{meta['slides']}张幻灯片")
+    if meta.get("sheets"):
+        bits.append(f"{len(meta['sheets'])}个工作表")
+    if meta.get("ocr"):
+        bits.append("含扫描页" if d.get("format") == "pdf" else "文字识别")
+    if d.get("encoding") and d.get("format") in ("txt", "md", "html", "jsonl", "csv", "tsv"):
+        bits.append(str(d["encoding"]))
+    return " · ".join(b for b in bits if b)
+
+
+def _size(n: int) -> str:
+    return f"{n / 10000:.1f}万字" if n >= 10000 else f"{n}字"
+
+
+def _source(d: dict) -> str:
+    meta = d.get("meta") or {}
+    if not meta.get("uploaded_at"):
+        return "知识库"
+    return f"{meta.get('uploaded_by') or '用户'}上传"
 
 
 def _local_time(iso: str | None) -> str:
@@ -254,8 +294,10 @@ class Library:
             DocRow(
                 d.get("title") or doc_id,
                 d.get("date") or "",
+                _kind(d),
+                _size(d.get("n_chars") or 0),
                 len(d.get("chunk_ids", [])),
-                d.get("encoding") or "",
+                _source(d),
                 _local_time(d.get("indexed_at")),
                 doc_id,
             )
