@@ -114,7 +114,7 @@ BAD: dict[str, str] = {
     "lying-bomb.docx": r"cannot read DOCX: BadZipFile: Bad CRC-32 for file 'word/document\.xml'",
     "lying-bomb-good-crc.docx": r"cannot read DOCX: .+",
     "pdf-bomb.pdf": r"PDF page content expands to over 32 MB \(PDF bomb\?\)",
-    "no-text.pdf": r"PDF has no text layer \(scanned\?\)",
+    "no-text.pdf": r"no text found in the PDF, not even by OCR \(blank or unreadable scan\)",
     "fake.pdf": r"cannot read PDF: not a PDF file \(no %PDF header\)",
     "fake.docx": r"cannot read DOCX: not a ZIP archive .+",
     "binary.txt": r"binary data, not text",
