@@ -1,4 +1,4 @@
-"""`rag eval convert | run | compare | table`: the evaluation subcommands of `rag`."""
+"""`rag eval convert | run | compare | table | followups`: the evaluation subcommands of `rag`."""
 
 from __future__ import annotations
 
@@ -135,6 +135,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_followups(args: argparse.Namespace) -> int:
+    from rag.eval.followups import run_followups
+
+    parts = ["rag", "eval", "followups", args.turns, "--out", args.out]
+    parts += ["--split", args.split] if args.split else []
+    summary = run_followups(args.turns, args.out, split=args.split, command=shlex.join(parts))
+    for name, m in summary.metrics.items():
+        lo, hi = m["accuracy_ci95"]
+        print(
+            f"{name}: {m['n']} turns, accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}], "
+            f"follow-up precision {m['follow_up_precision'] or 0:.3f} "
+            f"recall {m['follow_up_recall'] or 0:.3f}, "
+            f"rewrite carries terms {m['rewrite_carries_terms'] or 0:.3f}"
+        )
+    print(f"{len(summary.misses)} misses; report: {summary.out_dir / 'report.md'}")
+    return 0
+
+
 def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -> None:
     """Add `rag eval` with its subcommands to the `rag` command's subparsers."""
     from rag.eval.convert import add_convert_args
@@ -205,6 +223,19 @@ def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -
         "--link-from", metavar="DIR", help="link run names to their reports, relative to DIR"
     )
     table.set_defaults(func=cmd_table)
+
+    fu = sub.add_parser(
+        "followups",
+        help="are follow-up questions told apart from standalone ones, and rewritten right",
+        description="Replay each conversation of a follow-up data set through the chat's "
+        "rewriting and write report.md, metrics.json and results.jsonl to --out.",
+    )
+    fu.add_argument("turns", metavar="FOLLOWUPS_JSONL", help="e.g. eval/datasets/followups.jsonl")
+    fu.add_argument("--out", default="eval/reports/followups", metavar="DIR", help="report folder")
+    fu.add_argument(
+        "--split", metavar="NAME", help="only this split's conversations (dev, heldout)"
+    )
+    fu.set_defaults(func=cmd_followups)
 
     tune = sub.add_parser(
         "tune",
