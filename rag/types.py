@@ -218,6 +218,11 @@ class Answer:
     notice: str = ""
     rewritten_question: str | None = None
     generator: str = "extractive"
+    # 高/中/低 and why, in the user's words ("引用中没有出现问题里的“2024年”")
+    confidence_level: str = ""
+    confidence_reason: str = ""
+    # the exact span of the first quoted sentence that answers: "156亿元", "2019年"
+    short_answer: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -226,6 +231,9 @@ class Answer:
             "answer": self.text,
             "refused": self.refused,
             "confidence": round(self.confidence, 4),
+            "confidence_level": self.confidence_level,
+            "confidence_reason": self.confidence_reason,
+            "short_answer": self.short_answer,
             "generator": self.generator,
             "notice": self.notice,
             "sentences": [asdict(s) for s in self.sentences],

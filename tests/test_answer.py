@@ -158,7 +158,6 @@ def test_a_sentence_that_asks_is_never_quoted_as_an_answer(corpus_system):
     [
         "威海精致城市论坛的门票多少钱?",  # the forum is there, no price
         "中原区研修班学员的平均年龄是多少岁?",  # the class is there, no ages
-        "2020年威海的精致城市培训班去了哪个城市?",  # no document speaks of 2020
     ],
 )
 def test_a_near_miss_is_refused_with_the_closest_passages(corpus_system, question):
@@ -166,6 +165,14 @@ def test_a_near_miss_is_refused_with_the_closest_passages(corpus_system, questio
     assert ans.refused and ans.text == REFUSAL
     assert ans.sentences == []
     assert 1 <= len(ans.citations) <= 3 and "可能相关" in ans.notice
+
+
+def test_a_wrong_year_is_refused_saying_which_year_is_missing(corpus_system):
+    # no document speaks of 2020: refused, and what is there instead is marked as such
+    ans = corpus_system.answerer.answer("2020年威海的精致城市培训班去了哪个城市?")
+    assert ans.refused and ans.text.startswith("文档中没有找到与“2020年”相符的答案。")
+    assert "2020" not in "".join(s.text for s in ans.sentences)
+    assert ans.confidence_level == "低" and "2020年" in ans.confidence_reason
 
 
 @pytest.mark.parametrize(

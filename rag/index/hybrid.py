@@ -164,6 +164,18 @@ class HybridIndex:
             extra=tuple((k, meta[k]) for k in PROVENANCE if k in meta),
         )
 
+    # metadata fields that say what a document is about: a question's constraint
+    # (place, organisation, document number) is met by any of them for all its sentences
+    LABEL_FIELDS = ("title", "source_name", "author")
+    LABEL_META = ("issuer", "doc_number", "sheet", "caption")
+
+    def doc_labels(self, doc_id: str) -> tuple[str, ...]:
+        """The document's title, publisher, author, issuing body and number."""
+        d = self.docs.get(doc_id, {})
+        meta = d.get("meta") or {}
+        values = [d.get(k) for k in self.LABEL_FIELDS] + [meta.get(k) for k in self.LABEL_META]
+        return tuple(str(v) for v in values if v)
+
     @property
     def doc_order(self) -> list[str]:
         """Document ids in first-chunk order; the row order of `doc_bm25`."""

@@ -20,11 +20,16 @@ from pathlib import Path
 from rag.config import Settings
 from rag.ingest.planted import INSTRUCTION, flags_in
 from rag.ingest.tables import CELL_SEP
-from rag.read.reader import Reader, years_untied
+from rag.read.constraints import YEAR, constraints, shown, tag, unmet
+from rag.ingest.chunking import split_sentences
+from rag.read.grade import grade
+from rag.read.reader import Reader, years_named, years_untied
 from rag.textnorm import norm
 from rag.types import Answer, AnswerSentence, Citation, Filters, Hit, Searcher
 
 REFUSAL = "根据现有文档无法回答这个问题。"
+# how far either side of a sentence its "paragraph" reaches when the text has no breaks
+PARAGRAPH_REACH = 600
 RELATED_NOTICE = "以下段落可能相关，但不足以回答这个问题。"
 
 # Refusal model: logistic regression over evidence features, fitted by
@@ -100,6 +105,24 @@ class _Cand:
     flags: tuple[str, ...] = ()  # planted-text kinds of the sentence (rag.ingest.planted)
 
 
+# a paragraph that opens with who is speaking: "……主任李瑞玲：" (at most 80 characters)
+_SPEAKER = re.compile(r"\s*([^\n：:“”\"。！？]{2,80})[：:]")
+_PRONOUN_START = re.compile(r"^[\s“”\"]*(?:他们|她们|他|她|其|该|此|这一|这些|这是)")
+# questions that want several points gathered: 有哪些经验, 主要措施, 做法
+GATHER = re.compile(r"哪些|有什么|主要|经验|措施|做法|举措|亮点|特点|总结")
+
+UNMET = "文档中没有找到与{}相符的答案。相关的是："
+UNMET_NOTICE = "所引内容与问题中的{}不符，不能当作这个问题的答案。"
+
+
+def unmet_text(missing, sentences) -> str:
+    return UNMET.format(shown(missing)) + "".join(f"{s.text}[{s.citation}]" for s in sentences)
+
+
+def unmet_reason(missing) -> str:
+    return f"引用中没有出现问题里的{shown(missing)}"
+
+
 CONFLICT = "文档之间不一致："
 CONFLICT_NOTICE = "所引文档对这个问题给出的数值不同，请核对原文后再使用。"
 
@@ -157,6 +180,7 @@ class ExtractiveAnswerer:
     # a sentence's score (rag.read.reader.Reader) + this times its passage's rank prior 1/(1+i)
     weights = {"rank": 0.5}
     fit_ratio = 0.7  # how far below the top sentence a fitting one may score
+    constrained_ratio = 0.45  # ... when those above miss the question's constraints
 
     def select(self, question: str, hits: list[Hit]) -> tuple[list[_Cand], _Cand | None]:
         """Candidate sentences, best first, and the one that answers (None: none can)."""
@@ -179,32 +203,80 @@ class ExtractiveAnswerer:
         A question that asks for a date or a number is answered only by a sentence that
         holds one of the asked kind (预算是多少 wants an amount of money, not "4个特点"),
         and a question that names a year only by a sentence not about other years, from
-        a passage or document of that year. A sentence within `fit_ratio` of the top
-        score that fits wins over a top one that does not; when none fits, the documents
-        do not say, and we refuse.
+        a passage or document of that year. Every place, organisation, person, year and
+        named work the question names must be met by the sentence's evidence
+        (`unmet_constraints`). A sentence within `fit_ratio` of the top score that fits
+        wins over a top one that does not; when none fits, the documents do not say.
         """
+        found = next((c for c, m in self._fits(question, hits, cands) if not m), None)
+        if found is None and constraints(question):
+            # the best-scoring sentences are about another place, person or year: the one
+            # about the asked one may score lower (its paragraph names it, not itself)
+            found = next(
+                (c for c, m in self._fits(question, hits, cands, self.constrained_ratio) if not m),
+                None,
+            )
+        return found
+
+    def near_miss(self, question: str, hits: list[Hit], cands: list[_Cand]):
+        """(sentence, unmet constraints) for the best sentence that answers the asked
+        kind of value but misses one of the question's constraints (崂山's 156亿元 for
+        威海's budget), or None."""
+        return next(((c, m) for c, m in self._fits(question, hits, cands) if m), None)
+
+    def _fits(self, question: str, hits: list[Hit], cands: list[_Cand], ratio: float | None = None):
+        """(sentence, unmet constraints) for each sentence within reach (`ratio` of the
+        top score) that holds the asked kind of value, best first."""
         if not cands:
-            return None
-        floor = self.fit_ratio * cands[0].score
-        names_year = self.reader.analyse(question).names_year
+            return
+        floor = (self.fit_ratio if ratio is None else ratio) * cands[0].score
+        q = self.reader.analyse(question)
+        names_year = q.names_year
+        cons = constraints(question)
+        years = [c for c in cons if c.kind == YEAR]
         untied: dict[str, bool] = {}  # per document: its text is read once, and only here
         for c in cands:
             if c.score < floor:
                 break
             hit = hits[c.hit_i]
-            date = self._doc_date(hit) if names_year else None
-            if not self.reader.fits(question, c.text, c.type_ok, date):
-                continue
+            date = self._doc_date(hit) if names_year or cons else None
+            if not self.reader.fits(question, c.text, c.type_ok, None):
+                continue  # not the asked kind of value: no answer, not even a near one
             if names_year:
                 if hit.doc_id not in untied:
                     text = self.retriever.index.document_text(hit.doc_id)
-                    untied[hit.doc_id] = years_untied(
-                        self.reader.analyse(question).years, text, date
-                    )
-                if untied[hit.doc_id]:
+                    untied[hit.doc_id] = years_untied(q.years, text, date)
+                if untied[hit.doc_id] or not self.reader.fits(question, c.text, c.type_ok, date):
+                    # about another year: 今年(2023)计划投资 for 2024's budget
+                    others = [k for k in cons if k.kind != YEAR]
+                    yield c, years + self.unmet_constraints(others, hit, c, date)
                     continue
-            return c
-        return None
+            yield c, (self.unmet_constraints(cons, hit, c, date) if cons else [])
+
+    def unmet_constraints(self, cons, hit: Hit, c: _Cand, date: str | None) -> list:
+        """The question's constraints that neither the sentence, its paragraph, its
+        location (heading path, sheet, slide), nor its document's title and metadata meet."""
+        index = self.retriever.index
+        evidence = [norm(c.text)]
+        missing = unmet(cons, evidence)
+        if not missing:
+            return missing
+        text = index.document_text(hit.doc_id)
+        a = text.rfind("\n", 0, c.start) + 1
+        b = text.find("\n", c.end)
+        b = len(text) if b < 0 else b
+        # a paragraph, bounded: a record without line breaks is not one paragraph
+        paragraph = text[max(a, c.start - PARAGRAPH_REACH) : min(b, c.end + PARAGRAPH_REACH)]
+        labels = getattr(index, "doc_labels", lambda _d: ())(hit.doc_id)
+        evidence = [
+            norm(hit.text),
+            norm(paragraph),
+            norm(index.location(hit.doc_id, c.start, c.end)),
+            *(norm(x) for x in labels),
+            # years: the document's own date, and what 今年/去年 mean in it
+            " ".join(sorted(years_named(paragraph, date) | ({date[:4]} if date else set()))),
+        ]
+        return unmet(missing, evidence)
 
     def features(self, question: str, hits: list[Hit], best: _Cand | None) -> dict[str, float]:
         """Evidence features of the refusal model (all in [0, 1] except type_ok)."""
@@ -259,8 +331,18 @@ class ExtractiveAnswerer:
         yield ans
 
     def compose(self, question: str, hits: list[Hit]) -> Answer:
-        """Choose and cite sentences from `hits`; refuse when the evidence is weak."""
+        """Choose and cite sentences from `hits`; refuse when the evidence is weak.
+        The answer says how sure it is and which span answers (rag.read.grade)."""
+        return grade(self._compose(question, hits))
+
+    def _compose(self, question: str, hits: list[Hit]) -> Answer:
         cands, best = self.select(question, hits)
+        if best is None:
+            near = self.near_miss(question, hits, cands)
+            if near is not None:
+                conf = self.confidence(question, hits, near[0])
+                if conf >= self.refusal_threshold:  # it would have answered, but for them
+                    return self._unmet(question, hits, near[0], near[1], conf)
         conf = self.confidence(question, hits, best)
         if best is None or conf < self.refusal_threshold:
             return self._refusal(question, hits, conf)
@@ -268,10 +350,16 @@ class ExtractiveAnswerer:
         rival = self.disagreeing(question, hits, cands, best)
         if rival is not None:
             return self._conflict(question, hits, best, rival, conf)
+        gather = bool(GATHER.search(norm(question)))
+        # a list question gathers points from several passages; others stay short: the
+        # passage is one click away
+        most = self.gather_items if gather else self.settings.max_answer_sentences
+        budget = self.settings.answer_max_chars * (self.gather_budget if gather else 1)
+        ratio = self.gather_ratio if gather else self.settings.answer_second_ratio
+        cons = constraints(question)
         chosen = [best]
-        budget = self.settings.answer_max_chars  # short answers: the passage is one click away
-        for c in cands[1:8]:
-            if len(chosen) >= self.settings.max_answer_sentences:
+        for c in cands[1 : 8 + 4 * gather]:
+            if len(chosen) >= most:
                 break
             used = sum(len(x.text) for x in chosen)
             overlaps = any(
@@ -282,17 +370,28 @@ class ExtractiveAnswerer:
                 for x in chosen
             )
             if (
-                c.score >= self.settings.answer_second_ratio * best.score
+                c.score >= ratio * best.score
                 and used + len(c.text) <= budget
                 and len(c.text) >= 10  # a bare heading adds nothing to an answer
                 and not overlaps
                 # another table row joins only if it matches the question as fully: the
                 # row of another district is not context, it is another answer
                 and (CELL_SEP not in c.text or c.coverage >= best.coverage)
+                # nor the document's title line, in a list of points
+                and not (gather and self._is_title(hits[c.hit_i], c))
+                # nor does a sentence about another place or year
+                and not (cons and self.unmet_constraints(cons, hits[c.hit_i], c, self._doc_date(hits[c.hit_i])))
             ):
                 chosen.append(c)
+        chosen = [self._with_subject(hits[c.hit_i], c) for c in chosen]
         # best sentence first: the reader sees the answer before the supporting context
-        return self._cited(question, hits, chosen, conf)
+        return self._cited(question, hits, chosen, conf, numbered=gather)
+
+    # list questions (GATHER): up to this many points, this many times the answer budget,
+    # each scoring at least this share of the best
+    gather_items = 5
+    gather_budget = 3
+    gather_ratio = 0.35
 
     def disagreeing(
         self, question: str, hits: list[Hit], cands: list[_Cand], best: _Cand
@@ -343,7 +442,9 @@ class ExtractiveAnswerer:
         ans.notice = CONFLICT_NOTICE
         return ans
 
-    def _cited(self, question, hits, chosen: list[_Cand], conf: float) -> Answer:
+    def _cited(
+        self, question, hits, chosen: list[_Cand], conf: float, numbered: bool = False
+    ) -> Answer:
         order: list[int] = []
         for c in chosen:
             if c.hit_i not in order:
@@ -359,11 +460,60 @@ class ExtractiveAnswerer:
             for hi in order
         ]
         sentences = [AnswerSentence(c.text, n_of[c.hit_i], c.start, c.end) for c in chosen]
-        text = "".join(f"{c.text}[{n_of[c.hit_i]}]" for c in chosen)
+        said = [self.speaker(hits[c.hit_i], c) for c in chosen]
+        pieces = [
+            f"{who + '表示：' if who else ''}{c.text}[{n_of[c.hit_i]}]" for c, who in zip(chosen, said)
+        ]
+        if numbered and len(pieces) > 1:
+            text = "\n".join(f"{i}. {p}" for i, p in enumerate(pieces, start=1))
+        else:
+            text = "".join(pieces)
         return Answer(question, text, False, citations, sentences, hits, conf)
+
+    def _is_title(self, hit: Hit, c: _Cand) -> bool:
+        title = norm(self.retriever.index.doc_meta(hit.doc_id).title or "")
+        t = norm(c.text).rstrip("。")
+        return bool(title) and (t in title or title in t)
+
+    def speaker(self, hit: Hit, c: _Cand) -> str:
+        """Who says the quoted sentence, when its paragraph opens with a speaker
+        ("……主任李瑞玲：“精致城市”是……"): the name, so the quote is never anonymous."""
+        text = self.retriever.index.document_text(hit.doc_id)
+        a = text.rfind("\n", 0, c.start) + 1
+        m = _SPEAKER.match(text, a, c.start)
+        if not m or m.end() > c.start:
+            return ""
+        names = [w for w, t, _ in tag(m.group(1)) if t in ("PER", "nr") and len(w) >= 2]
+        return names[-1] if names else ""
+
+    def _with_subject(self, hit: Hit, c: _Cand) -> _Cand:
+        """`c` with the sentence before it when it opens with a pronoun (他/她/其/该……):
+        "他强调……" alone does not say who; both stay one verbatim quote of the passage."""
+        if not _PRONOUN_START.match(c.text):
+            return c
+        text = self.retriever.index.document_text(hit.doc_id)
+        prev = [s for s, e in split_sentences(text[hit.start : c.start]) if text[hit.start + s : hit.start + e].strip()]
+        if not prev:
+            return c
+        start = hit.start + prev[-1]
+        if c.end - start > 2 * self.settings.answer_max_chars:
+            return c
+        return _Cand(
+            c.hit_i, start, c.end, text[start : c.end], c.score, c.coverage, c.type_ok, c.flags
+        )
 
     def _refusal(self, question, hits, conf: float) -> Answer:
         return refusal(self.retriever.index, question, hits, conf)
+
+    def _unmet(self, question, hits, near: _Cand, missing, conf: float) -> Answer:
+        """A refusal that says what is there instead: "文档中没有找到与“威海”“2024年”相符
+        的答案。相关的是：崂山区……[1]" -- never the other district's figure as the answer."""
+        ans = self._cited(question, hits, [near], conf)
+        ans.text = unmet_text(missing, ans.sentences)
+        ans.refused = True
+        ans.notice = UNMET_NOTICE.format(shown(missing))
+        ans.confidence_level, ans.confidence_reason = "低", unmet_reason(missing)
+        return ans
 
 
 def _values(slot, sentence: str) -> set[str]:

@@ -35,6 +35,7 @@ _DATE = re.compile(
 )
 _LIST = re.compile(r"[、，,；;].*[、，,；;]")
 _CLAUSE = re.compile(r"[，,；;：:、]\s*")
+_OPEN_END = frozenset("，,；;：:、 \t\u3000")
 
 
 # the first cue found decides: 哪一年有多少 asks for a date, 哪两个部门 for names
@@ -288,6 +289,10 @@ class Reader:
         for s, e in split_sentences(text):
             if e - s > self.max_sentence_chars:
                 s, e = self._window(text, s, e, q)
+            # an answer never ends at 、，；：(a clause of a longer sentence, a speaker's
+            # "李瑞玲："): the quote stops at the last word
+            while e > s and text[e - 1] in _OPEN_END:
+                e -= 1
             sent = text[s:e]
             sn = norm(sent)
             if len(sn) < 4 or is_question(sent):

