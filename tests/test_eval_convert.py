@@ -408,3 +408,44 @@ def test_cli_helpers(tmp_path, capsys):
     assert "3 questions (2 answerable, 1 unanswerable)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args(["--from", "hotpot", "x", "--out", "y"])
+
+
+def test_cail2019_shape_string_flags_and_yes_no(tmp_path):
+    # CAIL2019 reading comprehension: is_impossible as the strings "true"/"false", and
+    # YES/NO judgements written as is_impossible "true" with the text YES or NO
+    path = tmp_path / "cail.json"
+    ctx = "经审理查明:原告刘x0与被告刘x1原系夫妻关系,生育一子刘×3(2002年9月24日出生)。刘x1未到庭参加诉讼。"
+    path.write_text(
+        json.dumps(
+            {
+                "version": "1.0",
+                "data": [
+                    {
+                        "caseid": "1",
+                        "paragraphs": [
+                            {
+                                "context": ctx,
+                                "casename": "变更抚养关系纠纷",
+                                "qas": [
+                                    {"id": "1_1", "is_impossible": "false", "question": "刘×3什么时候出生？",
+                                     "answers": [{"answer_start": 36, "text": "2002年9月24日"}] * 3},
+                                    {"id": "1_2", "is_impossible": "true", "question": "刘x1为什么没有到庭？",
+                                     "answers": [{"answer_start": -1, "text": ""}] * 3},
+                                    {"id": "1_3", "is_impossible": "true", "question": "刘x1是否参加诉讼？",
+                                     "answers": [{"answer_start": -1, "text": "NO"}] * 3},
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            },
+            ensure_ascii=False,
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    stats = convert("squad2", path, tmp_path / "out")
+    assert (stats.questions, stats.answerable, stats.unanswerable) == (2, 1, 1)
+    assert stats.skipped == (("yes/no", 1),)
+    qs = {q["id"]: q for q in map(json.loads, (tmp_path / "out" / "questions.jsonl").open())}
+    assert qs["1_1"]["answerable"] and qs["1_1"]["answers"] == ["2002年9月24日"]
+    assert not qs["1_2"]["answerable"] and "1_3" not in qs

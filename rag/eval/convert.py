@@ -44,6 +44,7 @@ class ConvertStats:
     unanswerable: int
     corpus_records: int
     out_dir: Path
+    skipped: tuple[tuple[str, int], ...] = ()  # (reason, count) of records left out
 
 
 Record = dict[str, Any]
@@ -138,13 +139,14 @@ def _from_cmrc(path: Path) -> tuple[list[Record], list[Record]]:
     return questions, corpus
 
 
-def _from_squad(path: Path, kind: str) -> tuple[list[Record], list[Record]]:
+def _from_squad(path: Path, kind: str) -> tuple[list[Record], list[Record], dict[str, int]]:
     data = _load_json(path, kind)
     if not (isinstance(data, dict) and isinstance(data.get("data"), list)):
         raise _bad(path, kind, 'no top-level "data" list')
     corpus: list[Record] = []
     questions: list[Record] = []
     seen: set[str] = set()
+    skipped: dict[str, int] = {}  # records left out, by reason
     for ai, article in enumerate(data["data"]):
         try:
             for pi, para in enumerate(article["paragraphs"]):
@@ -155,14 +157,34 @@ def _from_squad(path: Path, kind: str) -> tuple[list[Record], list[Record]]:
                 text = para["context"]
                 corpus.append({"id": pid, "title": article.get("title", ""), "text": text})
                 for qi, qa in enumerate(para["qas"]):
+                    if _yes_no(qa):
+                        skipped["yes/no"] = skipped.get("yes/no", 0) + 1
+                        continue
                     questions.append(_squad_question(path, kind, qa, pid, qi, text))
         except (KeyError, TypeError) as e:
             raise _bad(path, kind, f"article {ai}: {_structure_error(e)}") from e
-    return questions, corpus
+    return questions, corpus, skipped
+
+
+# YES/NO judgements (CAIL2019 writes them as is_impossible with the text "YES" or "NO"):
+# the answerers quote passages and do not judge, so these are left out, and counted
+YES_NO = frozenset({"YES", "NO"})
+
+
+def _impossible(value: Any) -> bool:
+    """SQuAD v2's is_impossible: a boolean, or (CAIL2019) the string "true"/"false"."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _yes_no(qa: Record) -> bool:
+    texts = {str(a.get("text", "")).strip().upper() for a in qa.get("answers") or () if isinstance(a, dict)}
+    return bool(texts) and texts <= YES_NO
 
 
 def _squad_question(path: Path, kind: str, qa: Record, pid: str, qi: int, text: str) -> Record:
-    impossible = bool(qa.get("is_impossible", False))
+    impossible = _impossible(qa.get("is_impossible", False))
     if impossible and kind == "squad":
         raise _bad(path, kind, f"question {qa.get('id')!r} is marked is_impossible")
     answers = [] if impossible else _clean_answers((a["text"] for a in qa["answers"]), text)
@@ -333,10 +355,11 @@ def convert(
     if refusal_fraction and kind != "rgb":
         raise ConfigError(f"--refusal-fraction works with --from rgb only, not {kind}")
 
+    skipped: dict[str, int] = {}
     if kind == "cmrc":
         questions, corpus = _from_cmrc(input_path)
     elif kind in ("squad", "squad2"):
-        questions, corpus = _from_squad(input_path, kind)
+        questions, corpus, skipped = _from_squad(input_path, kind)
     else:
         questions, corpus = _from_rgb(input_path, limit, refusal_fraction, seed)
     questions = questions[:limit]
@@ -351,6 +374,7 @@ def convert(
         unanswerable=len(questions) - answerable,
         corpus_records=len(corpus),
         out_dir=out_dir,
+        skipped=tuple(sorted(skipped.items())),
     )
 
 
@@ -386,5 +410,6 @@ def run_convert(args: argparse.Namespace) -> ConvertStats:
     print(
         f"{stats.out_dir}: {stats.questions} questions ({stats.answerable} answerable, "
         f"{stats.unanswerable} unanswerable), {stats.corpus_records} corpus records"
+        + "".join(f"; left out {n} ({why})" for why, n in stats.skipped)
     )
     return stats
