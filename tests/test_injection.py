@@ -88,7 +88,7 @@ class _Tags(HTMLParser):
         self.text.append(data)
 
 
-SAFE_TAGS = {"div", "span", "sup", "mark", "br", "table", "thead", "tbody", "tr", "th", "td"}
+SAFE_TAGS = {"div", "span", "sup", "mark", "b", "br", "table", "thead", "tbody", "tr", "th", "td"}
 
 
 def assert_inert(fragment: str) -> str:

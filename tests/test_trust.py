@@ -96,3 +96,49 @@ def test_the_cli_json_carries_confidence_and_short_answer(corpus_settings):
     d = json.loads(out.stdout)
     assert d["confidence_level"] in ("高", "中") and d["confidence_reason"]
     assert norm(d["short_answer"]) == norm("156亿元")
+
+
+def test_the_page_shows_confidence_and_the_short_answer_in_bold(corpus_system):
+    from rag.serve.ui.render import marker_spans, render_answer
+
+    ans = corpus_system.ask("崂山区2023年计划完成投资多少？")
+    html = render_answer(ans, 0)
+    assert f'<b class="rag-short">{ans.short_answer}</b>' in html
+    assert "可信度：" in html and ans.confidence_reason in html
+    assert [n for _, _, n in marker_spans(ans)] == [s.citation for s in ans.sentences]
+
+
+def test_a_list_question_gathers_numbered_points_each_cited(corpus_system):
+    from rag.serve.ui.render import marker_spans
+
+    ans = corpus_system.ask("威海精致城市建设有哪些经验做法？")
+    assert not ans.refused, ans.text
+    assert len(ans.sentences) >= 2
+    assert ans.text.startswith("1. ") and "\n2. " in ans.text
+    # every point keeps its marker, linked in the page
+    assert [n for _, _, n in marker_spans(ans)] == [s.citation for s in ans.sentences]
+    title = corpus_system.index.doc_meta(ans.citations[0].doc_id).title
+    assert not any(norm(s.text).rstrip("。") in norm(title) for s in ans.sentences[1:])
+
+
+def test_a_quote_never_ends_mid_clause_and_names_its_speaker(corpus_system):
+    for q in ["李瑞玲是谁？", "威海精致城市建设突出哪“六个精”？", "杭州考察有哪些经验？"]:
+        ans = corpus_system.ask(q)
+        for s in ans.sentences:
+            assert s.text[-1] not in "，,、；;：:", (q, s.text)
+    ans = corpus_system.ask("威海精致城市建设突出哪“六个精”？")
+    # the speech is 李瑞玲's: her paragraph opens with "……主任李瑞玲:", the quote does not
+    assert "李瑞玲" not in ans.sentences[0].text
+    assert ans.text.startswith("李瑞玲表示：")
+
+
+def test_the_cli_prints_the_short_answer_and_confidence(corpus_settings):
+    out = subprocess.run(
+        [sys.executable, "-m", "rag.serve.cli", "ask", "崂山区2023年计划完成投资多少？",
+         "--index", corpus_settings.index_dir],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert any(norm(x) == norm("简答：156亿元") for x in lines), out.stdout
+    assert any(x.startswith("可信度：") for x in lines), out.stdout

@@ -326,8 +326,7 @@ class ExtractiveAnswerer:
         Every answerer has this shape, so the terminal and the chat UI stream any of them.
         """
         ans = self.answer(question, top_k=top_k, filters=filters)
-        for s in ans.sentences or [None]:
-            yield ans.text if s is None else f"{s.text}[{s.citation}]"
+        yield from ans.text.splitlines(keepends=True)  # a list comes point by point
         yield ans
 
     def compose(self, question: str, hits: list[Hit]) -> Answer:

@@ -40,7 +40,10 @@ def cmd_ingest(args) -> int:
     s = _settings(args)
     if args.explain:
         return _explain(args.explain)
-    report = ingest(args.paths, s, prune=args.prune, rebuild=args.rebuild, progress=not args.quiet)
+    with _ocr_progress(not args.quiet):
+        report = ingest(
+            args.paths, s, prune=args.prune, rebuild=args.rebuild, progress=not args.quiet
+        )
     for r in report.results:
         if r.status == "failed":
             print(f"failed: {r.source}: {r.reason}", file=sys.stderr)
@@ -53,6 +56,20 @@ def cmd_ingest(args) -> int:
             f"embedded {report.embedded_chunks} chunks in {report.embed_seconds:.1f} s ({rate:.1f} chunks/s)"
         )
     return 0 if report.ingested_anything else 2
+
+
+def _ocr_progress(show: bool):
+    """While ingesting, a line on stderr per scanned page read: "OCR 通知.pdf：第3/10页"."""
+    import contextlib
+
+    if not show:
+        return contextlib.nullcontext()
+    from rag.ingest.ocr import on_page
+
+    def page_done(source: str, page: int, pages: int) -> None:
+        print(f"OCR {Path(source).name}：第{page}/{pages}页", file=sys.stderr, flush=True)
+
+    return on_page(page_done)
 
 
 def _explain(path: str) -> int:
@@ -88,6 +105,9 @@ def _filters(args) -> Filters:
     )
 
 
+BOLD, PLAIN = "\033[1m", "\033[0m"  # a terminal shows the short answer in bold
+
+
 def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
     out = out or sys.stdout  # looked up per call, so redirected output is honoured
     if as_json:
@@ -99,6 +119,12 @@ def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
         if ans.notice and not ans.refused:
             print(ans.notice, file=out)
         print(ans.text, file=out)
+    if ans.short_answer and not ans.refused:
+        bold = getattr(out, "isatty", lambda: False)()
+        print(f"简答：{BOLD if bold else ''}{ans.short_answer}{PLAIN if bold else ''}", file=out)
+    if ans.confidence_level:
+        reason = f"（{ans.confidence_reason}）" if ans.confidence_reason else ""
+        print(f"可信度：{ans.confidence_level}{reason}", file=out)
     if ans.citations:
         print("\n可能相关的段落：" if ans.refused else "\n引用：", file=out)
         for c in ans.citations:

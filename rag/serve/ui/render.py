@@ -127,6 +127,9 @@ FLAG_WARNINGS = {
 
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
+_JOINER = re.compile(
+    rf"(?:{re.escape(CONFLICT)}|；|\n?\d{{1,2}}\. )?(?:[^\[\]\n。，]{{1,20}}?表示：)?"
+)
 
 
 def marker_spans(answer) -> list[tuple[int, int, int]]:
@@ -151,8 +154,11 @@ def marker_spans(answer) -> list[tuple[int, int, int]]:
     spans, pos = [], 0
     for s in answer.sentences:
         marker = f"[{s.citation}]"
-        # between quotes only our own joiners: nothing, or those of a conflict notice
-        pos += next((len(j) for j in (CONFLICT, "；") if text.startswith(j, pos)), 0)
+        # between quotes only our own joiners: nothing, a conflict's or an unmet
+        # constraint's lead-in, a list item's number, a speaker ("李瑞玲表示：")
+        if not text.startswith(s.text, pos):
+            j = _JOINER.match(text, pos)
+            pos = j.end() if j else pos
         at = pos + len(s.text)
         if not (text.startswith(s.text, pos) and text.startswith(marker, at)):
             break  # not the shape extractive answers have: link nothing past this point
@@ -163,14 +169,33 @@ def marker_spans(answer) -> list[tuple[int, int, int]]:
 
 
 def _linked_text(answer, turn: int) -> str:
-    """The answer text, escaped, with its citation markers as clickable <sup> elements."""
+    """The answer text, escaped, with its citation markers as clickable <sup> elements
+    and the short answer (the span that answers) in bold."""
     text, out, pos = answer.text, [], 0
-    for start, end, n in marker_spans(answer):
+    marks = [(a, b, f'<sup class="rag-marker {_cite_class(turn, n)}">[{n}]</sup>')
+             for a, b, n in marker_spans(answer)]  # fmt: skip
+    short = answer.short_answer
+    at = text.find(short) if short and not answer.refused else -1
+    if at >= 0 and not any(a < at + len(short) and at < b for a, b, _ in marks):
+        marks.append((at, at + len(short), f'<b class="rag-short">{esc(short)}</b>'))
+    for start, end, html in sorted(marks):
         out.append(esc(text[pos:start]))
-        out.append(f'<sup class="rag-marker {_cite_class(turn, n)}">[{n}]</sup>')
+        out.append(html)
         pos = end
     out.append(esc(text[pos:]))
     return "".join(out)
+
+
+def render_confidence(answer) -> str:
+    """"可信度：高 · 引用的句子包含问题的关键词和所问的数值"."""
+    if not answer.confidence_level:
+        return ""
+    level = {"高": "high", "中": "mid", "低": "low"}.get(answer.confidence_level, "low")
+    reason = f" · {esc(answer.confidence_reason)}" if answer.confidence_reason else ""
+    return (
+        f'<div class="rag-confidence rag-conf-{level}">可信度：'
+        f"{esc(answer.confidence_level)}{reason}</div>"
+    )
 
 
 def _rewritten_html(question: str, rewritten: str | None) -> str:
@@ -202,6 +227,7 @@ def render_answer(answer, turn: int, n_chars: dict[str, int] | None = None) -> s
         if answer.notice:
             parts.append(f'<div class="rag-notice">{esc(answer.notice)}</div>')
         parts.append(f'<div class="rag-text">{_linked_text(answer, turn)}</div>')
+        parts.append(render_confidence(answer))
         if answer.citations:
             parts.append('<div class="rag-cites-label">引用来源</div><div class="rag-cites">')
     for c in answer.citations:
@@ -323,6 +349,9 @@ CSS = """
 .rag-answer { line-height: 1.7; }
 .rag-rewritten { font-size: 0.85em; color: #6b7280; margin-bottom: 0.4em; }
 .rag-notice { font-size: 0.9em; color: #92400e; margin-bottom: 0.4em; }
+.rag-text { white-space: pre-line; }
+.rag-confidence { font-size: 0.85em; margin: 0.3em 0; color: #4b5563; }
+.rag-conf-high { color: #166534; } .rag-conf-mid { color: #92400e; } .rag-conf-low { color: #991b1b; }
 .rag-refusal { border: 1px solid #f59e0b; background: #fffbeb; color: #92400e;
   border-radius: 8px; padding: 0.5em 0.8em; font-weight: 600; }
 .rag-error { border: 1px solid #ef4444; background: #fef2f2; color: #991b1b;
