@@ -141,13 +141,17 @@ def cmd_followups(args: argparse.Namespace) -> int:
     parts = ["rag", "eval", "followups", args.turns, "--out", args.out]
     parts += ["--split", args.split] if args.split else []
     summary = run_followups(args.turns, args.out, split=args.split, command=shlex.join(parts))
+
+    def f(x):
+        return "–" if x is None else f"{x:.3f}"
+
     for name, m in summary.metrics.items():
         lo, hi = m["accuracy_ci95"]
         print(
-            f"{name}: {m['n']} turns, accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}], "
-            f"follow-up precision {m['follow_up_precision'] or 0:.3f} "
-            f"recall {m['follow_up_recall'] or 0:.3f}, "
-            f"rewrite carries terms {m['rewrite_carries_terms'] or 0:.3f}"
+            f"{name}: {m['n']} turns, accuracy {f(m['accuracy'])} [{lo:.3f}, {hi:.3f}], "
+            f"follow-up precision {f(m['follow_up_precision'])} "
+            f"recall {f(m['follow_up_recall'])}, "
+            f"rewrite carries terms {f(m['rewrite_carries_terms'])}"
         )
     print(f"{len(summary.misses)} misses; report: {summary.out_dir / 'report.md'}")
     return 0
