@@ -382,3 +382,19 @@ def test_aggregate_rgb_items_and_retrieval_only_rows():
     assert out["recall@3"] == 0.5 and "recall@5" not in out
     assert out["em"] is None and out["refusal_rate"] is None and out["citation_recall"] is None
     assert out["ci95"]["recall@3"] is not None
+
+
+def test_short_answer_em_and_f1_score_the_span_not_the_sentence():
+    from rag.eval.metrics import aggregate
+
+    base = {"answerable": True, "gold_doc_ids": ["d"], "retrieved_doc_ids": ["d"], "answers": ["156亿元"]}
+    rows = [
+        {**base, "question_id": "a", "refused": False, "answer": "今年计划完成投资156亿元。[1]", "span": "156亿元"},
+        {**base, "question_id": "b", "refused": False, "answer": "重点推进196个项目。[1]", "span": "196个"},
+        {**base, "question_id": "c", "refused": True, "answer": "根据现有文档无法回答这个问题。", "span": None},
+        {**base, "question_id": "d", "refused": False, "answer": "旧的结果行。[1]"},  # no span: left out
+    ]  # fmt: skip
+    m = aggregate(rows, n_resamples=10)
+    assert m["short_em"] == pytest.approx(1 / 3)
+    assert m["em"] == 0.0  # the whole sentence never matches exactly
+    assert 0 < m["short_f1"] < 1 and m["short_f1"] > m["f1"]

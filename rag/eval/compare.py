@@ -33,6 +33,8 @@ PAIRED = (
     "correct",
     "em",
     "f1",
+    "short_em",
+    "short_f1",
     "containment",
     "rgb_correct",
     "citation_recall",

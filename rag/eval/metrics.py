@@ -353,6 +353,8 @@ def aggregate(
     - recall@k, hit@k, mrr@10, ndcg@10: answerable rows with gold ids.
     - em, f1, containment, rgb_correct (rows with `answer_items`), citation_recall:
       answerable rows that were answered or refused; a refusal scores 0.
+    - short_em, short_f1: the same rows, scoring `span` (the short answer, else the
+      first quoted sentence) instead of the whole answer.
     - answer_chars, supported_share, citation_precision: rows answered, not refused
       (supported_share: with at least one sentence; citation_precision: citing something).
     - refusal_rate: unanswerable rows; false_refusal_rate: answerable rows.
@@ -389,6 +391,11 @@ def aggregate(
     per["em"] = scored(exact_match, "answers", answerable)
     per["f1"] = scored(char_f1, "answers", answerable)
     per["containment"] = scored(containment, "answers", answerable)
+    # the span that answers, as reading-comprehension sets score it: the answer's
+    # short_answer, else its first quoted sentence (rows without either are left out)
+    spans = [r for r in answerable if r.get("refused") or r.get("span") is not None]
+    per["short_em"] = [0.0 if r.get("refused") else exact_match(r["span"], r["answers"]) for r in spans]
+    per["short_f1"] = [0.0 if r.get("refused") else char_f1(r["span"], r["answers"]) for r in spans]
     per["rgb_correct"] = scored(
         rgb_correct, "answer_items", [r for r in answerable if r.get("answer_items")]
     )

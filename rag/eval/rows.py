@@ -55,6 +55,10 @@ def row_metrics(row: Mapping[str, Any], ks: Sequence[int] = KS) -> dict[str, Any
         m["em"] = M.exact_match(answer, golds)
         m["f1"] = _r(M.char_f1(answer, golds))
         m["containment"] = M.containment(answer, golds)
+        if row.get("refused") or row.get("span") is not None:
+            span = "" if row.get("refused") else row["span"]
+            m["short_em"] = M.exact_match(span, golds)
+            m["short_f1"] = _r(M.char_f1(span, golds))
         if row.get("answer_items"):
             m["rgb_correct"] = M.rgb_correct(answer, row["answer_items"])
         if gold:
@@ -114,6 +118,11 @@ def make_row(
     row.update(
         {
             "answer": ans.text,
+            "short_answer": getattr(ans, "short_answer", None),
+            # what short_em / short_f1 score: the short answer, else the first quote
+            "span": None
+            if refused
+            else (getattr(ans, "short_answer", None) or (ans.sentences[0].text if ans.sentences else None)),
             "refused": refused,
             "confidence": _r(ans.confidence),
             "citations": [[c.n, c.chunk_id] for c in cited],
@@ -235,6 +244,8 @@ TYPE_KEYS = (
     "mrr@10",
     "em",
     "f1",
+    "short_em",
+    "short_f1",
     "containment",
     "rgb_correct",
     "correct",
