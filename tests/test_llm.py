@@ -576,3 +576,18 @@ def test_support_scores_quotes_high_and_inventions_low(embedder):
     for checks in (lexical, semantic):
         assert [c.supported for c in checks] == [True, False, False]
     assert semantic[0].semantic is not None and semantic[0].semantic > semantic[2].semantic
+
+
+def test_an_llm_answer_from_another_districts_passage_is_refused(answerer):
+    # the model quotes 崂山's passage, faithfully cited, for a question about 中原区: the
+    # citation check passes, the constraint check (the extractive answer's rule) does not
+    hits = answerer.retriever.search(Q).hits
+    raw = f"{sentence(hits[0].text)}[1]。"
+    extractive = answerer.fallback.compose(Q, hits)
+    ok = answerer.check(raw, Q, hits, extractive)
+    assert not ok.refused and ok.citations  # about 崂山, for 崂山: answered
+    other = "中原区2023年重点推进多少个城市更新项目？"
+    ans = answerer.check(raw, other, hits, answerer.fallback.compose(other, hits))
+    assert ans.refused, ans.text
+    assert "中原区" not in "".join(c.text for c in ans.citations[:0])  # no quote as answer
+    assert ans.sentences == [] or ans.text.startswith("文档中没有找到与“中原区”")

@@ -481,7 +481,11 @@ def test_a_question_that_names_its_subject_is_not_rewritten(question, subject):
 def test_a_bare_follow_up_gets_the_previous_terms(question):
     assert subject_phrase(question) is None and is_follow_up(question)
     rewritten = carry_over(question, PREVIOUS)
-    assert rewritten.endswith("：" + question) and "崂山区" in rewritten and "城市更新" in rewritten
+    assert rewritten.endswith("：" + question) and "城市更新" in rewritten
+    if "威海" in question:  # 那威海呢: 威海 takes 崂山区's place, the quantity is carried
+        assert "崂山" not in rewritten
+    else:
+        assert "崂山区" in rewritten
 
 
 def test_carry_over_needs_a_previous_turn():

@@ -41,7 +41,14 @@ from rag.llm.grounding import (
 from rag.llm.prompts import Passage, build_messages
 from rag.llm.rewrite import clean_rewrite, make_rewriter
 from rag.read.grade import grade
-from rag.read.extractive import CONFLICT, REFUSAL, ExtractiveAnswerer, make_citation, refusal
+from rag.read.extractive import (
+    CONFLICT,
+    REFUSAL,
+    ExtractiveAnswerer,
+    make_citation,
+    refusal,
+    unmet_reason,
+)
 from rag.types import Answer, AnswerSentence, Filters, Hit
 
 log = logging.getLogger("rag.llm.answerer")
@@ -254,6 +261,20 @@ class LLMAnswerer:
                 {(s.start, s.end) for s in sentences if s.citation == new_n and s.supported}
             )
             citations.append(make_citation(self.retriever.index, new_n, hits[old_n - 1], quotes))
+
+        missing = self.fallback.unmet_by_passages(
+            question, [hits[old_n - 1] for old_n in renumber.order]
+        )
+        if missing:
+            # the model answered from passages about another place, year or person
+            log.info("LLM %s answer cites passages that miss %s", self.name, missing)
+            if extractive.refused:
+                return extractive
+            ans = refusal(self.retriever.index, question, hits, extractive.confidence)
+            ans.generator = self.name
+            ans.confidence_level = "低"
+            ans.confidence_reason = unmet_reason(missing)
+            return ans
 
         notes = []
         if invalid:

@@ -253,6 +253,23 @@ class ExtractiveAnswerer:
                     continue
             yield c, (self.unmet_constraints(cons, hit, c, date) if cons else [])
 
+    def unmet_by_passages(self, question: str, hits: list[Hit]) -> list:
+        """The question's constraints that none of `hits` (passages an LLM cited), their
+        locations, their documents' labels or dates meet: the same rule the extractive
+        answer keeps, for any answerer."""
+        cons = constraints(question)
+        if not cons:
+            return []
+        index = self.retriever.index
+        evidence = []
+        for h in hits:
+            date = self._doc_date(h)
+            labels = getattr(index, "doc_labels", lambda _d: ())(h.doc_id)
+            evidence += [norm(h.text), norm(index.location(h.doc_id, h.start, h.end))]
+            evidence += [norm(x) for x in labels]
+            evidence.append(" ".join(sorted(years_named(h.text, date) | ({date[:4]} if date else set()))))
+        return unmet(cons, evidence)
+
     def unmet_constraints(self, cons, hit: Hit, c: _Cand, date: str | None) -> list:
         """The question's constraints that neither the sentence, its paragraph, its
         location (heading path, sheet, slide), nor its document's title and metadata meet."""
