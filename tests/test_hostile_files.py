@@ -105,32 +105,43 @@ GOOD: dict[str, str] = {
 JSONL_TEXT = "JSON 行文件里唯一有效的一条记录。"
 
 # name -> pattern the refusal reason must match (the whole reason)
+NO_TEXT = r"文件中没有文字：请确认它不是空白文档"
+EMPTY = r"文件是空的（0 字节）：请确认文件内容后重新上传"
+BINARY = r"文件内容是二进制数据，不是文本：请确认扩展名与文件类型一致"
+NOT_REGULAR = r"不是普通文件（可能是文件夹、管道或设备）：请选择要导入的文档文件"
+DOCX_BROKEN = r"文件已损坏，无法读取 DOCX：请在 Word/WPS 中打开后重新保存（.+）"
 BAD: dict[str, str] = {
-    "empty.txt": r"empty file",
-    "empty.pdf": r"empty file",
-    "truncated.pdf": r"cannot read PDF: .+",
-    "truncated.docx": r"cannot read DOCX: not a ZIP archive \(damaged, truncated, or not a \.docx\)",
-    "bomb.docx": r"DOCX expands to 51\d MB \(zip bomb\?\)",
-    "lying-bomb.docx": r"cannot read DOCX: BadZipFile: Bad CRC-32 for file 'word/document\.xml'",
-    "lying-bomb-good-crc.docx": r"cannot read DOCX: .+",
-    "pdf-bomb.pdf": r"PDF page content expands to over 32 MB \(PDF bomb\?\)",
-    "no-text.pdf": r"no text found in the PDF, not even by OCR \(blank or unreadable scan\)",
-    "fake.pdf": r"cannot read PDF: not a PDF file \(no %PDF header\)",
-    "fake.docx": r"cannot read DOCX: not a ZIP archive .+",
-    "binary.txt": r"binary data, not text",
-    "png.md": r"binary data, not text",
-    "control.txt": r"binary data, not text",
-    "mixed-encodings.txt": r"cannot decode as UTF-8/UTF-16/GB18030/Big5",
-    "big.txt": rf"file is {BIG_MB} MB, over the 50 MB limit \(set max_file_mb\)",
-    "comment-flood.html": r"no text",
-    "unclosed-tags.html": r"no text",
-    "whitespace.md": r"no text",
-    "clutter.html": r"no text left after removing page clutter",
-    "program.exe": r"unsupported file type \.exe \(supported: .+\)",
-    "README": r"unsupported file type \(no extension\) \(supported: .+\)",
-    "pipe.txt": r"not a regular file",
-    "zero.txt": r"not a regular file",
-    "dangling.txt": r"file not found",
+    "empty.txt": EMPTY,
+    "empty.pdf": EMPTY,
+    "truncated.pdf": r"文件已损坏，无法读取 PDF：请用 PDF 阅读器打开后另存或重新导出，再上传（.+）",
+    "truncated.docx": r"DOCX 文件已损坏或不完整（不是 ZIP 压缩包），无法读取：请重新保存后再上传，"
+    r"并确认扩展名与文件类型一致",
+    "bomb.docx": r"DOCX 解压后达 51\d MB（可能是恶意构造的压缩包）：请确认文件来源，"
+    r"或在 Word/WPS 中打开后重新保存",
+    "lying-bomb.docx": r"文件已损坏，无法读取 DOCX：请在 Word/WPS 中打开后重新保存"
+    r"（BadZipFile: Bad CRC-32 for file 'word/document\.xml'）",
+    "lying-bomb-good-crc.docx": DOCX_BROKEN,
+    "pdf-bomb.pdf": r"PDF 页面内容解压后超过 32 MB（可能是恶意构造的文件）：请确认文件来源，"
+    r"或拆分成较小的文件后再导入",
+    "no-text.pdf": r"PDF 没有文字层，扫描件经 OCR 后也没有识别出文字（可能是空白页）："
+    r"请确认扫描清晰后重新上传",
+    "fake.pdf": r"不是 PDF 文件（文件开头没有 %PDF 标记）：文件可能已损坏，或扩展名与内容不符",
+    "fake.docx": r"DOCX 文件已损坏或不完整（不是 ZIP 压缩包），无法读取：.+",
+    "binary.txt": BINARY,
+    "png.md": BINARY,
+    "control.txt": BINARY,
+    "mixed-encodings.txt": r"无法识别文字编码（已尝试 UTF-8、UTF-16、GB18030、Big5）："
+    r"请另存为 UTF-8 编码后再导入",
+    "big.txt": rf"文件过大（{BIG_MB} MB，上限 50 MB）：请拆分后再导入，或请管理员调大上限（max_file_mb）",
+    "comment-flood.html": NO_TEXT,
+    "unclosed-tags.html": NO_TEXT,
+    "whitespace.md": NO_TEXT,
+    "clutter.html": r"no text left after removing page clutter",  # rag/index/workers.py
+    "program.exe": r"不支持的文件类型 \.exe（支持：.+）：请另存为支持的格式后再导入",
+    "README": r"文件名没有扩展名，无法判断类型（支持：.+）：请加上扩展名后再导入",
+    "pipe.txt": NOT_REGULAR,
+    "zero.txt": NOT_REGULAR,
+    "dangling.txt": r"找不到文件：请确认路径和文件名是否正确",
 }
 
 
@@ -265,7 +276,7 @@ def build_batch(root: Path) -> tuple[list[Path], dict[str, tuple[str, str]]]:
             with open(p, "wb") as f:
                 if i % 100 == 1:
                     f.write(blank)
-            expect[str(p)] = ("failed", "no text" if i % 100 == 1 else "empty file")
+            expect[str(p)] = ("failed", NO_TEXT if i % 100 == 1 else EMPTY)
 
     # the good ones
     for name, text in GOOD.items():
@@ -328,7 +339,7 @@ def build_batch(root: Path) -> tuple[list[Path], dict[str, tuple[str, str]]]:
     expect[str(direct)] = ("added", direct_text)
     fifo = outside / "named-pipe.txt"  # named directly: it used to abort the whole batch
     os.mkfifo(fifo)
-    expect[str(fifo)] = ("failed", "not a regular file")
+    expect[str(fifo)] = ("failed", NOT_REGULAR)
     return [batch, direct, fifo], expect
 
 
@@ -513,7 +524,7 @@ def test_lying_zip_bomb_is_never_inflated(tmp_path):
     p.write_bytes(_zip_bomb(300, claim=4096, good_crc=True))
     tracemalloc.start()
     try:
-        with pytest.raises(LoadError, match="cannot read DOCX"):
+        with pytest.raises(LoadError, match="文件已损坏，无法读取 DOCX"):
             load_file(p)
         peak = tracemalloc.get_traced_memory()[1]
     finally:

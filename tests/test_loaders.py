@@ -151,7 +151,7 @@ def test_malformed_sidecar_names_the_sidecar(tmp_path, bad):
     with pytest.raises(LoadError) as e:
         load_file(f)
     assert e.value.path == str(side)
-    assert "sidecar" in e.value.reason
+    assert e.value.reason.startswith("元数据文件格式错误：请修正或删除这个 .meta.json 文件（")
 
 
 # --------------------------------------------------------------------------- markdown, html
@@ -318,9 +318,11 @@ def test_pdf_without_text_layer(tmp_path):
     c.rect(100, 100, 200, 200, fill=1)
     c.showPage()
     c.save()
-    with pytest.raises(LoadError, match=r"no text found in the PDF, not even by OCR"):
+    with pytest.raises(LoadError, match=r"扫描件经 OCR 后也没有识别出文字.*请确认扫描清晰"):
         load_file(f)  # a page with nothing but a black square: OCR finds nothing either
-    with pytest.raises(LoadError, match=r"PDF has no text layer \(scanned\?\); turn OCR on"):
+    with pytest.raises(
+        LoadError, match=r"PDF 没有文字层（可能是扫描件），而 OCR 已关闭：请.*打开 OCR"
+    ):
         load_file(f, ocr=False)
 
 
@@ -330,7 +332,8 @@ def test_truncated_pdf(tmp_path):
     with pytest.raises(LoadError) as e:
         load_file(f)
     assert e.value.path == str(f)
-    assert e.value.reason.startswith("cannot read PDF: ")
+    assert e.value.reason.startswith("文件已损坏，无法读取 PDF：请")
+    assert e.value.reason.endswith("）")  # pypdf's own words, in brackets at the end
 
 
 def test_encrypted_pdf(tmp_path):
@@ -341,14 +344,14 @@ def test_encrypted_pdf(tmp_path):
         w = pypdf.PdfWriter(clone_from=src)
         w.encrypt(user_password=user_password, owner_password="owner", algorithm="RC4-128")
         w.write(tmp_path / name)
-    with pytest.raises(LoadError, match=r"cannot read PDF: encrypted \(needs a password\)"):
+    with pytest.raises(LoadError, match=r"locked\.pdf: PDF 已加密，需要密码：请先去掉密码再上传$"):
         load_file(tmp_path / "locked.pdf")
     # An empty user password is how "no copying" PDFs are usually made: readable.
     assert load_one(tmp_path / "open.pdf").text == "威海市安全生产培训班"
 
 
 def test_fake_pdf(tmp_path):
-    with pytest.raises(LoadError, match="cannot read PDF: not a PDF file"):
+    with pytest.raises(LoadError, match="不是 PDF 文件（文件开头没有 %PDF 标记）"):
         load_file(write(tmp_path / "fake.pdf", "这不是PDF"))
 
 
@@ -409,14 +412,14 @@ def test_docx_template_defaults_are_not_metadata(tmp_path):
 
 
 def test_fake_docx(tmp_path):
-    with pytest.raises(LoadError, match="cannot read DOCX: not a ZIP archive"):
+    with pytest.raises(LoadError, match="DOCX 文件已损坏或不完整（不是 ZIP 压缩包），无法读取"):
         load_file(write(tmp_path / "fake.docx", "plain text pretending"))
 
 
 def test_truncated_docx(tmp_path):
     good = make_docx(tmp_path / "good.docx").read_bytes()
     f = write(tmp_path / "cut.docx", good[: len(good) * 9 // 10])
-    with pytest.raises(LoadError, match="cannot read DOCX: not a ZIP archive"):
+    with pytest.raises(LoadError, match="DOCX 文件已损坏或不完整（不是 ZIP 压缩包）"):
         load_file(f)
 
 
@@ -424,7 +427,7 @@ def test_zip_that_is_not_word(tmp_path):
     f = tmp_path / "other.docx"
     with zipfile.ZipFile(f, "w") as zf:
         zf.writestr("hello.txt", "hi")
-    with pytest.raises(LoadError, match="no word/document.xml"):
+    with pytest.raises(LoadError, match=r"不是 Word 文档（缺少正文 word/document\.xml）"):
         load_file(f)
 
 
@@ -437,7 +440,7 @@ def test_docx_zip_bomb_is_refused_before_parsing(tmp_path):
             for _ in range(300):
                 member.write(chunk)
     assert f.stat().st_size < 5 * 2**20
-    with pytest.raises(LoadError, match=r"DOCX expands to 300 MB \(zip bomb\?\)"):
+    with pytest.raises(LoadError, match=r"DOCX 解压后达 300 MB（可能是恶意构造的压缩包）"):
         load_file(f)
 
 
@@ -491,7 +494,7 @@ def test_jsonl_in_gbk(tmp_path):
 
 def test_jsonl_with_nothing_usable(tmp_path):
     f = write(tmp_path / "bad.jsonl", "{oops\n" + json.dumps({"id": 1}) + "\n")
-    with pytest.raises(LoadError, match="no usable records"):
+    with pytest.raises(LoadError, match="没有可用的记录：每行应是一个 JSON 对象"):
         load_file(f)
 
 
@@ -499,29 +502,31 @@ def test_jsonl_with_nothing_usable(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(LoadError, match="file not found"):
+    with pytest.raises(LoadError, match=r"nope\.txt: 找不到文件：请确认路径"):
         load_file(tmp_path / "nope.txt")
 
 
 def test_empty_file(tmp_path):
-    with pytest.raises(LoadError, match="^.*: empty file$"):
+    with pytest.raises(
+        LoadError, match=r"^.*e\.txt: 文件是空的（0 字节）：请确认文件内容后重新上传$"
+    ):
         load_file(write(tmp_path / "e.txt", b""))
 
 
 def test_whitespace_only(tmp_path):
-    with pytest.raises(LoadError, match="no text"):
+    with pytest.raises(LoadError, match="文件中没有文字"):
         load_file(write(tmp_path / "w.md", " \n\t\r\n\u3000 \n"))
 
 
 def test_binary_txt(tmp_path):
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00" + bytes(range(256)) * 4
-    with pytest.raises(LoadError, match="binary data, not text"):
+    with pytest.raises(LoadError, match="文件内容是二进制数据，不是文本：请确认扩展名"):
         load_file(write(tmp_path / "img.txt", png))
 
 
 def test_control_characters_are_binary(tmp_path):
     data = bytes(range(1, 32)) * 10 + b"some text"
-    with pytest.raises(LoadError, match="binary data, not text"):
+    with pytest.raises(LoadError, match="文件内容是二进制数据，不是文本"):
         load_file(write(tmp_path / "ctl.txt", data))
 
 
@@ -529,14 +534,17 @@ def test_oversized(tmp_path):
     f = write(tmp_path / "big.txt", "很" * 1000)
     with pytest.raises(LoadError) as e:
         load_file(f, max_bytes=1000)
-    assert e.value.reason == "file is 0.00286 MB, over the 0.000954 MB limit (set max_file_mb)"
+    assert e.value.reason == (
+        "文件过大（0.00286 MB，上限 0.000954 MB）：请拆分后再导入，或请管理员调大上限（max_file_mb）"
+    )
     assert load_one(f, max_bytes=3000).text == "很" * 1000
 
 
 def test_unsupported_extension(tmp_path):
     with pytest.raises(LoadError) as e:
         load_file(write(tmp_path / "data.xyz", "x"))
-    assert e.value.reason.startswith("unsupported file type .xyz (supported: ")
+    assert e.value.reason.startswith("不支持的文件类型 .xyz（支持：")
+    assert e.value.reason.endswith("：请另存为支持的格式后再导入")
     assert all(ext in e.value.reason for ext in SUPPORTED)
 
 
@@ -544,7 +552,9 @@ def test_unsupported_extension(tmp_path):
     "data", [b"\x80\x81\xff hello", "café naïve résumé".encode("latin-1"), b"\xff" * 40]
 )
 def test_undecodable(tmp_path, data):
-    with pytest.raises(LoadError, match=r"cannot decode as UTF-8/UTF-16/GB18030/Big5"):
+    with pytest.raises(
+        LoadError, match=r"无法识别文字编码（已尝试 UTF-8、UTF-16、GB18030、Big5）：请另存为 UTF-8"
+    ):
         load_file(write(tmp_path / "u.txt", data))
 
 
@@ -561,7 +571,7 @@ def test_random_high_bytes_are_not_taken_for_chinese():
 def test_decode_error_names_the_input():
     with pytest.raises(LoadError) as e:
         decode_bytes(b"\x00\x01\x02\x03\x00\x00\x05", name="upload.txt")
-    assert str(e.value) == "upload.txt: binary data, not text"
+    assert str(e.value) == "upload.txt: 文件内容是二进制数据，不是文本：请确认扩展名与文件类型一致"
 
 
 # --------------------------------------------------------------------------- discover
@@ -593,7 +603,7 @@ def test_discover(tmp_path):
 
 
 def test_discover_missing_path(tmp_path):
-    with pytest.raises(LoadError, match="no such file or folder"):
+    with pytest.raises(LoadError, match="missing: 找不到这个文件或文件夹"):
         discover([tmp_path / "missing"])
 
 

@@ -188,7 +188,7 @@ def test_an_image_is_read_by_ocr(tmp_path):
     [doc] = load_file(tmp_path / "notice.png")
     assert doc.format == "image" and "老旧小区350个" in doc.text
     (tmp_path / "blank.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
-    with pytest.raises(LoadError, match="cannot read image"):
+    with pytest.raises(LoadError, match="blank.png: 图片已损坏或不是图片，无法读取：请重新导出"):
         load_file(tmp_path / "blank.png")
 
 

@@ -8,7 +8,10 @@ import re
 
 from rag.errors import LoadError
 
-_UNDECODABLE = "cannot decode as UTF-8/UTF-16/GB18030/Big5"
+_UNDECODABLE = (
+    "无法识别文字编码（已尝试 UTF-8、UTF-16、GB18030、Big5）：请另存为 UTF-8 编码后再导入"
+)
+_BINARY = "文件内容是二进制数据，不是文本：请确认扩展名与文件类型一致"
 
 
 # The most frequent simplified characters; their traditional forms are added at first
@@ -168,7 +171,7 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>") -> tuple[str, str]:
     elif b"\x00" in data:
         found = _utf16_without_bom(data)
         if not found:
-            raise LoadError(name, "binary data, not text")
+            raise LoadError(name, _BINARY)
         text, enc = found
     else:
         try:
@@ -176,7 +179,7 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>") -> tuple[str, str]:
         except UnicodeDecodeError:
             text, enc = _decode_chinese(data, name)
     if _looks_binary(text):
-        raise LoadError(name, "binary data, not text")
+        raise LoadError(name, _BINARY)
     return text, enc
 
 

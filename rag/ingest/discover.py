@@ -65,5 +65,5 @@ def discover(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
         elif p.exists():  # a FIFO, a device: load_file refuses it, the batch goes on
             add(p, p.parent)
         else:
-            raise LoadError(str(p), "no such file or folder")
+            raise LoadError(str(p), "找不到这个文件或文件夹：请确认路径是否正确")
     return out

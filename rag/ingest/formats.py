@@ -258,17 +258,20 @@ def _pdf_date(value: object) -> str | None:
     return "-".join(g for g in m.groups() if g)
 
 
-def _content_size(page: Any) -> int:
-    """Decoded bytes of a page's content streams (what extract_text parses)."""
+def _content(page: Any) -> bytes:
+    """A page's content streams, decoded (what extract_text parses)."""
     obj = page.get("/Contents")
     obj = obj.get_object() if obj is not None else None
     parts = obj if isinstance(obj, list) else [obj]
-    size = 0
+    out = []
     for part in parts:
         stream = part.get_object() if part is not None else None
         if hasattr(stream, "get_data"):
-            size += len(stream.get_data())
-    return size
+            out.append(stream.get_data())
+    return b"".join(out)
+
+
+_PDF_DAMAGED = "文件已损坏，无法读取 PDF：请用 PDF 阅读器打开后另存或重新导出，再上传"
 
 
 def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
@@ -278,7 +281,9 @@ def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
     import pypdf
 
     if b"%PDF-" not in data[:1024]:
-        raise _Unreadable("cannot read PDF: not a PDF file (no %PDF header)")
+        raise _Unreadable(
+            "不是 PDF 文件（文件开头没有 %PDF 标记）：文件可能已损坏，或扩展名与内容不符"
+        )
     # pypdf raises many exception types on damaged input (its own, ValueError,
     # KeyError, zlib.error, ...); any of them means the same thing to the user.
     try:
@@ -287,29 +292,37 @@ def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
             try:
                 ok = reader.decrypt("")
             except Exception as e:
-                raise _Unreadable(f"cannot read PDF: encrypted ({_short(e)})") from None
+                raise _Unreadable(
+                    f"PDF 已加密，无法打开：请先去掉密码再上传（{_short(e)}）"
+                ) from None
             if not ok:
-                raise _Unreadable("cannot read PDF: encrypted (needs a password)")
+                raise _Unreadable("PDF 已加密，需要密码：请先去掉密码再上传")
         limit = max(PDF_EXPAND_LIMIT, PDF_EXPAND_RATIO * len(data))
         pages, expanded = [], 0
         for page in reader.pages:
-            expanded += _content_size(page)
+            content = _content(page)
+            expanded += len(content)
             if expanded > limit:
                 raise _Unreadable(
-                    f"PDF page content expands to over {_fmt_mb(limit)} MB (PDF bomb?)"
+                    f"PDF 页面内容解压后超过 {_fmt_mb(limit)} MB（可能是恶意构造的文件）："
+                    "请确认文件来源，或拆分成较小的文件后再导入"
                 )
+            del content
             pages.append(_norm_newlines(page.extract_text() or "").strip())
         info = reader.metadata or {}
     except _Unreadable:
         raise
     except Exception as e:
-        raise _Unreadable(f"cannot read PDF: {_short(e)}") from None
+        raise _Unreadable(f"{_PDF_DAMAGED}（{_short(e)}）") from None
     scanned = [i for i, p in enumerate(pages) if len(p) < MIN_PAGE_TEXT]
     if scanned and not ocr and not any(pages):
-        raise _Unreadable("PDF has no text layer (scanned?); turn OCR on (ocr = true)")
+        raise _Unreadable(
+            "PDF 没有文字层（可能是扫描件），而 OCR 已关闭：请在设置中打开 OCR（ocr = true）"
+            "后重新导入"
+        )
     ocr_pages: dict[int, str] = {}
     ocr_lines: list[list] = []
-    starts, pos = [], 0
+    starts, locations, pos = [], [], 0
     for i, p in enumerate(pages):
         if ocr and i in scanned:
             log.info("OCR: page %d of %d", i + 1, len(pages))
@@ -319,14 +332,15 @@ def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
                 ocr_pages[i] = text
                 ocr_lines += records
         starts.append(pos)
+        if p:
+            locations.append([pos, f"第{i + 1}页"])
         pos += len(p) + 2
     if not any(pages):
-        raise _Unreadable("no text found in the PDF, not even by OCR (blank or unreadable scan)")
-    meta: dict[str, Any] = {
-        "pages": len(pages),
-        "page_starts": starts,
-        "locations": [[s, f"第{i + 1}页"] for i, s in enumerate(starts) if pages[i]],
-    }
+        raise _Unreadable(
+            "PDF 没有文字层，扫描件经 OCR 后也没有识别出文字（可能是空白页）："
+            "请确认扫描清晰后重新上传"
+        )
+    meta: dict[str, Any] = {"pages": len(pages), "page_starts": starts, "locations": locations}
     if ocr_pages:
         meta["ocr"] = _ocr_meta(sorted(ocr_pages), ocr_lines)
     for key, field in (("/Title", "title"), ("/Author", "author")):
@@ -342,6 +356,9 @@ def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
 MIN_PAGE_TEXT = 20  # a page with fewer extracted characters is a scan (or a picture)
 
 
+MAX_IMAGE_PIXELS = 80_000_000  # 80 megapixels: a 300 dpi scan of an A0 sheet
+
+
 def _ocr_pdf_page(data: bytes, index: int, offset: int) -> tuple[str, list[list]]:
     from rag.ingest.ocr import OcrUnavailable, blank, page_text, read_image, render_pdf_page
 
@@ -349,7 +366,8 @@ def _ocr_pdf_page(data: bytes, index: int, offset: int) -> tuple[str, list[list]
         image = render_pdf_page(data, index)
     except OcrUnavailable as e:
         raise _Unreadable(
-            f"PDF page {index + 1} is a scan, and OCR is not installed ({e})"
+            f"PDF 第 {index + 1} 页是扫描件，需要 OCR 识别文字，而本机没有安装 OCR 组件："
+            f"请管理员安装后重新导入（{e}）"
         ) from None
     except Exception as e:  # pdfium cannot draw a damaged page: it keeps its text layer
         log.warning("OCR: page %d could not be rendered (%s)", index + 1, _short(e))
@@ -379,16 +397,23 @@ def _image(data: bytes) -> tuple[str, dict]:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise _Unreadable(f"cannot read image: {_short(e)}") from None
-    if image.width * image.height > 80_000_000:
-        raise _Unreadable(f"image is {image.width}x{image.height} pixels, too large to read")
+        raise _Unreadable(
+            f"图片已损坏或不是图片，无法读取：请重新导出图片后再上传（{_short(e)}）"
+        ) from None
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise _Unreadable(
+            f"图片过大（{image.width}×{image.height} 像素，"
+            f"上限 {MAX_IMAGE_PIXELS // 10**4} 万像素）：请缩小或裁切后再上传"
+        )
     try:
         lines, _ = read_image(image)
     except OcrUnavailable as e:
-        raise _Unreadable(f"reading images needs OCR, which is not installed ({e})") from None
+        raise _Unreadable(
+            f"识别图片中的文字需要 OCR，而本机没有安装 OCR 组件：请管理员安装后重新导入（{e}）"
+        ) from None
     text, records = page_text(lines, 1)
     if not text.strip():
-        raise _Unreadable("no text found in the image by OCR")
+        raise _Unreadable("图片经 OCR 后没有识别出文字：请确认图片清晰、含有文字")
     return text, {"locations": [[0, "图片"]], "ocr": _ocr_meta([0], records)}
 
 
@@ -398,17 +423,27 @@ def _docx(data: bytes, max_bytes: int) -> tuple[str, dict]:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError):
         if data.startswith(b"\xd0\xcf\x11\xe0"):
-            reason = "an old .doc or an encrypted file, not a DOCX (save it as .docx)"
+            reason = (
+                "这是旧版 .doc 或已加密的文件，不是 DOCX：请去掉密码，或在 Word/WPS 中另存为 .docx"
+            )
         else:
-            reason = "not a ZIP archive (damaged, truncated, or not a .docx)"
-        raise _Unreadable(f"cannot read DOCX: {reason}") from None
+            reason = (
+                "DOCX 文件已损坏或不完整（不是 ZIP 压缩包），无法读取："
+                "请重新保存后再上传，并确认扩展名与文件类型一致"
+            )
+        raise _Unreadable(reason) from None
     # Declared sizes bound what we read: `_bounded_copy` never inflates past them.
     expanded = sum(i.file_size for i in zf.infolist())
     limit = max(DOCX_EXPAND_LIMIT, 2 * max_bytes)
     if expanded > limit:
-        raise _Unreadable(f"DOCX expands to {_fmt_mb(expanded)} MB (zip bomb?)")
+        raise _Unreadable(
+            f"DOCX 解压后达 {_fmt_mb(expanded)} MB（可能是恶意构造的压缩包）：请确认文件来源，"
+            "或在 Word/WPS 中打开后重新保存"
+        )
     if "word/document.xml" not in zf.namelist():
-        raise _Unreadable("cannot read DOCX: no word/document.xml (not a Word document)")
+        raise _Unreadable(
+            "不是 Word 文档（缺少正文 word/document.xml），无法读取 DOCX：请确认扩展名与文件类型一致"
+        )
 
     import docx
 
@@ -418,7 +453,9 @@ def _docx(data: bytes, max_bytes: int) -> tuple[str, dict]:
         props = document.core_properties
         raw = {"title": props.title, "author": props.author, "date": props.created}
     except Exception as e:  # lxml/python-docx raise many types on damaged parts
-        raise _Unreadable(f"cannot read DOCX: {_short(e)}") from None
+        raise _Unreadable(
+            f"文件已损坏，无法读取 DOCX：请在 Word/WPS 中打开后重新保存（{_short(e)}）"
+        ) from None
     meta: dict[str, Any] = {"locations": body.locations} if body.locations else {}
     for key, value in raw.items():
         if hasattr(value, "date"):

@@ -24,6 +24,7 @@ def soffice() -> str | None:
 def convert_legacy(data: bytes, path: Path, fmt: str) -> bytes:
     """`data` (a file of the old format `fmt`) converted to its modern format's bytes."""
     target = _TARGET[fmt]
+    save_as = f"请在{_SAVE_AS[fmt]}中打开，另存为 .{target} 后再上传"
     exe = soffice()
     if exe is None:
         raise _Unreadable(
@@ -52,10 +53,14 @@ def convert_legacy(data: bytes, path: Path, fmt: str) -> bytes:
                 env=env,
             )
         except subprocess.TimeoutExpired:
-            raise _Unreadable(f"LibreOffice 转换超过 {CONVERT_TIMEOUT_S} 秒仍未完成") from None
+            raise _Unreadable(
+                f"LibreOffice 转换超过 {CONVERT_TIMEOUT_S} 秒仍未完成：{save_as}"
+            ) from None
         except (subprocess.CalledProcessError, OSError) as e:
-            raise _Unreadable(f"LibreOffice 无法转换这个文件（{type(e).__name__}）") from None
+            raise _Unreadable(
+                f"LibreOffice 无法转换这个文件：{save_as}（{type(e).__name__}）"
+            ) from None
         out = src.with_suffix(f".{target}")
         if not out.is_file():
-            raise _Unreadable("LibreOffice 没有转换出文件：文件可能已损坏或加密")
+            raise _Unreadable(f"LibreOffice 没有转换出文件，文件可能已损坏或加密：{save_as}")
         return out.read_bytes()

@@ -64,6 +64,9 @@ BINARY_FORMATS = {"pdf", "docx", "xlsx", "pptx", "image", "doc", "xls", "ppt"}
 SIDECAR_SUFFIX = ".meta.json"
 
 
+_BAD_SIDECAR = "元数据文件格式错误：请修正或删除这个 .meta.json 文件"
+
+
 MAX_TITLE_CHARS = 60
 
 
@@ -101,15 +104,21 @@ def _binary(fmt: str, data: bytes, max_bytes: int, ocr: bool) -> tuple[str, dict
         return _docx(data, max_bytes)
     if fmt == "image":
         if not ocr:
-            raise _Unreadable("an image is read by OCR, which is turned off (ocr = false)")
+            raise _Unreadable(
+                "图片中的文字要用 OCR 识别，而 OCR 已关闭：请在设置中打开 OCR（ocr = true）后重新导入"
+            )
         return _image(data)
     try:
         return xlsx(data) if fmt == "xlsx" else pptx(data)
     except _Unreadable:
         raise
     except Exception as e:  # openpyxl / python-pptx raise many types on damaged files
-        kind = "spreadsheet" if fmt == "xlsx" else "presentation"
-        raise _Unreadable(f"cannot read the {kind}: {_short(e)}") from None
+        kind, app = (
+            ("电子表格", "Excel/WPS 表格") if fmt == "xlsx" else ("演示文稿", "PowerPoint/WPS 演示")
+        )
+        raise _Unreadable(
+            f"{kind}已损坏或已加密，无法读取：请去掉密码，或在{app}中打开后重新保存（{_short(e)}）"
+        ) from None
 
 
 # 成文日期 / 发文日期 lines, or a line that is only a date (an official document's date
@@ -151,11 +160,11 @@ def _read_sidecar(path: Path) -> dict:
         text, _ = decode_bytes(data, name=str(side))
         meta = json.loads(text)
     except LoadError as e:
-        raise LoadError(str(side), f"malformed sidecar: {e.reason}") from None
+        raise LoadError(str(side), f"{_BAD_SIDECAR}（{e.reason}）") from None
     except (OSError, ValueError) as e:
-        raise LoadError(str(side), f"malformed sidecar: {_short(e)}") from None
+        raise LoadError(str(side), f"{_BAD_SIDECAR}（{_short(e)}）") from None
     if not isinstance(meta, dict):
-        raise LoadError(str(side), "malformed sidecar: expected a JSON object {...}")
+        raise LoadError(str(side), f"{_BAD_SIDECAR}（应是一个 JSON 对象 {{...}}）")
     return meta
 
 
@@ -224,7 +233,10 @@ def _jsonl(text: str, path: Path, encoding: str, file_meta: dict) -> list[Docume
             lines,
         )
     if not docs:
-        raise LoadError(str(path), "no usable records (each line needs a JSON object with 'text')")
+        raise LoadError(
+            str(path),
+            "没有可用的记录：每行应是一个 JSON 对象，并带有非空的 “text” 字段，请修正后再导入",
+        )
     return docs
 
 
@@ -241,27 +253,34 @@ def load_file(
     root = Path(root) if root is not None else path.parent
     name = str(path)
     if not path.exists():
-        raise LoadError(name, "file not found")
+        raise LoadError(name, "找不到文件：请确认路径和文件名是否正确")
     if not path.is_file():
-        raise LoadError(name, "not a regular file")
+        raise LoadError(name, "不是普通文件（可能是文件夹、管道或设备）：请选择要导入的文档文件")
     ext = path.suffix.lower()
     if ext not in SUPPORTED:
-        shown = ext or "(no extension)"
         supported = " ".join(sorted(SUPPORTED))
-        raise LoadError(name, f"unsupported file type {shown} (supported: {supported})")
+        if not ext:
+            raise LoadError(
+                name, f"文件名没有扩展名，无法判断类型（支持：{supported}）：请加上扩展名后再导入"
+            )
+        raise LoadError(
+            name, f"不支持的文件类型 {ext}（支持：{supported}）：请另存为支持的格式后再导入"
+        )
     try:
         size = path.stat().st_size
         if size > max_bytes:
             raise LoadError(
                 name,
-                f"file is {_fmt_mb(size)} MB, over the {_fmt_mb(max_bytes)} MB limit "
-                "(set max_file_mb)",
+                f"文件过大（{_fmt_mb(size)} MB，上限 {_fmt_mb(max_bytes)} MB）："
+                "请拆分后再导入，或请管理员调大上限（max_file_mb）",
             )
         data = path.read_bytes()
     except OSError as e:
-        raise LoadError(name, f"cannot read file: {e.strerror or _short(e)}") from None
+        raise LoadError(
+            name, f"无法读取文件：请检查文件权限或磁盘（{e.strerror or _short(e)}）"
+        ) from None
     if not data:
-        raise LoadError(name, "empty file")
+        raise LoadError(name, "文件是空的（0 字节）：请确认文件内容后重新上传")
 
     fmt = _FORMATS[ext]
     sidecar = _read_sidecar(path)
@@ -292,7 +311,7 @@ def load_file(
     except _Unreadable as e:
         raise LoadError(name, str(e)) from None
     if not text.strip():
-        raise LoadError(name, "no text")
+        raise LoadError(name, "文件中没有文字：请确认它不是空白文档")
     return [
         Document(
             doc_id=doc_id,
