@@ -76,6 +76,50 @@ def make_pptx(path: Path) -> Path:
     return path
 
 
+def make_pdf_with_table(path: Path) -> Path:
+    """A two-page PDF as reportlab draws it: page 2 has a captioned table with ruled
+    lines (a grid), text above and below it."""
+    from reportlab.lib import colors
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.platypus import (
+        PageBreak,
+        Paragraph,
+        SimpleDocTemplate,
+        Spacer,
+        Table,
+        TableStyle,
+    )
+
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    zh = ParagraphStyle("zh", fontName="STSong-Light", fontSize=12, leading=18)
+    rows = [["区县", "2023年计划投资", "项目数"], ["崂山区", "156亿元", "196"],
+            ["市南区", "88亿元", "75"], ["市北区", "102亿元", "120"]]  # fmt: skip
+    table = Table(rows)
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONTNAME", (0, 0), (-1, -1), "STSong-Light"),
+                ("GRID", (0, 0), (-1, -1), 0.5, colors.black),
+            ]
+        )
+    )
+    SimpleDocTemplate(str(path)).build(
+        [
+            Paragraph("青岛市城市更新工作简报", zh),
+            Paragraph("今年以来，全市城市更新工作稳步推进，各区项目陆续开工建设。", zh),
+            PageBreak(),
+            Paragraph("根据市政府部署，各区投资计划如下，请各区认真落实。", zh),
+            Paragraph("表2 各区投资计划", zh),
+            table,
+            Spacer(1, 12),
+            Paragraph("各区要按月报送项目进展情况。", zh),
+        ]
+    )
+    return path
+
+
 def page_image(lines: list[str], size=(1240, 1754), x: int = 100):
     from PIL import Image, ImageDraw, ImageFont
 
@@ -106,6 +150,70 @@ def test_docx_table_rows_carry_their_headers_and_location(tmp_path):
     locs = dict((label, at) for at, label in doc.meta.get("locations"))
     assert doc.text[locs["表2 第2行"] :].startswith("表2 各区投资计划｜区县：崂山区")
     assert doc.meta.title == "2023年各区城市更新投资计划" and doc.encoding == ""
+
+
+def test_pdf_table_rows_carry_their_headers_and_page(tmp_path):
+    [doc] = load_file(make_pdf_with_table(tmp_path / "brief.pdf"))
+    lines = doc.text.split("\n")
+    page2 = lines.index("根据市政府部署，各区投资计划如下，请各区认真落实。")
+    assert lines[page2:] == [
+        "根据市政府部署，各区投资计划如下，请各区认真落实。",
+        "表2 各区投资计划",
+        "表2 各区投资计划｜区县：崂山区｜2023年计划投资：156亿元｜项目数：196",
+        "表2 各区投资计划｜区县：市南区｜2023年计划投资：88亿元｜项目数：75",
+        "表2 各区投资计划｜区县：市北区｜2023年计划投资：102亿元｜项目数：120",
+        "各区要按月报送项目进展情况。",
+    ]  # the cells are not repeated one per line, as pypdf reads them
+    assert lines.count("156亿元") == 0 and doc.text.count("崂山区") == 1
+    locs = {label: at for at, label in doc.meta.get("locations")}
+    assert list(locs) == ["第1页", "第2页", "第2页 表2 第2行", "第2页 表2 第3行",
+                          "第2页 表2 第4行"]  # fmt: skip
+    assert doc.text[locs["第2页 表2 第2行"] :].startswith("表2 各区投资计划｜区县：崂山区")
+    after = doc.meta.get("locations")[-1]  # the text under the table is on page 2 again
+    assert after[1] == "第2页" and doc.text[after[0] :] == "各区要按月报送项目进展情况。"
+
+
+def test_a_table_is_named_by_the_caption_above_it():
+    from rag.ingest.tables import table_name
+
+    assert table_name("表2 各区投资计划", 1) == ("表2 各区投资计划", "表2")
+    assert table_name("附表1", 3) == ("附表1", "附表1")
+    assert table_name("2023年各区投资计划表", 1) == ("2023年各区投资计划表", "2023年各区投资计划表")
+    assert table_name("各区投资计划详见下表", 4) == ("表4", "表4")  # points at it, names nothing
+    assert table_name("根据市政府部署，各区投资计划如下。", 2) == ("表2", "表2")
+
+
+def test_pdf_pages_without_ruled_lines_are_not_given_to_pdfplumber(tmp_path):
+    from pypdf import PdfReader
+
+    from rag.ingest.formats import _content
+    from rag.ingest.pdftables import may_hold_table
+
+    pages = PdfReader(make_pdf_with_table(tmp_path / "brief.pdf")).pages
+    assert [may_hold_table(p, _content(p)) for p in pages] == [False, True]
+
+
+def test_a_pdf_table_row_is_one_chunk_with_its_page(tmp_path, embedder):
+    from rag.system import load_system
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make_pdf_with_table(docs / "brief.pdf")
+    s = Settings(index_dir=str(tmp_path / "index"))
+    report = ingest([docs], s, embedder=embedder, progress=False, log=lambda m: None)
+    assert report.count("added") == 1, report.results
+    system = load_system(s, embedder=embedder)
+    index = system.index
+    rows = [index.chunk(r) for r in range(len(index))]
+    [chunk] = [c for c in rows if "区县：崂山区" in c.text]
+    [line] = [ln for ln in chunk.text.split("\n") if "区县：崂山区" in ln]
+    assert "2023年计划投资：156亿元" in line  # the district and its figure in one row
+    at = chunk.start + chunk.text.index(line)
+    assert index.location("brief", at, at + len(line)) == "第2页 表2 第2行"
+    ans = system.ask("崂山区2023年计划投资多少？")
+    assert not ans.refused and "156亿元" in ans.sentences[0].text, ans.text
+    first = next(c for c in ans.citations if c.n == ans.sentences[0].citation)
+    assert first.location == "第2页 表2 第2行"
 
 
 def test_xlsx_every_sheet_with_values_and_dates(tmp_path):

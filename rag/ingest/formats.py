@@ -10,7 +10,8 @@ import zipfile
 from typing import Any
 
 from rag.ingest.decode import _norm_newlines
-from rag.ingest.tables import TextBuilder, row_lines
+from rag.ingest.pdftables import TABLE_CONTENT_LIMIT, may_hold_table, read_tables
+from rag.ingest.tables import TextBuilder, row_lines, table_name
 
 log = logging.getLogger("rag.ingest.loaders")
 
@@ -275,9 +276,10 @@ _PDF_DAMAGED = "文件已损坏，无法读取 PDF：请用 PDF 阅读器打开�
 
 
 def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
-    """Page texts joined by a blank line; pages without a text layer are read by OCR
-    (rag.ingest.ocr). Meta has title/author/date, a location per page ("第N页") and,
-    for OCR'd pages, each line's confidence and box."""
+    """Page texts joined by a blank line; ruled tables as rows with their headers
+    (rag.ingest.pdftables); pages without a text layer are read by OCR (rag.ingest.ocr).
+    Meta has title/author/date, a location per page ("第N页", a table row's "第N页 表2
+    第3行") and, for OCR'd pages, each line's confidence and box."""
     import pypdf
 
     if b"%PDF-" not in data[:1024]:
@@ -298,7 +300,7 @@ def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
             if not ok:
                 raise _Unreadable("PDF 已加密，需要密码：请先去掉密码再上传")
         limit = max(PDF_EXPAND_LIMIT, PDF_EXPAND_RATIO * len(data))
-        pages, expanded = [], 0
+        pages, expanded, sizes, ruled = [], 0, [], []
         for page in reader.pages:
             content = _content(page)
             expanded += len(content)
@@ -307,6 +309,8 @@ def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
                     f"PDF 页面内容解压后超过 {_fmt_mb(limit)} MB（可能是恶意构造的文件）："
                     "请确认文件来源，或拆分成较小的文件后再导入"
                 )
+            sizes.append(len(content))
+            ruled.append(may_hold_table(page, content))
             del content
             pages.append(_norm_newlines(page.extract_text() or "").strip())
         info = reader.metadata or {}
@@ -320,6 +324,7 @@ def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
             "PDF 没有文字层（可能是扫描件），而 OCR 已关闭：请在设置中打开 OCR（ocr = true）"
             "后重新导入"
         )
+    tables = read_tables(data, _table_pages(pages, sizes, ruled, set(scanned)))
     ocr_pages: dict[int, str] = {}
     ocr_lines: list[list] = []
     starts, locations, pos = [], [], 0
@@ -332,7 +337,13 @@ def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
                 ocr_pages[i] = text
                 ocr_lines += records
         starts.append(pos)
-        if p:
+        if i in tables:
+            page = TextBuilder()
+            for line, label in tables[i]:
+                page.add(line, f"第{i + 1}页 {label}" if label else f"第{i + 1}页")
+            pages[i] = p = page.text
+            locations += [[pos + at, label] for at, label in page.locations]
+        elif p:
             locations.append([pos, f"第{i + 1}页"])
         pos += len(p) + 2
     if not any(pages):
@@ -351,6 +362,27 @@ def _pdf(data: bytes, ocr: bool = True) -> tuple[str, dict]:
     if date:
         meta["date"] = date
     return "\n\n".join(pages), meta
+
+
+def _table_pages(
+    pages: list[str], sizes: list[int], ruled: list[bool], scanned: set[int]
+) -> list[int]:
+    """The pages pdfplumber looks for tables on: those with a text layer that may draw a
+    ruled table, while their content totals at most TABLE_CONTENT_LIMIT."""
+    chosen, budget = [], TABLE_CONTENT_LIMIT
+    for i, (size, maybe) in enumerate(zip(sizes, ruled)):
+        if i in scanned or not maybe:
+            continue
+        if size > budget:
+            log.warning(
+                "PDF tables: pages from %d on are read as plain text (over %s MB of content)",
+                i + 1,
+                _fmt_mb(TABLE_CONTENT_LIMIT),
+            )
+            break
+        budget -= size
+        chosen.append(i)
+    return chosen
 
 
 MIN_PAGE_TEXT = 20  # a page with fewer extracted characters is a scan (or a picture)
@@ -487,9 +519,6 @@ def _bounded_copy(zf: zipfile.ZipFile) -> bytes:
     return out.getvalue()
 
 
-_CAPTION = re.compile(r"^(?:表|附表|table)\s*[\d一二三四五六七八九十]+", re.IGNORECASE)
-
-
 def _docx_text(document: Any) -> TextBuilder:
     """Paragraphs in document order, one per line; each table as rows that carry their
     headers and the table's caption (rag.ingest.tables), located as "表N 第R行"."""
@@ -501,8 +530,7 @@ def _docx_text(document: Any) -> TextBuilder:
     def table(t: Table, before: str, depth: int) -> None:
         nonlocal count
         count += 1
-        name = before if _CAPTION.match(before) and len(before) <= 60 else f"表{count}"
-        label = name.split()[0] if _CAPTION.match(name) else name
+        name, label = table_name(before, count)
         nested = []
         rows = []
         for row in t.rows:

@@ -80,6 +80,25 @@ def row_lines(
             yield n, CELL_SEP.join(parts)
 
 
+# A caption: "表2 各区投资计划", "附表1", "Table 3", or a title that ends in 表
+# ("各区投资计划表"), but not a sentence that points at one ("详见下表")
+_CAPTION = re.compile(r"^(?:表|附表|table)\s*[\d一二三四五六七八九十]+", re.IGNORECASE)
+_NAMES_A_TABLE = re.compile(r"(?<![下上如见附])表$")
+
+
+def table_name(before: str, n: int) -> tuple[str, str]:
+    """(name, label) of the table numbered `n` whose preceding line is `before`.
+
+    The name starts each row ("表2 各区投资计划"); the label names it in locations
+    ("表2"). `before` is the name when it is a caption: a short line that starts with
+    "表N"/"附表N" or ends in 表 ("各区投资计划表"). Otherwise the table is "表N".
+    """
+    before = before.strip()
+    if len(before) <= 60 and (_CAPTION.match(before) or _NAMES_A_TABLE.search(before)):
+        return before, before.split()[0] if _CAPTION.match(before) else before
+    return f"表{n}", f"表{n}"
+
+
 class TextBuilder:
     """Lines joined by newlines, with the offset of chosen lines recorded as locations."""
 
