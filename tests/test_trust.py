@@ -142,3 +142,15 @@ def test_the_cli_prints_the_short_answer_and_confidence(corpus_settings):
     lines = out.stdout.splitlines()
     assert any(norm(x) == norm("简答：156亿元") for x in lines), out.stdout
     assert any(x.startswith("可信度：") for x in lines), out.stdout
+
+
+def test_a_why_question_is_answered_only_by_a_sentence_that_gives_a_reason(corpus_system):
+    from rag.read.reader import answer_type, type_match
+
+    assert answer_type("黄x11死亡原因是什么？") == "reason"
+    assert answer_type("联合国人居署为什么联合主办精致城市论坛?") == "reason"
+    assert type_match("reason", norm("黄x11于2019年3月5日死亡。")) == 0.0  # when, not why
+    assert type_match("reason", norm("黄x11因抢救无效死亡。")) == 1.0
+    assert type_match("reason", norm("坚持因地制宜推进城市更新。")) == 0.0
+    ans = corpus_system.ask("联合国人居署为什么联合主办精致城市论坛?")
+    assert not ans.refused and "基于" in ans.sentences[0].text

@@ -26,6 +26,9 @@ _WHO_Q = re.compile(r"谁|哪位|何人|什么人|哪个人|姓名|名字")
 _LIST_Q = re.compile(r"哪些|哪几|有什么|包括|分别")
 _WHICH_N = re.compile(r"哪[几两二三四五六七八九十]")  # 哪两个部门: names, not a count
 _WHERE_Q = re.compile(r"哪里|在哪|何处|什么地方|哪个(?:城市|地方|国家|省|市|区)")
+_WHY_Q = re.compile(r"为什么|为何|原因|因何|何故|缘何|什么缘故|理由")
+# what a sentence that gives a reason says: 因/由于/为了/导致/所以; "死于2019年" gives none
+_REASON = re.compile(r"因(?!地制宜|素|人而异|势利导)|由于|为了|所以|导致|致使|所致|造成|以致|鉴于|出于|目的|理由|缘故|引起|引发|是为")
 
 _NUM = re.compile(
     r"\d|[一二三四五六七八九十百千万亿两半]+[个名次年天人岁项座条部处家种届期位%％成倍]|分之"
@@ -40,6 +43,7 @@ _OPEN_END = frozenset("，,；;：:、 \t\u3000")
 
 # the first cue found decides: 哪一年有多少 asks for a date, 哪两个部门 for names
 _KINDS = [
+    (_WHY_Q, "reason"),  # 为什么……多少 asks why, 原因是什么 too
     (_DATE_Q, "date"),
     (_WHICH_N, "list"),
     (_NUM_Q, "number"),
@@ -142,6 +146,8 @@ def type_match(kind: str, sentence_norm: str, slot: re.Pattern | None = None) ->
         return 1.0 if _DATE.search(sentence_norm) else 0.0
     if kind == "list":
         return 1.0 if _LIST.search(sentence_norm) else 0.3
+    if kind == "reason":
+        return 1.0 if _REASON.search(sentence_norm) else 0.0
     return 0.5
 
 
@@ -325,7 +331,7 @@ class Reader:
     def fits(self, question: str, text: str, type_ok: float, doc_date: str | None) -> bool:
         """A sentence holds the asked kind of value and is not about another year."""
         q = self.analyse(question)
-        if q.kind in ("date", "number") and type_ok < 1.0:
+        if q.kind in ("date", "number", "reason") and type_ok < 1.0:
             return False
         return not (q.names_year and _other_years(q.years, text, doc_date))
 
