@@ -142,6 +142,7 @@ def ingest(
 
         # 1. load, clean, compare -------------------------------------------------
         seen: set[str] = set()
+        sources: set[str] = set()  # the files (and records) loaded under some id
         new_docs: dict[str, dict] = {}
         new_texts: dict[str, str] = {}
         files = discover([p for p in paths if p.exists()])
@@ -158,6 +159,7 @@ def ingest(
                     report.results.append(FileResult(raw.source, "failed", raw.doc_id, text))
                     continue
                 seen.add(raw.doc_id)
+                sources.add(raw.source)
                 prev = old_docs.get(raw.doc_id)
                 if prev is not None and not replace_others and not _same_file(prev, raw.source):
                     why = (
@@ -191,12 +193,12 @@ def ingest(
                 new_texts[raw.doc_id] = text
 
         removed: list[str] = []
-        if prune:
-            roots = [p.resolve() for p in paths if p.exists()]
-            for doc_id, d in old_docs.items():
-                if doc_id not in seen and _under(d["source"], roots):
-                    removed.append(doc_id)
-                    report.results.append(FileResult(d["source"], "removed", doc_id))
+        roots = [p.resolve() for p in paths if p.exists()] if prune else []
+        for doc_id, d in old_docs.items():
+            # gone, or the same file now under another id (a.pdf beside a new a.docx)
+            if doc_id not in seen and (d["source"] in sources or _under(d["source"], roots)):
+                removed.append(doc_id)
+                report.results.append(FileResult(d["source"], "removed", doc_id))
 
         if not new_docs and not removed and old is not None:
             tidy_versions(index_dir)

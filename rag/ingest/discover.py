@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from rag.errors import LoadError
-from rag.ingest.loaders import SIDECAR_SUFFIX
-
-
-def _skipped_name(name: str) -> bool:
-    # "~$x.docx" are Word's lock files: tiny, not documents, always fail to parse.
-    return name.startswith((".", "~$"))
-
-
-def _ragignore(folder: Path) -> list[str]:
-    """Glob patterns (relative paths) from FOLDER/.ragignore: files that are not documents."""
-    try:
-        lines = (folder / ".ragignore").read_text(encoding="utf-8").splitlines()
-    except (FileNotFoundError, UnicodeDecodeError):
-        return []
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+from rag.ingest.names import SIDECAR_SUFFIX, ignored, ragignore, skipped_name
 
 
 def discover(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
@@ -46,15 +31,15 @@ def discover(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
     for p in map(Path, paths):
         if p.is_dir():
             found: list[tuple[str, Path]] = []
-            ignored = _ragignore(p)
+            patterns = ragignore(p)
             for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = [d for d in dirnames if not _skipped_name(d)]
+                dirnames[:] = [d for d in dirnames if not skipped_name(d)]
                 for name in filenames:
-                    if _skipped_name(name) or name.lower().endswith(SIDECAR_SUFFIX):
+                    if skipped_name(name) or name.lower().endswith(SIDECAR_SUFFIX):
                         continue
                     f = Path(dirpath) / name
                     rel = f.relative_to(p).as_posix()
-                    if any(fnmatch.fnmatch(rel, pat) for pat in ignored):
+                    if ignored(rel, patterns):
                         continue
                     found.append((rel, f))
             for _, f in sorted(found):

@@ -14,8 +14,10 @@ Chinese text).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from rag.ingest.formats import (
     log,
 )
 from rag.ingest.legacy import convert_legacy
+from rag.ingest.names import SIDECAR_SUFFIX, ignored, ragignore, skipped_name
 from rag.ingest.slides import pptx
 from rag.ingest.tables import delimited, xlsx
 from rag.types import PROVENANCE, DocMeta, Document
@@ -61,9 +64,6 @@ SUPPORTED = set(_FORMATS)
 BINARY_FORMATS = {"pdf", "docx", "xlsx", "pptx", "image", "doc", "xls", "ppt"}
 
 
-SIDECAR_SUFFIX = ".meta.json"
-
-
 _BAD_SIDECAR = "元数据文件格式错误：请修正或删除这个 .meta.json 文件"
 
 
@@ -71,13 +71,63 @@ MAX_TITLE_CHARS = 60
 
 
 def _doc_id(path: Path, root: Path) -> str:
+    """The path relative to `root` without its extension ("sub/report"); with it
+    ("sub/report.pdf") when another document in the folder has the same name before its
+    extension (report.pdf, report.docx), so that both are kept. A folder without such
+    pairs keeps the ids it always had."""
     for p, r in ((path, root), (path.resolve(), root.resolve())):
         try:
             rel = p.relative_to(r)
         except ValueError:
             continue
-        return rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
-    return path.stem
+        if not rel.suffix or _shares_stem(path, rel, root):
+            return rel.as_posix()
+        return rel.with_suffix("").as_posix()
+    return path.name if _shares_stem(path, None, root) else path.stem
+
+
+def _shares_stem(path: Path, rel: Path | None, root: Path) -> bool:
+    """Whether a document `discover` would also load sits beside `path` under the same
+    stem: a supported suffix, not hidden nor a lock file, not in root's .ragignore."""
+    folder = path.parent
+    try:
+        names = _stem_groups(str(folder), folder.stat().st_mtime_ns).get(path.stem, ())
+    except OSError:
+        return False
+    others = [n for n in names if n != path.name]
+    if others and rel is not None:
+        patterns = _ragignore_of(str(root))
+        base = rel.parent
+        others = [n for n in others if not ignored((base / n).as_posix(), patterns)]
+    return bool(others)
+
+
+@functools.lru_cache(maxsize=256)
+def _stem_groups(folder: str, mtime_ns: int) -> dict[str, tuple[str, ...]]:
+    """{stem: names} of the folder's documents whose stem another one shares; listed once
+    per folder and change (`mtime_ns`), not once per file."""
+    groups: dict[str, list[str]] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if skipped_name(name) or Path(name).suffix.lower() not in SUPPORTED:
+                continue
+            if entry.is_file():
+                groups.setdefault(Path(name).stem, []).append(name)
+    return {stem: tuple(names) for stem, names in groups.items() if len(names) > 1}
+
+
+def _ragignore_of(root: str) -> list[str]:
+    try:
+        mtime = os.stat(os.path.join(root, ".ragignore")).st_mtime_ns
+    except OSError:
+        return []
+    return _ragignore_cached(root, mtime)
+
+
+@functools.lru_cache(maxsize=64)
+def _ragignore_cached(root: str, mtime_ns: int) -> list[str]:
+    return ragignore(Path(root))
 
 
 def _with_title(meta: dict, text: str, fallback: str, fallback_is_id: bool = False) -> dict:
