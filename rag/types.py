@@ -102,18 +102,24 @@ class Chunk:
 class Filters:
     """Which documents a search may return. Dates are ISO prefixes compared as strings
     (`date_to="2023"` includes all of 2023); an undated document fails any date bound.
-    `exclude_doc_ids` hides documents (evaluation uses it to simulate a missing answer)."""
+    `exclude_doc_ids` hides documents (evaluation uses it to simulate a missing answer).
+    `where` keeps documents whose metadata field equals each value, ignoring width, script
+    and bracket style: `where={"doc_number": "青政发[2023]5号", "issuer": "青岛市人民政府"}`."""
 
     doc_ids: tuple[str, ...] | None = None
     date_from: str | None = None
     date_to: str | None = None
     exclude_doc_ids: tuple[str, ...] = ()
+    where: tuple[tuple[str, str], ...] = ()
 
-    def __post_init__(self) -> None:  # lists from callers become hashable tuples
+    def __post_init__(self) -> None:  # lists and dicts from callers become hashable tuples
         if self.doc_ids is not None and not isinstance(self.doc_ids, tuple):
             object.__setattr__(self, "doc_ids", tuple(self.doc_ids))
         if not isinstance(self.exclude_doc_ids, tuple):
             object.__setattr__(self, "exclude_doc_ids", tuple(self.exclude_doc_ids or ()))
+        if not isinstance(self.where, tuple):
+            pairs = self.where.items() if isinstance(self.where, Mapping) else self.where or ()
+            object.__setattr__(self, "where", tuple(sorted((str(k), str(v)) for k, v in pairs)))
 
     @property
     def empty(self) -> bool:
@@ -122,6 +128,7 @@ class Filters:
             and self.date_from is None
             and self.date_to is None
             and not self.exclude_doc_ids
+            and not self.where
         )
 
 

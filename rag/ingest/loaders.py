@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 from rag.errors import LoadError
@@ -191,6 +192,104 @@ def _date_from_text(text: str, meta: dict, fmt: str) -> dict:
         if m:
             return {"date": m.group(1)}
     return {}
+
+
+# 发文字号: 机关代字〔年份〕序号 ("青政发〔2023〕5号", "国办发[2021]12号", "鲁政字（2022）
+# 第8号"), alone on its line, after a 发文字号/文号 label, or before 签发人 (上行文)
+_DOC_NUMBER = re.compile(
+    r"(?:(?:发文字号|文号|发文号)[：:])?"
+    r"(?P<org>[\u4e00-\u9fff]{1,12})[〔\[【(](?P<year>(?:19|20)\d{2})[〕\]】)]"
+    r"(?P<n>第?\d{1,4}号)(?:签发人[：:].{1,20})?"
+)
+# a numbered order or announcement: "青岛市人民政府令第5号", "（2023年第5号）", "第 5 号"
+_ORDER_NUMBER = re.compile(
+    r"(?P<pre>[\u4e00-\u9fff]{0,30}?(?:令|公告|通告))?(?P<open>\()?(?P<n>(?:\d{4}年)?第\d{1,4}号)"
+    r"(?(open)\))"
+)
+_ORDER_KIND = re.compile(r"(?:令|公告|通告)$")
+# 发文机关: "发文机关：青岛市人民政府"
+_ISSUER_LINE = re.compile(r"(?:发文机关|发文单位|发布机关|印发机关)[：:](?P<org>\S{2,40})")
+# a line that is only the name of a body: 青岛市人民政府, 市住房和城乡建设局, 某某委员会
+_BODY = re.compile(
+    r"[\u4e00-\u9fff()]{2,30}?(?:人民政府|政府|办公厅|办公室|委员会|常委会|管委会|工委|党委|党组"
+    r"|总局|局|厅|部|委|院|署|会|办|处|中心|集团|公司|银行|大学|学院|学校|街道)"
+)
+_NOT_BODY = re.compile(r"关于|通知|意见|办法|方案|决定|报告|规定|细则|批复|函$")
+
+
+def _line_key(line: str) -> str:
+    """A line as the patterns see it: half-width digits and brackets, no blanks."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", line))
+
+
+def _body_name(line: str) -> str | None:
+    """The line as the name of an issuing body ("青岛市人民政府文件" -> "青岛市人民政府")."""
+    key = _line_key(line)
+    key = key[:-2] if key.endswith("文件") else key
+    if _BODY.fullmatch(key) and not _NOT_BODY.search(key):
+        return key.replace("(", "（").replace(")", "）")
+    return None
+
+
+def _bodies_above(lines: list[str], i: int) -> str | None:
+    """The issuing bodies on the (up to 3) lines just above line `i`, joined by 、."""
+    names: list[str] = []
+    for line in reversed(lines[max(0, i - 3) : i]):
+        name = _body_name(line)
+        if name is None:
+            break
+        names.insert(0, name)
+    return "、".join(names) or None
+
+
+def _doc_number(key: str, before: str) -> tuple[str, str] | None:
+    """(number, the body it names or "") when the line `key` is only a document number;
+    `before` is the line above (an order's "青岛市人民政府令" over its "第5号")."""
+    m = _DOC_NUMBER.fullmatch(key)
+    if m:
+        return f"{m['org']}〔{m['year']}〕{m['n']}", ""
+    m = _ORDER_NUMBER.fullmatch(key)
+    if m is None:
+        return None
+    pre = m["pre"] or (before if _ORDER_KIND.search(before) else "")
+    number = f"{pre}（{m['n']}）" if m["open"] and pre else pre + m["n"]
+    return number, _ORDER_KIND.sub("", pre)
+
+
+def _official_from_text(text: str) -> dict:
+    """{"doc_number": ..., "issuer": ...} of an official document (公文), as it states them.
+
+    The number (发文字号) is a line of the first 30 that is only the number ("青政发〔2023〕
+    5号", its brackets written 〔〕 whichever the text uses) or an order's "第5号"; the
+    issuer (发文机关) is a 发文机关 line, else the body named above the number (the red
+    header "青岛市人民政府文件") or by the order, else the signature: the body on the
+    line(s) just above the date that ends the document. A sentence citing another
+    document's number ("根据《……》（国办发〔2021〕12号）") is not the document's own.
+    """
+    head = [ln.strip() for ln in text[:20_000].split("\n") if ln.strip()][:30]
+    tail = [ln.strip() for ln in text[-4_000:].split("\n") if ln.strip()][-12:]
+    out: dict[str, str] = {}
+    for i, line in enumerate(head):
+        found = _doc_number(_line_key(line), _line_key(head[i - 1]) if i else "")
+        if found:
+            out["doc_number"], named = found
+            issuer = _bodies_above(head, i) or (_body_name(named) if named else None)
+            if issuer:
+                out["issuer"] = issuer
+            break
+    for line in head + tail:
+        m = _ISSUER_LINE.fullmatch(_line_key(line))
+        if m:
+            out["issuer"] = m["org"]
+            break
+    if "issuer" not in out:
+        for i in range(len(tail) - 1, 0, -1):
+            if _DATED.match(_line_key(tail[i])):
+                signed = _bodies_above(tail, i)
+                if signed:
+                    out["issuer"] = signed
+                break
+    return out
 
 
 def _own_meta(meta: dict) -> dict:
@@ -371,7 +470,12 @@ def load_file(
             encoding=encoding,
             meta=DocMeta.from_dict(
                 _with_title(
-                    {**_own_meta(meta), **_date_from_text(text, meta, fmt), **sidecar},
+                    {
+                        **_own_meta(meta),
+                        **_date_from_text(text, meta, fmt),
+                        **_official_from_text(text),
+                        **sidecar,
+                    },
                     text,
                     path.stem,
                 )

@@ -15,9 +15,30 @@ import numpy as np
 from rag.config import Settings
 from rag.index.hybrid import HybridIndex
 from rag.read.reader import Reader
+from rag.textnorm import norm
 from rag.types import NO_FILTERS, Filters, Hit, Query, SearchResult
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+# brackets of every style fold to one, so "青政发[2023]5号" finds "青政发〔2023〕5号"
+_BRACKETS = str.maketrans("〔【［[（〕】］]）", "((((()))))")
+
+
+def _meta_key(value: object) -> str:
+    """A metadata value as `where` compares it: normalised (rag.textnorm.norm), without
+    blanks, one bracket style."""
+    return norm(str(value)).translate(_BRACKETS).replace(" ", "")
+
+
+def _meta_matches(doc: dict, where: tuple[tuple[str, str], ...]) -> bool:
+    """Whether an indexed document's metadata has each (field, value) of `where`."""
+    meta = doc.get("meta") or {}
+    for key, want in where:
+        value = meta.get(key, doc.get(key))
+        if value is None or _meta_key(value) != _meta_key(want):
+            return False
+    return True
 
 
 def rrf(rankings: list[list[int]], weights: list[float], k: int = 60) -> dict[int, float]:
@@ -55,6 +76,8 @@ class HybridRetriever:
             if f.date_from and date < f.date_from:
                 continue
             if f.date_to and date[: len(f.date_to)] > f.date_to:
+                continue
+            if f.where and not _meta_matches(meta, f.where):
                 continue
             out.append(d)
         return out
