@@ -154,3 +154,17 @@ def test_a_why_question_is_answered_only_by_a_sentence_that_gives_a_reason(corpu
     assert type_match("reason", norm("坚持因地制宜推进城市更新。")) == 0.0
     ans = corpus_system.ask("联合国人居署为什么联合主办精致城市论坛?")
     assert not ans.refused and "基于" in ans.sentences[0].text
+
+
+def test_summarise_this_document_gives_its_points_in_its_own_words(corpus_system):
+    ans = corpus_system.ask("总结一下崂山城市更新动员大会这篇报道")
+    assert not ans.refused and len(ans.sentences) >= 3
+    docs = {c.doc_id for c in ans.citations}
+    assert len(docs) == 1  # one document, the one asked about
+    (doc,) = docs
+    assert "崂山" in norm(corpus_system.index.doc_meta(doc).title)
+    text = corpus_system.index.document_text(doc)
+    spans = [(s.start, s.end) for s in ans.sentences]
+    assert all(text[a:b] == s.text for (a, b), s in zip(spans, ans.sentences))  # verbatim
+    assert all(a2 >= b1 or b2 <= a1 for i, (a1, b1) in enumerate(spans) for a2, b2 in spans[i + 1 :])
+    assert ans.text.startswith("1. ") and "要点" in ans.notice

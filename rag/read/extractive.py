@@ -111,6 +111,11 @@ _PRONOUN_START = re.compile(r"^[\s“”\"]*(?:他们|她们|他|她|其|该|此
 # questions that want several points gathered: 有哪些经验, 主要措施, 做法
 GATHER = re.compile(r"哪些|有什么|主要|经验|措施|做法|举措|亮点|特点|总结")
 
+# "总结这篇文档", "概括一下这份报告的主要内容": one document's key sentences
+SUMMARY = re.compile(r"(?:总结|概括|归纳|摘要|概述|梳理)(?:一下)?(?:这|该|本|此)?(?:篇|份|个)?(?:文档|文章|报道|报告|材料|文件|通知|内容|要点)?")
+_SUMMARY_DOC = re.compile(r"这篇|这份|该文|本文|文档|文章|报道|报告|材料|文件|通知|主要内容|要点")
+_BYLINE = re.compile(r"^(?:来源|作者|编辑|责任编辑|记者|通讯员|发布时间|日期)[:：]")
+
 UNMET = "文档中没有找到与{}相符的答案。相关的是："
 UNMET_NOTICE = "所引内容与问题中的{}不符，不能当作这个问题的答案。"
 
@@ -123,6 +128,7 @@ def unmet_reason(missing) -> str:
     return f"引用中没有出现问题里的{shown(missing)}"
 
 
+SUMMARY_NOTICE = "《{}》的要点（摘自原文）："
 CONFLICT = "文档之间不一致："
 CONFLICT_NOTICE = "所引文档对这个问题给出的数值不同，请核对原文后再使用。"
 
@@ -367,6 +373,11 @@ class ExtractiveAnswerer:
         return grade(self._compose(question, hits))
 
     def _compose(self, question: str, hits: list[Hit]) -> Answer:
+        if hits and SUMMARY.search(norm(question)):
+            return self._summary(question, hits)
+        return self._compose_plain(question, hits)
+
+    def _compose_plain(self, question: str, hits: list[Hit]) -> Answer:
         cands, best = self.select(question, hits)
         if best is None:
             near = self.near_miss(question, hits, cands)
@@ -500,6 +511,47 @@ class ExtractiveAnswerer:
         else:
             text = "".join(pieces)
         return Answer(question, text, False, citations, sentences, hits, conf)
+
+    summary_points = 5
+
+    def _summary(self, question: str, hits: list[Hit]) -> Answer:
+        """The first retrieved passage's document in its own words: from each of its
+        first passages, the sentence that says most (the longest full sentence that is
+        not its title or a byline), numbered, each cited."""
+        if not _SUMMARY_DOC.search(norm(question)):
+            return self._compose_plain(question, hits)
+        index = self.retriever.index
+        doc = hits[0].doc_id
+        title = norm(index.doc_meta(doc).title or "")
+        chosen: list[_Cand] = []
+        passages: list[Hit] = []
+        for row in index.doc_rows(doc):
+            if len(chosen) >= self.summary_points:
+                break
+            ch = index.chunk(row)
+            best = None
+            for a, b in split_sentences(ch.text):
+                t = ch.text[a:b].strip()
+                n = norm(t)
+                if len(n) < 15 or _BYLINE.match(n) or (title and (n.rstrip("。") in title)):
+                    continue
+                a, b = ch.start + a, ch.start + b
+                if any(x.start < b and a < x.end for x in chosen):
+                    continue  # passages overlap by a sentence: never the same point twice
+                if best is None or len(t) > len(best[2]):
+                    best = (a, b, ch.text[a - ch.start : b - ch.start])
+            if best is None:
+                continue
+            passages.append(Hit(ch.row, ch.id, ch.doc_id, ch.text, ch.start, ch.end,
+                                0.0, None, None, None, None))  # fmt: skip
+            chosen.append(_Cand(len(passages) - 1, best[0], best[1], best[2], 0.0, 1.0, 1.0))
+        if not chosen:
+            return self._compose_plain(question, hits)
+        ans = self._cited(question, passages, chosen, 1.0, numbered=True)
+        ans.retrieved = hits
+        ans.notice = SUMMARY_NOTICE.format(index.doc_meta(doc).title or doc)
+        ans.confidence_level, ans.confidence_reason = "中", "摘录了文档各部分的要句，不是全文"
+        return ans
 
     def _is_title(self, hit: Hit, c: _Cand) -> bool:
         title = norm(self.retriever.index.doc_meta(hit.doc_id).title or "")
