@@ -102,6 +102,14 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
                             elem_id="rag-viewer",
                             max_height=640,
                         )
+                        page_image = gr.Image(
+                            label="原页",
+                            visible=False,
+                            interactive=False,
+                            type="pil",
+                            format="png",
+                            elem_id="rag-page",
+                        )
             with gr.Tab("知识库", id="kb", elem_id="rag-tab-kb"):
                 gr.Markdown("### 文档列表")
                 docs = gr.Dataframe(
@@ -192,23 +200,39 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
         def on_new(st):
             st = st or new_state()
             st.reset()
-            return [], st, VIEWER_EMPTY, gr.update(visible=False), ""
+            return [], st, VIEWER_EMPTY, gr.update(visible=False), "", gr.update(visible=False)
 
-        new_chat.click(on_new, [state], [chatbot, state, viewer, fb_row, fb_status])
-        chatbot.clear(on_new, [state], [chatbot, state, viewer, fb_row, fb_status])
+        cleared = [chatbot, state, viewer, fb_row, fb_status, page_image]
+        new_chat.click(on_new, [state], cleared)
+        chatbot.clear(on_new, [state], cleared)
 
         def on_open(st, evt: gr.EventData):
             data = getattr(evt, "_data", None) or {}
             try:
                 turn, n = int(data.get("turn")), int(data.get("n"))
             except (TypeError, ValueError):
-                return gr.skip()
+                return gr.skip(), gr.skip()
             c = st.citation(turn, n) if st else None
             if c is None:
-                return '<div class="rag-doc rag-doc-empty">找不到这条引用。</div>'
-            return library.document_view(c)
+                missing = '<div class="rag-doc rag-doc-empty">找不到这条引用。</div>'
+                return missing, gr.update(value=None, visible=False)
+            return library.document_view(c), _page_update(c)
 
-        viewer.click(on_open, [state], [viewer], concurrency_limit=4)
+        def _page_update(c):
+            """The cited page as a picture, for a PDF or a scan; hidden for other files."""
+            view, note = library.page_view(c)
+            if view is None:
+                return gr.update(value=None, visible=bool(note), label=f"原页：{note}")
+            label = (
+                f"引用 [{c.n}] 所在的原页：第{view.page}页（共{view.pages}页），黄色为引用的文字"
+            )
+            if view.from_scan:
+                label += "（扫描件识别，位置为近似）"
+            if note:
+                label += f"；{note}"
+            return gr.update(value=view.image, visible=True, label=label)
+
+        viewer.click(on_open, [state], [viewer, page_image], concurrency_limit=4)
 
         def on_like(st, evt: gr.LikeData):
             idx = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index

@@ -265,6 +265,19 @@ def _local_time(iso: str | None) -> str:
         return iso
 
 
+def _locate(citation, text: str) -> tuple[int, int, list[tuple[int, int]]] | None:
+    """The citation's (start, end, quotes) in the document's current `text`: as cited, or
+    shifted to where its passage is now; None when the passage is gone."""
+    start, end, quotes = citation.start, citation.end, list(citation.quotes)
+    if text[start:end] == citation.text:
+        return start, end, quotes
+    found = text.find(citation.text)
+    if found < 0:
+        return None
+    shift = found - start
+    return found, found + len(citation.text), [(s + shift, e + shift) for s, e in quotes]
+
+
 class Library:
     """What every session shares: the loaded system, the upload folder, the write lock.
 
@@ -428,18 +441,52 @@ class Library:
         if d is None:
             return f'<div class="rag-doc rag-doc-empty">《{esc(citation.title)}》已从知识库中删除。</div>'
         text = idx.document_text(citation.doc_id)
-        start, end, quotes, note = citation.start, citation.end, list(citation.quotes), ""
-        if text[start:end] != citation.text:
-            found = text.find(citation.text)
-            if found < 0:
-                note = "文档在回答之后已更新，找不到原引用的段落。"
-                return render_document(d.get("title") or citation.doc_id, text, d, note=note)
-            shift = found - start
-            start, end = found, found + len(citation.text)
-            quotes = [(s + shift, e + shift) for s, e in quotes]
+        located = _locate(citation, text)
+        if located is None:
+            note = "文档在回答之后已更新，找不到原引用的段落。"
+            return render_document(d.get("title") or citation.doc_id, text, d, note=note)
+        start, end, quotes = located
         return render_document(
-            d.get("title") or citation.doc_id, text, d, (start, end), quotes, citation.n, note
+            d.get("title") or citation.doc_id, text, d, (start, end), quotes, citation.n
         )
+
+    def page_view(self, citation):
+        """The cited page of a PDF or scanned image, the quoted text marked in yellow
+        (rag.serve.ui.pages.PageImage), and a note; (None, why) when there is none to show.
+
+        Only a document the live index holds is drawn, read from the path the index
+        recorded when it ingested it, and only while that file is still the one indexed
+        (same SHA-256): nothing the page sends names a file.
+        """
+        from rag.serve.ui.pages import cited_page
+
+        idx = self.index
+        d = idx.docs.get(citation.doc_id)
+        if d is None or d.get("format") not in ("pdf", "image"):
+            return None, ""
+        path = Path(str(d.get("source") or "").split("#", 1)[0])
+        try:
+            if not path.is_file() or path.stat().st_size > self.settings.max_file_mb * 2**20:
+                return None, "原文件已不在原处，无法显示原页。"
+            data = path.read_bytes()
+        except OSError:
+            return None, "原文件无法读取，无法显示原页。"
+        if hashlib.sha256(data).hexdigest() != d.get("file_hash"):
+            return None, "原文件在入库后已更改，无法显示原页。"
+        text = idx.document_text(citation.doc_id)
+        located = _locate(citation, text)
+        if located is None:
+            return None, "文档在回答之后已更新，找不到原引用的段落。"
+        start, end, quotes = located
+        try:
+            view = cited_page(
+                data, d["format"], d.get("meta") or {}, text, quotes or [(start, end)]
+            )
+        except Exception as e:  # noqa: BLE001 -- a file pdfium cannot draw: the text view stays
+            print(f"app: cannot draw a page of {path.name}: {e}", file=sys.stderr)
+            return None, "无法显示原页。"
+        note = "" if view.boxes else "未能在原页上定位引用的文字。"
+        return view, note
 
     def n_chars(self) -> dict[str, int]:
         return {k: v.get("n_chars", 0) for k, v in self.index.docs.items()}
