@@ -301,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[common], help="describe the index")
     info.set_defaults(func=cmd_info)
 
+    from rag.llm.models import add_models_parser
+
+    add_models_parser(sub, common)
+
     try:
         from rag.eval.cli import add_eval_parser
     except ImportError:
