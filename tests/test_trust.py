@@ -168,3 +168,11 @@ def test_summarise_this_document_gives_its_points_in_its_own_words(corpus_system
     assert all(text[a:b] == s.text for (a, b), s in zip(spans, ans.sentences))  # verbatim
     assert all(a2 >= b1 or b2 <= a1 for i, (a1, b1) in enumerate(spans) for a2, b2 in spans[i + 1 :])
     assert ans.text.startswith("1. ") and "要点" in ans.notice
+
+
+def test_the_page_says_why_a_near_answer_is_refused(corpus_system):
+    from rag.serve.ui.render import render_answer
+
+    ans = corpus_system.ask("中原区2023年计划投资多少？")
+    html = render_answer(ans, 0)
+    assert "rag-refusal" in html and "可信度：低" in html and "“中原区”" in html
