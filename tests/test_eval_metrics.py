@@ -398,3 +398,18 @@ def test_short_answer_em_and_f1_score_the_span_not_the_sentence():
     assert m["short_em"] == pytest.approx(1 / 3)
     assert m["em"] == 0.0  # the whole sentence never matches exactly
     assert 0 < m["short_f1"] < 1 and m["short_f1"] > m["f1"]
+
+
+def test_refusal_tradeoff_curve_refuses_more_as_the_threshold_rises():
+    from rag.eval.tuning.tradeoff import curve
+
+    rows = [
+        {"answerable": False, "refused": True, "confidence": 0.9},  # refused by a rule
+        {"answerable": False, "refused": False, "confidence": 0.3},
+        {"answerable": True, "refused": False, "confidence": 0.8, "metrics": {"containment": 1.0}},
+        {"answerable": True, "refused": False, "confidence": 0.4, "metrics": {"containment": 0.0}},
+    ]
+    a, b, c = curve(rows, np.array([0.2, 0.5, 0.85]))
+    assert (a["refusal"], a["false_refusal"], a["containment"]) == (0.5, 0.0, 0.5)
+    assert (b["refusal"], b["false_refusal"], b["containment"]) == (1.0, 0.5, 0.5)
+    assert (c["refusal"], c["false_refusal"], c["containment"]) == (1.0, 1.0, 0.0)

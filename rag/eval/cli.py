@@ -63,6 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rag.eval.runner import run_eval
 
     settings = Settings.load(args.config, embed_model=args.embed_model, top_k=args.top_k)
+    if args.generator:  # a [generators.NAME] of the settings file answers every question
+        settings = settings.with_generator(args.generator)
     out = Path(args.out) if args.out else _default_out(args.questions)
     try:
         summary = run_eval(
@@ -191,6 +193,9 @@ def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -
         "--workers", type=int, default=1, metavar="N", help="questions asked at once (default 1)"
     )
     run.add_argument("--top-k", type=int, help="passages given to the answerer")
+    run.add_argument(
+        "--generator", metavar="NAME", help="answer with [generators.NAME] of --config"
+    )
     run.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     judge = run.add_argument_group("LLM judge (off unless --judge-model is given)")
@@ -253,7 +258,7 @@ def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -
     tune.set_defaults(func=cmd_tune)
 
 
-TUNING_SCRIPTS = ("calibrate_refusal", "calibrate_grounding", "tune_rerank", "make_nearmiss")
+TUNING_SCRIPTS = ("calibrate_refusal", "calibrate_grounding", "tune_rerank", "make_nearmiss", "tradeoff")
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
