@@ -397,7 +397,13 @@ def test_docx_paragraphs_tables_and_properties(tmp_path):
         "title": "培训通知",
         "author": "李四",
         "date": "2023-02-15",
-        "locations": [[row, "表1 第2行"]],
+        # the lines around the table are in no section (the only heading is the title),
+        # and the closing line is no longer taken for a row of the table
+        "locations": [
+            [0, "", "section"],
+            [row, "表1 第2行"],
+            [doc.text.index("特此通知"), "", "section"],
+        ],
     }
 
 

@@ -147,7 +147,7 @@ def test_docx_table_rows_carry_their_headers_and_location(tmp_path):
     rows = [ln for ln in doc.text.split("\n") if "｜" in ln]
     assert rows[0] == "表2 各区投资计划｜区县：崂山区｜2023年计划投资：156亿元｜项目数：196"
     assert len(rows) == 3 and doc.text.endswith("特此通知。")
-    locs = dict((label, at) for at, label in doc.meta.get("locations"))
+    locs = {label: at for at, label, *_ in doc.meta.get("locations")}
     assert doc.text[locs["表2 第2行"] :].startswith("表2 各区投资计划｜区县：崂山区")
     assert doc.meta.title == "2023年各区城市更新投资计划" and doc.encoding == ""
 

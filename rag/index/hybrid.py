@@ -216,8 +216,9 @@ class HybridIndex:
         if not locs:
             return ""
         starts = [loc[0] for loc in locs]
-        first = locs[max(bisect.bisect_right(starts, start) - 1, 0)][1]
-        last = locs[max(bisect.bisect_right(starts, max(start, end - 1)) - 1, 0)][1]
+        i = max(bisect.bisect_right(starts, start) - 1, 0)
+        j = max(bisect.bisect_right(starts, max(start, end - 1)) - 1, 0)
+        first, last = locs[i][1], locs[j][1]
         if first == last:
             return first
         a, b = _PAGE.fullmatch(first), _PAGE.fullmatch(last)
@@ -226,6 +227,8 @@ class HybridIndex:
         a, b = _ROW.fullmatch(first), _ROW.fullmatch(last)
         if a and b and a[1] == b[1]:
             return f"{a[1]} 第{a[2]}–{b[2]}行"
+        if "section" in locs[i][2:] + locs[j][2:]:  # across headings: where it starts
+            return first or last
         return f"{first}至{last}"
 
     def is_ocr(self, doc_id: str, start: int, end: int) -> bool:

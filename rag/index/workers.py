@@ -48,14 +48,17 @@ def _embed_input(title: str | None, text: str) -> str:
 
 def _prepare(raw, settings: Settings) -> tuple[str, dict]:
     """Cleaned text and metadata of one loaded document."""
-    from rag.ingest.clean import clean_text
+    from rag.ingest.clean import clean_text, relocate
 
-    text = raw.text
+    text, meta = raw.text, raw.meta.to_dict()
     if settings.clean and raw.format in CLEANED_FORMATS:
-        text = clean_text(text).text
+        cleaned = clean_text(text)
+        text = cleaned.text
+        if meta.get("locations"):  # heading paths, recorded on the text before cleaning
+            meta["locations"] = relocate(raw.text, cleaned, meta["locations"])
     if not text.strip():
         raise LoadError(raw.source, "no text left after removing page clutter")
-    return text, raw.meta.to_dict()
+    return text, meta
 
 
 def _load(file: Path, root: Path, settings: Settings) -> str | list[tuple]:

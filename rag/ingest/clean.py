@@ -26,13 +26,14 @@ names, slogans) match none of the rules and survive.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
 from dataclasses import dataclass
 
 from rag.textnorm import norm
 
-__all__ = ["Cleaned", "Dropped", "clean_text", "explain"]
+__all__ = ["Cleaned", "Dropped", "clean_text", "explain", "relocate"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Cleaned:
     text: str
     dropped: tuple[Dropped, ...]
     kept_lines: int  # non-blank lines kept
+    kept_from: tuple[int, ...] = ()  # each line of `text`: its 0-based line in the input
 
 
 # Reasons, named once so tests and the report agree on spelling.
@@ -234,6 +236,7 @@ def clean_text(text: str) -> Cleaned:
             reasons[i] = None
 
     kept: list[str] = []
+    kept_from: list[int] = []
     dropped: list[Dropped] = []
     for i, line in enumerate(lines):
         reason = reasons[i]
@@ -241,12 +244,43 @@ def clean_text(text: str) -> Cleaned:
             dropped.append(Dropped(i + 1, line, reason))
         elif keys[i] or line.strip():
             kept.append(line)
+            kept_from.append(i)
         elif kept and kept[-1] != "":
             kept.append("")
+            kept_from.append(i)
     while kept and kept[-1] == "":
         kept.pop()
+        kept_from.pop()
     kept_count = sum(1 for line in kept if line)
-    return Cleaned("\n".join(kept), tuple(dropped), kept_count)
+    return Cleaned("\n".join(kept), tuple(dropped), kept_count, tuple(kept_from))
+
+
+def relocate(original: str, cleaned: Cleaned, locations: list[list]) -> list[list]:
+    """Locations recorded on `original` (`[offset, label, ...]`, a loader's) moved to
+    where their lines are in `cleaned.text`: a location whose line was dropped starts at
+    the next kept line; one past the last kept line is gone.
+
+    >>> c = clean_text("首页 > 要闻\\n## 一、总体要求\\n正文。")
+    >>> relocate("首页 > 要闻\\n## 一、总体要求\\n正文。", c, [[0, ""], [8, "一、总体要求"]])
+    [[0, '一、总体要求']]
+    """
+    starts = [0] + [m.end() for m in _LINE_BREAK.finditer(original)]
+    new_starts, pos = [], 0
+    for line in cleaned.text.split("\n") if cleaned.kept_from else []:
+        new_starts.append(pos)
+        pos += len(line) + 1
+    out: list[list] = []
+    for loc in locations:
+        line = bisect.bisect_right(starts, loc[0]) - 1
+        k = bisect.bisect_left(cleaned.kept_from, line)
+        if k >= len(new_starts):
+            continue
+        moved = [new_starts[k], *loc[1:]]
+        if out and out[-1][0] == moved[0]:
+            out[-1] = moved  # the later one is where the kept line is
+        else:
+            out.append(moved)
+    return out
 
 
 def _mark_related_blocks(

@@ -10,6 +10,7 @@ import zipfile
 from typing import Any
 
 from rag.ingest.decode import _norm_newlines
+from rag.ingest.headings import SEP, HeadingPath, heading_locations
 from rag.ingest.pdftables import TABLE_CONTENT_LIMIT, may_hold_table, read_tables
 from rag.ingest.tables import TextBuilder, row_lines, table_name
 
@@ -89,7 +90,27 @@ def _markdown(text: str) -> tuple[str, dict]:
     heading = _heading_title(_first_line(text))
     if heading and not meta.get("title"):
         meta["title"] = heading
+    sections = heading_locations(_md_headings(text))
+    if sections:
+        meta["locations"] = sections
     return text, meta
+
+
+def _md_headings(text: str) -> list[tuple[int, int, str]]:
+    """(offset, level, text) of each ATX heading outside fenced code blocks."""
+    out = []
+    fence = ""
+    pos = 0
+    for line in text.split("\n"):
+        mark = line.lstrip()[:3]
+        if mark in ("```", "~~~"):
+            fence = "" if fence == mark else fence or mark
+        elif not fence and line.startswith("#"):
+            title = _heading_title(line)
+            if title:
+                out.append((pos, len(line) - len(line.lstrip("#")), title))
+        pos += len(line) + 1
+    return out
 
 
 _DROP_TAGS = ["script", "style", "noscript", "template", "svg", "title", "iframe", "object"]
@@ -141,7 +162,7 @@ def _html_soup(text: str) -> tuple[str, dict]:
 
     # lxml (always installed: python-docx needs it), not "html.parser": on Python before
     # 3.11.13 the latter is quadratic on unclosed constructs ("<!--" * 16000: 6 s).
-    soup = BeautifulSoup(text, "lxml")
+    soup = BeautifulSoup(text.replace("\0", ""), "lxml")  # NUL marks headings below
     meta: dict[str, Any] = {}
     for tag in soup.find_all("meta"):
         key = str(tag.get("name") or tag.get("property") or tag.get("itemprop") or "").lower()
@@ -158,6 +179,7 @@ def _html_soup(text: str) -> tuple[str, dict]:
     drop, blocks = set(_DROP_TAGS), set(_BLOCK_TAGS)
     parts: list[str] = []
     in_pre, tables = 0, 0
+    headings: list[tuple[int, str]] = []  # (level, text); "\0k\0" in parts marks heading k
     stack: list[Any] = [soup]
     while stack:
         node = stack.pop()
@@ -179,6 +201,11 @@ def _html_soup(text: str) -> tuple[str, dict]:
             if name in blocks:
                 parts.append("\n")
                 stack.append(_END_BLOCK)
+                if name in _HEADING_TAGS:
+                    title = _INLINE_WS.sub(" ", node.get_text()).strip()
+                    if title:
+                        parts.append(f"\0{len(headings)}\0")
+                        headings.append((int(name[1]), title))
             elif name in ("td", "th"):
                 parts.append(" ")
             if name == "pre":
@@ -189,7 +216,35 @@ def _html_soup(text: str) -> tuple[str, dict]:
             continue  # comments, CDATA, doctype, processing instructions
         elif isinstance(node, NavigableString):
             parts.append(str(node).replace("\xa0", " ") if in_pre else _INLINE_WS.sub(" ", node))
-    return _join_lines("".join(parts)), meta
+    if not headings:
+        return _join_lines("".join(parts)), meta
+    body, marks = _join_marked("".join(parts))
+    sections = heading_locations((at, *headings[k]) for at, k in marks)
+    if sections:
+        meta["locations"] = sections
+    return body, meta
+
+
+_HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_MARK = re.compile(r"\0(\d+)\0")
+
+
+def _join_marked(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """`_join_lines` of text whose heading lines carry "\0k\0" marks: the text without
+    them, and (offset of the line, k) for each marked line."""
+    lines, marks, pos = [], [], 0
+    for line in text.split("\n"):
+        found = _MARK.search(line)
+        if found:
+            line = _MARK.sub("", line)
+        line = line.strip()
+        if not line:
+            continue
+        if found:
+            marks.append((pos, int(found[1])))
+        lines.append(line)
+        pos += len(line) + 1
+    return "\n".join(lines), marks
 
 
 def _rows_of(table: Any) -> list[Any]:
@@ -488,7 +543,9 @@ def _docx(data: bytes, max_bytes: int) -> tuple[str, dict]:
         raise _Unreadable(
             f"文件已损坏，无法读取 DOCX：请在 Word/WPS 中打开后重新保存（{_short(e)}）"
         ) from None
-    meta: dict[str, Any] = {"locations": body.locations} if body.locations else {}
+    meta: dict[str, Any] = {}
+    if any(loc[1] for loc in body.locations):  # not only "" (no headings, no tables)
+        meta["locations"] = body.locations
     for key, value in raw.items():
         if hasattr(value, "date"):
             if value.year == 2013 and value.month == 12 and value.day == 23:
@@ -519,13 +576,37 @@ def _bounded_copy(zf: zipfile.ZipFile) -> bytes:
     return out.getvalue()
 
 
+_DOCX_HEADING = re.compile(r"(?:heading|标题)\s*([1-9])", re.IGNORECASE)
+
+
+def _docx_level(paragraph: Any) -> int | None:
+    """A paragraph's heading level: 1-9 for Heading 1-9 (标题 1-9), 0 for Title (标题)."""
+    try:
+        name = (paragraph.style.name or "").strip() if paragraph.style is not None else ""
+    except Exception:  # a style id the styles part does not define
+        return None
+    if name.lower() in ("title", "标题"):
+        return 0
+    m = _DOCX_HEADING.fullmatch(name)
+    return int(m[1]) if m else None
+
+
 def _docx_text(document: Any) -> TextBuilder:
-    """Paragraphs in document order, one per line; each table as rows that carry their
-    headers and the table's caption (rag.ingest.tables), located as "表N 第R行"."""
+    """Paragraphs in document order, one per line, located by the headings above them
+    (rag.ingest.headings); each table as rows that carry their headers and the table's
+    caption (rag.ingest.tables), located as "表N 第R行" under its section's path."""
     from docx.table import Table
 
     out = TextBuilder()
     count = 0
+    blocks = list(document.iter_inner_content())
+    levels = []
+    for block in blocks:
+        if not isinstance(block, Table) and block.text.strip():
+            level = _docx_level(block)
+            if level is not None:
+                levels.append(level)
+    path = HeadingPath(levels)
 
     def table(t: Table, before: str, depth: int) -> None:
         nonlocal count
@@ -537,20 +618,24 @@ def _docx_text(document: Any) -> TextBuilder:
             cells = row.cells  # a merged cell repeats across its span: its value in each
             rows.append([c.text for c in cells])
             nested += [inner for c in cells for inner in c.tables]
+        where = f"{path.path}{SEP}{label}" if path.path else label
         for n, line in row_lines(rows, name):
-            out.add(line, f"{label} 第{n}行")
+            out.add(line, f"{where} 第{n}行")
         if depth < 8:
             for inner in dict.fromkeys(nested):  # a merged cell lists its tables once
                 table(inner, "", depth + 1)
 
     previous = ""
-    for block in document.iter_inner_content():
+    for block in blocks:
         if isinstance(block, Table):
             table(block, previous, 0)
             previous = ""
         elif block.text.strip():
             previous = block.text.strip()
-            out.add(previous)
+            level = _docx_level(block)
+            if level is not None:
+                path.enter(level, previous)
+            out.add(previous, path.path, section=True)
     return out
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from rag.ingest.decode import _norm_newlines, decode_bytes
+from rag.ingest.headings import SECTION
 
 CELL_SEP = "｜"
 MAX_CELL_CHARS = 500  # one cell of a spreadsheet can hold a page: keep rows searchable
@@ -105,14 +106,16 @@ class TextBuilder:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.pos = 0
-        self.locations: list[list[Any]] = []  # [offset, label]
+        self.locations: list[list[Any]] = []  # [offset, label] or [offset, path, "section"]
 
-    def add(self, line: str, label: str | None = None) -> None:
+    def add(self, line: str, label: str | None = None, section: bool = False) -> None:
+        """Append `line`; a location starts here when its `label` differs from the last
+        (a heading path when `section`: rag.ingest.headings)."""
         line = line.strip()
         if not line:
             return
         if label is not None and (not self.locations or self.locations[-1][1] != label):
-            self.locations.append([self.pos, label])
+            self.locations.append([self.pos, label, SECTION] if section else [self.pos, label])
         self.lines.append(line)
         self.pos += len(line) + 1
 
