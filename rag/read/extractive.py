@@ -20,7 +20,7 @@ from pathlib import Path
 from rag.config import Settings
 from rag.ingest.planted import INSTRUCTION, flags_in
 from rag.ingest.tables import CELL_SEP
-from rag.read.constraints import YEAR, constraints, shown, tag, unmet
+from rag.read.constraints import YEAR, constraints, parts, shown, tag, unmet
 from rag.ingest.chunking import split_sentences
 from rag.read.grade import grade
 from rag.read.reader import Reader, years_named, years_untied
@@ -110,6 +110,9 @@ _SPEAKER = re.compile(r"\s*([^\n：:“”\"。！？]{2,80})[：:]")
 _PRONOUN_START = re.compile(r"^[\s“”\"]*(?:他们|她们|他|她|其|该|此|这一|这些|这是)")
 # questions that want several points gathered: 有哪些经验, 主要措施, 做法
 GATHER = re.compile(r"哪些|有什么|主要|经验|措施|做法|举措|亮点|特点|总结")
+
+# what a 哪里/哪个城市 or 谁 question wants named: LAC's tags (and jieba's)
+_ENTITY_KINDS = {"place": ("LOC", "ns"), "person": ("PER", "nr", "ORG", "nt")}
 
 # "总结这篇文档", "概括一下这份报告的主要内容": one document's key sentences
 SUMMARY = re.compile(r"(?:总结|概括|归纳|摘要|概述|梳理)(?:一下)?(?:这|该|本|此)?(?:篇|份|个)?(?:文档|文章|报道|报告|材料|文件|通知|内容|要点)?")
@@ -241,6 +244,8 @@ class ExtractiveAnswerer:
         names_year = q.names_year
         cons = constraints(question)
         years = [c for c in cons if c.kind == YEAR]
+        split = parts(question)
+        groups = [list(constraints(p)) if len(split) > 1 else list(cons) for p in split]
         untied: dict[str, bool] = {}  # per document: its text is read once, and only here
         for c in cands:
             if c.score < floor:
@@ -249,6 +254,8 @@ class ExtractiveAnswerer:
             date = self._doc_date(hit) if names_year or cons else None
             if not self.reader.fits(question, c.text, c.type_ok, None):
                 continue  # not the asked kind of value: no answer, not even a near one
+            if q.kind in _ENTITY_KINDS and not self._names_new(q.kind, question, c.text):
+                continue  # 哪个城市 is not answered by a sentence that names no other place
             if names_year:
                 if hit.doc_id not in untied:
                     text = self.retriever.index.document_text(hit.doc_id)
@@ -258,7 +265,19 @@ class ExtractiveAnswerer:
                     others = [k for k in cons if k.kind != YEAR]
                     yield c, years + self.unmet_constraints(others, hit, c, date)
                     continue
-            yield c, (self.unmet_constraints(cons, hit, c, date) if cons else [])
+            # A question of several questions is answered by a sentence meeting one's.
+            found = [self.unmet_constraints(g, hit, c, date) if g else [] for g in groups]
+            yield c, min(found, key=len)
+
+    @staticmethod
+    def _names_new(kind: str, question: str, sentence: str) -> bool:
+        """The sentence names a place (a person) the question does not: what 哪个城市
+        (谁) asks for. Only the few sentences within reach are tagged, by LAC."""
+        qn = norm(question)
+        tags = _ENTITY_KINDS[kind]
+        return any(
+            t in tags and len(w) >= 2 and norm(w) not in qn for w, t, _ in tag(norm(sentence))
+        )
 
     def unmet_by_passages(self, question: str, hits: list[Hit]) -> list:
         """The question's constraints that none of `hits` (passages an LLM cited), their

@@ -152,7 +152,10 @@ def type_match(kind: str, sentence_norm: str, slot: re.Pattern | None = None) ->
 
 
 _YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
-_RELATIVE_YEAR = {"前年": -2, "去年": -1, "上年": -1, "今年": 0, "本年": 0, "明年": 1}
+_RELATIVE_YEAR = {
+    "前年": -2, "去年": -1, "上年": -1, "一年来": -1, "过去一年": -1,
+    "今年": 0, "本年": 0, "明年": 1,
+}  # fmt: skip
 _RELATIVE = re.compile("|".join(_RELATIVE_YEAR))
 
 
