@@ -38,7 +38,7 @@ from rag.llm.grounding import (
     split_answer,
     strip_citations,
 )
-from rag.llm.prompts import Passage, build_messages
+from rag.llm.prompts import Passage, build_messages, focus
 from rag.llm.rewrite import clean_rewrite, make_rewriter
 from rag.read.grade import grade
 from rag.read.extractive import (
@@ -128,7 +128,11 @@ class LLMAnswerer:
 
     `fallback` supplies the answer whenever the LLM fails or its answer cannot be
     trusted; `embedder` (optional) adds embedding similarity to the citation check.
+    `context_sentences`: a local (llamacpp) model sees only that many best sentences of
+    each passage (prompt evaluation dominates on a CPU); None: whole passages.
     """
+
+    LOCAL_CONTEXT_SENTENCES = 2
 
     def __init__(
         self,
@@ -144,6 +148,9 @@ class LLMAnswerer:
         self.fallback = fallback or ExtractiveAnswerer(retriever, self.settings)
         self.embedder = embedder
         self.name = generator_name(self.settings)
+        self.context_sentences = (
+            self.LOCAL_CONTEXT_SENTENCES if self.settings.llm == "llamacpp" else None
+        )
 
     # -- public ------------------------------------------------------------------------
     def answer(
@@ -184,7 +191,7 @@ class LLMAnswerer:
             yield from self._finish(extractive, timings, t0)
             return
 
-        passages = self._passages(hits)
+        passages = self._passages(hits, question)
         messages = build_messages(question, passages, self.settings)
         renumber = _Renumberer(len(hits))
         raw: list[str] = []
@@ -314,11 +321,14 @@ class LLMAnswerer:
                 text = text[:a] + " " * (b - a) + text[b:]
         return text
 
-    def _passages(self, hits: list[Hit]) -> list[Passage]:
+    def _passages(self, hits: list[Hit], question: str = "") -> list[Passage]:
         out = []
         for n, h in enumerate(hits, start=1):
             meta = self.retriever.index.doc_meta(h.doc_id)
-            out.append(Passage(n, meta.title or h.doc_id, meta.date, h.text, meta.source_name))
+            text = h.text
+            if question and self.context_sentences:
+                text = focus(question, text, self.context_sentences)
+            out.append(Passage(n, meta.title or h.doc_id, meta.date, text, meta.source_name))
         return out
 
     @staticmethod

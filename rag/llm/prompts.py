@@ -26,7 +26,9 @@ USER_PROMPT = """<passages>
 {passages}
 </passages>
 
-问题：{question}"""
+问题：{question}
+
+请用段落中的原话回答，每句话末尾写上它所依据的段落编号，例如[1]。"""
 
 _TAG = re.compile(r"<(\s*/?\s*passages?\b)", re.IGNORECASE)
 # chat-template control tokens (ChatML, Gemma, Llama 2/3, Mistral): llama.cpp tokenizes
@@ -91,8 +93,37 @@ def build_messages(question: str, passages: Sequence[Passage], settings: Setting
     system = SYSTEM_PROMPT.format(
         refusal=REFUSAL, max_sentences=max(settings.max_answer_sentences, 3)
     )
-    user = USER_PROMPT.format(passages="\n".join(blocks), question=escape(question.strip()))
+    user = USER_PROMPT.format(
+        passages="\n".join(blocks), question=escape(question.strip()), refusal=REFUSAL
+    )
     return [("system", system), ("user", user)]
+
+
+def focus(question: str, text: str, n: int) -> str:
+    """The `n` sentences of `text` that share most with the question, in their order.
+
+    Prompt evaluation dominates an answer's time on a CPU, so a small local model is
+    shown the best sentences of each passage rather than whole chunks (measured in
+    eval/reports/llm/report.md); skipped stretches are marked with "……".
+    """
+    from rag.ingest.chunking import split_sentences
+    from rag.llm.grounding import lexical_support
+
+    spans = split_sentences(text) or [(0, len(text))]
+    if len(spans) <= n:
+        return text
+    ranked = sorted(
+        range(len(spans)),
+        key=lambda i: -lexical_support(question, text[spans[i][0] : spans[i][1]]),
+    )
+    keep = sorted(ranked[:n])
+    out, last = [], -1
+    for i in keep:
+        if last >= 0 and i != last + 1:
+            out.append("……")
+        out.append(text[spans[i][0] : spans[i][1]].strip())
+        last = i
+    return "".join(out)
 
 
 REWRITE_PROMPT = """你负责改写多轮对话中的追问。根据对话历史，把用户的最新问题改写成一个不依赖上下文、可以单独检索的完整问题：把代词（它、他们、该项目……）和省略的对象换成历史中的具体名称。如果最新问题本身已经完整，原样输出。只输出改写后的问题，不要回答，不要解释。"""
