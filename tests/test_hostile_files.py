@@ -136,7 +136,7 @@ BAD: dict[str, str] = {
     "comment-flood.html": NO_TEXT,
     "unclosed-tags.html": NO_TEXT,
     "whitespace.md": NO_TEXT,
-    "clutter.html": r"no text left after removing page clutter",  # rag/index/workers.py
+    "clutter.html": r"去掉网页杂项后没有剩下正文：.*",  # rag/index/workers.py
     "program.exe": r"不支持的文件类型 \.exe（支持：.+）：请另存为支持的格式后再导入",
     "README": r"文件名没有扩展名，无法判断类型（支持：.+）：请加上扩展名后再导入",
     "pipe.txt": NOT_REGULAR,

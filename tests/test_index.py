@@ -14,6 +14,7 @@ import pytest
 from rag.config import Settings
 from rag.errors import IndexStoreError
 from rag.index.build import ingest
+from rag.ingest.loaders import EMPTY_REASON
 from rag.index.hybrid import HybridIndex
 from rag.index.versions import index_lock
 from rag.serve.cli import main
@@ -56,9 +57,9 @@ def test_first_ingest_adds_and_reports_bad_files(tmp_path, settings, embedder):
     report = ingest([docs], settings, embedder=embedder, **quiet())
     st = statuses(report)
     assert st["renewal.txt"][0] == st["weihai.txt"][0] == st["notes.md"][0] == "added"
-    assert st["empty.txt"] == ("failed", "empty file")
-    assert st["binary.txt"][0] == "failed" and "binary" in st["binary.txt"][1]
-    assert st["table.numbers"][0] == "failed" and "unsupported" in st["table.numbers"][1]
+    assert st["empty.txt"] == ("failed", EMPTY_REASON)
+    assert st["binary.txt"][0] == "failed" and "二进制" in st["binary.txt"][1]
+    assert st["table.numbers"][0] == "failed" and "不支持的文件类型" in st["table.numbers"][1]
     idx = HybridIndex.open(settings.index_path, settings)
     assert set(idx.docs) == {"renewal", "weihai", "notes"}
     assert idx.docs["weihai"]["encoding"] == "gb18030"
@@ -228,7 +229,7 @@ def test_cli_exit_status(tmp_path, capsys):
     idx = str(tmp_path / "index")
     assert main(["ingest", str(bad), "--index", idx, "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "empty.txt: empty file" in err and "x.bin" in err
+    assert f"empty.txt: {EMPTY_REASON}" in err and "x.bin" in err
     good = tmp_path / "good"
     write_docs(good, {"a.txt": ("utf-8", "城市更新要让群众得实惠。")})
     assert main(["ingest", str(good), str(bad), "--index", idx, "--quiet"]) == 0
@@ -341,7 +342,7 @@ def test_worker_processes_build_the_same_index(tmp_path, embedder, monkeypatch):
         report = ingest([docs], s, embedder=embedder, **quiet())
         assert report.count("added") == 33 and report.workers == workers
         failed = {r.source.split("/")[-1]: r.reason for r in report.results if r.status == "failed"}
-        assert set(failed) == {"broken.pdf", "d3.txt"} and failed["d3.txt"] == "empty file"
+        assert set(failed) == {"broken.pdf", "d3.txt"} and failed["d3.txt"] == EMPTY_REASON
         built[workers] = HybridIndex.open(s.index_path, s)
     one, two = built[1], built[2]
     assert (

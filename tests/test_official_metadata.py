@@ -167,3 +167,20 @@ def test_an_answer_within_a_number_quotes_only_that_notice(notices):
     assert {c.doc_id for c in ans.citations} == {"b"}
     assert Filters(where={"issuer": "x"}) == Filters(where=[("issuer", "x")])
     assert not Filters(where={"issuer": "x"}).empty and Filters().empty
+
+
+def test_the_cli_asks_within_a_number_or_an_issuer(notices, capsys):
+    import json
+
+    from rag.serve.cli import main
+
+    index = notices.settings.index_dir
+    q = "全市计划改造老旧小区多少个？"
+    assert main(["ask", q, "--index", index, "--json", "--doc-number", "青政发[2024]2号"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert {c["doc_id"] for c in d["citations"]} == {"b"} and "420" in d["answer"]
+    assert main(["ask", q, "--index", index, "--json", "--where", "issuer=青岛市财政局"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert {c["doc_id"] for c in d["citations"]} <= {"c"}
+    assert main(["ask", q, "--index", index, "--where", "issuer"]) != 0
+    assert "字段=值" in capsys.readouterr().err

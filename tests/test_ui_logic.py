@@ -278,12 +278,12 @@ def test_store_upload_checks_type_and_size(tmp_path):
     src = tmp_path / "in.bin"
     src.write_text(LAKE, encoding="utf-8")
     uploads = tmp_path / "uploads"
-    with pytest.raises(LoadError, match="unsupported file type .exe"):
+    with pytest.raises(LoadError, match="不支持的文件类型 .exe"):
         store_upload(src, "tool.exe", uploads, 1000)
-    with pytest.raises(LoadError, match="over the"):
+    with pytest.raises(LoadError, match="文件过大"):
         store_upload(src, "big.txt", uploads, 10)
     (tmp_path / "empty").write_bytes(b"")
-    with pytest.raises(LoadError, match="empty file"):
+    with pytest.raises(LoadError, match="文件是空的"):
         store_upload(tmp_path / "empty", "e.txt", uploads, 1000)
     dest = store_upload(src, "../../青岚湖 报告.TXT", uploads, 1000)
     assert dest.parent == uploads and dest.name.endswith("__青岚湖_报告.txt")
@@ -342,7 +342,7 @@ def test_upload_reports_each_file_and_answers_from_it(library, tmp_path):
         ("坏文件.docx", "failed"),
         ("程序.exe", "failed"),
     ]
-    assert "DOCX" in results[1].reason and "unsupported" in results[2].reason
+    assert "DOCX" in results[1].reason and "不支持的文件类型" in results[2].reason
     assert sorted(p.suffix for p in library.uploads_dir.iterdir()) == [
         ".json",
         ".txt",

@@ -117,7 +117,9 @@ def ingest(
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.exists():
-            report.results.append(FileResult(str(p), "failed", reason="no such file or folder"))
+            report.results.append(
+                FileResult(str(p), "failed", reason="找不到文件或文件夹：请确认路径是否正确")
+            )
 
     with index_lock(index_dir, wait_s=lock_wait_s, log=log) as lock_fd:
         old = None
@@ -152,7 +154,7 @@ def ingest(
                 continue
             for raw, text, meta, h in loaded:
                 if raw.doc_id in seen:
-                    why = f"duplicate document id {raw.doc_id!r}; rename one file"
+                    why = f"文档编号 {raw.doc_id!r} 与另一个文件重复：请给其中一个文件改名"
                     report.results.append(FileResult(raw.source, "failed", raw.doc_id, why))
                     continue
                 if meta is None:  # `text` says why

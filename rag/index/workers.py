@@ -57,7 +57,10 @@ def _prepare(raw, settings: Settings) -> tuple[str, dict]:
         if meta.get("locations"):  # heading paths, recorded on the text before cleaning
             meta["locations"] = relocate(raw.text, cleaned, meta["locations"])
     if not text.strip():
-        raise LoadError(raw.source, "no text left after removing page clutter")
+        raise LoadError(
+            raw.source,
+            "去掉网页杂项后没有剩下正文：请确认文件里有正文，或用 rag ingest --explain 查看清理了什么",
+        )
     return text, meta
 
 

@@ -389,6 +389,24 @@ def _jsonl(text: str, path: Path, encoding: str, file_meta: dict) -> list[Docume
     return docs
 
 
+EMPTY_REASON = "文件是空的（0 字节）：请确认文件内容后重新上传"
+
+
+def unsupported_reason(ext: str) -> str:
+    """Why a file of type `ext` is refused (the loader's and the upload page's words)."""
+    supported = " ".join(sorted(SUPPORTED))
+    if not ext:
+        return f"文件名没有扩展名，无法判断类型（支持：{supported}）：请加上扩展名后再导入"
+    return f"不支持的文件类型 {ext}（支持：{supported}）：请另存为支持的格式后再导入"
+
+
+def too_large_reason(size: int, max_bytes: int) -> str:
+    return (
+        f"文件过大（{_fmt_mb(size)} MB，上限 {_fmt_mb(max_bytes)} MB）："
+        "请拆分后再导入，或请管理员调大上限（max_file_mb）"
+    )
+
+
 def load_file(
     path: Path, root: Path | None = None, max_bytes: int = 50 * 2**20, ocr: bool = True
 ) -> list[Document]:
@@ -407,29 +425,18 @@ def load_file(
         raise LoadError(name, "不是普通文件（可能是文件夹、管道或设备）：请选择要导入的文档文件")
     ext = path.suffix.lower()
     if ext not in SUPPORTED:
-        supported = " ".join(sorted(SUPPORTED))
-        if not ext:
-            raise LoadError(
-                name, f"文件名没有扩展名，无法判断类型（支持：{supported}）：请加上扩展名后再导入"
-            )
-        raise LoadError(
-            name, f"不支持的文件类型 {ext}（支持：{supported}）：请另存为支持的格式后再导入"
-        )
+        raise LoadError(name, unsupported_reason(ext))
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise LoadError(
-                name,
-                f"文件过大（{_fmt_mb(size)} MB，上限 {_fmt_mb(max_bytes)} MB）："
-                "请拆分后再导入，或请管理员调大上限（max_file_mb）",
-            )
+            raise LoadError(name, too_large_reason(size, max_bytes))
         data = path.read_bytes()
     except OSError as e:
         raise LoadError(
             name, f"无法读取文件：请检查文件权限或磁盘（{e.strerror or _short(e)}）"
         ) from None
     if not data:
-        raise LoadError(name, "文件是空的（0 字节）：请确认文件内容后重新上传")
+        raise LoadError(name, EMPTY_REASON)
 
     fmt = _FORMATS[ext]
     sidecar = _read_sidecar(path)

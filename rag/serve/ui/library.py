@@ -117,23 +117,18 @@ def store_upload(
     file name. Raises LoadError(name, reason) for a type the loader does not take, an
     empty or too large file.
     """
-    from rag.ingest.loaders import SUPPORTED
+    from rag.ingest.loaders import EMPTY_REASON, SUPPORTED, too_large_reason, unsupported_reason
 
     base = Path(name.replace("\\", "/")).name or "file"
     ext = Path(base).suffix.lower()
     if ext not in SUPPORTED:
-        shown = ext or "(no extension)"
-        raise LoadError(
-            base, f"unsupported file type {shown} (supported: {' '.join(sorted(SUPPORTED))})"
-        )
+        raise LoadError(base, unsupported_reason(ext))
     src = Path(src)
     size = src.stat().st_size
     if size == 0:
-        raise LoadError(base, "empty file")
+        raise LoadError(base, EMPTY_REASON)
     if size > max_bytes:
-        raise LoadError(
-            base, f"file is {size / 2**20:.3g} MB, over the {max_bytes / 2**20:.3g} MB limit"
-        )
+        raise LoadError(base, too_large_reason(size, max_bytes))
     stem = Path(base).stem
     uploads_dir.mkdir(parents=True, exist_ok=True)
     dest = uploads_dir / f"{_sha256(src)[:16]}__{sanitize_filename(stem)}{ext}"
