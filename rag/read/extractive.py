@@ -111,9 +111,6 @@ _PRONOUN_START = re.compile(r"^[\s“”\"]*(?:他们|她们|他|她|其|该|此
 # questions that want several points gathered: 有哪些经验, 主要措施, 做法
 GATHER = re.compile(r"哪些|有什么|主要|经验|措施|做法|举措|亮点|特点|总结")
 
-# what a 哪里/哪个城市 or 谁 question wants named: LAC's tags (and jieba's)
-_ENTITY_KINDS = {"place": ("LOC", "ns"), "person": ("PER", "nr", "ORG", "nt")}
-
 # "总结这篇文档", "概括一下这份报告的主要内容": one document's key sentences
 SUMMARY = re.compile(r"(?:总结|概括|归纳|摘要|概述|梳理)(?:一下)?(?:这|该|本|此)?(?:篇|份|个)?(?:文档|文章|报道|报告|材料|文件|通知|内容|要点)?")
 _SUMMARY_DOC = re.compile(r"这篇|这份|该文|本文|文档|文章|报道|报告|材料|文件|通知|主要内容|要点")
@@ -254,8 +251,6 @@ class ExtractiveAnswerer:
             date = self._doc_date(hit) if names_year or cons else None
             if not self.reader.fits(question, c.text, c.type_ok, None):
                 continue  # not the asked kind of value: no answer, not even a near one
-            if q.kind in _ENTITY_KINDS and not self._names_new(q.kind, question, c.text):
-                continue  # 哪个城市 is not answered by a sentence that names no other place
             if names_year:
                 if hit.doc_id not in untied:
                     text = self.retriever.index.document_text(hit.doc_id)
@@ -268,16 +263,6 @@ class ExtractiveAnswerer:
             # A question of several questions is answered by a sentence meeting one's.
             found = [self.unmet_constraints(g, hit, c, date) if g else [] for g in groups]
             yield c, min(found, key=len)
-
-    @staticmethod
-    def _names_new(kind: str, question: str, sentence: str) -> bool:
-        """The sentence names a place (a person) the question does not: what 哪个城市
-        (谁) asks for. Only the few sentences within reach are tagged, by LAC."""
-        qn = norm(question)
-        tags = _ENTITY_KINDS[kind]
-        return any(
-            t in tags and len(w) >= 2 and norm(w) not in qn for w, t, _ in tag(norm(sentence))
-        )
 
     def unmet_by_passages(self, question: str, hits: list[Hit]) -> list:
         """The question's constraints that none of `hits` (passages an LLM cited), their

@@ -26,7 +26,8 @@ _WHO_Q = re.compile(r"谁|哪位|何人|什么人|哪个人|姓名|名字")
 _LIST_Q = re.compile(r"哪些|哪几|有什么|包括|分别")
 _WHICH_N = re.compile(r"哪[几两二三四五六七八九十]")  # 哪两个部门: names, not a count
 _WHERE_Q = re.compile(r"哪里|在哪|何处|什么地方|哪个(?:城市|地方|国家|省|市|区)")
-_WHY_Q = re.compile(r"为什么|为何|原因|因何|何故|缘何|什么缘故|理由")
+# 为什么 after a verb of naming asks "as what" (改名为什么, 被誉为什么), not why
+_WHY_Q = re.compile(r"(?<![名称评选视作成誉列定改认美])为什么|为何|原因|因何|何故|缘何|什么缘故|理由")
 # what a sentence that gives a reason says: 因/由于/为了/导致/所以; "死于2019年" gives none
 _REASON = re.compile(r"因(?!地制宜|素|人而异|势利导)|由于|为了|所以|导致|致使|所致|造成|以致|鉴于|出于|目的|理由|缘故|引起|引发|是为")
 
