@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         xs = [p["false_refusal"] for p in pts if p["refusal"] is not None]
         ys = [p["refusal"] for p in pts if p["refusal"] is not None]
         if xs:
-            ax.plot(xs, ys, marker=".", label=run.name)
+            ax.plot(xs, ys, marker=".", label=f"{run.parent.name}/{run.name}")
             ax.annotate("run", (xs[0], ys[0]))
     ax.set_xlabel("false refusal (answerable refused)")
     ax.set_ylabel("refusal (unanswerable refused)")
