@@ -265,6 +265,14 @@ def cmd_info(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- serve
+def cmd_serve(args) -> int:
+    from rag.serve.api import ServeOptions, api_keys, serve
+
+    opts = ServeOptions(args.host, args.port, api_keys(args.api_key), args.no_auth)
+    return serve(opts, _settings(args))
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description="Ask questions about your own documents.")
@@ -319,6 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", parents=[common], help="describe the index")
     info.set_defaults(func=cmd_info)
+
+    srv = sub.add_parser(
+        "serve", parents=[common], help="serve the OpenAI-compatible and Dify APIs over HTTP"
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    srv.add_argument(
+        "--api-key", action="append", metavar="KEY",
+        help="a key the APIs accept (repeatable; default $RAG_API_KEYS, comma-separated)",
+    )  # fmt: skip
+    srv.add_argument(
+        "--no-auth", action="store_true", help="accept requests without a key (loopback only)"
+    )
+    llm_args(srv)
+    srv.set_defaults(func=cmd_serve)
 
     from rag.llm.models import add_models_parser
 

@@ -1,0 +1,584 @@
+"""`rag serve`: the index as a service other tools call, in one FastAPI app.
+
+- `GET /v1/models`, `POST /v1/chat/completions`: OpenAI-compatible chat (Open WebUI,
+  LobeChat, Chatbox, the `openai` client). The served index is the knowledge base
+  `default`, the one model listed. Answers carry `[n]` markers; the response carries the
+  cited passages as a top-level `references` list and `refused` beside it (on the last
+  chunk before `data: [DONE]` when streamed).
+- `POST /retrieval`: Dify's External Knowledge API (`records` of content, score, title,
+  metadata; errors 1001/1002/2001 as Dify defines them).
+- `GET /healthz`, OpenAPI docs at `/docs`.
+
+Every API route needs `Authorization: Bearer KEY` with one of the service's keys, unless
+it was started with `--no-auth` (loopback only). Bodies over `MAX_BODY_BYTES` are refused
+with 413, a failure shows `public_error`'s text (never a traceback), and no CORS headers
+are sent: a browser page from elsewhere cannot call the API.
+
+A passage's `score` (in `references` and Dify's `records`) is its embedding's cosine
+similarity to the question, clipped to 0..1: the fused retrieval score only orders the
+passages of one query, the cosine means the same across queries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rag.errors import ConfigError, RagError
+from rag.serve.limits import check_question
+from rag.serve.public import hide_paths, public_error
+
+KNOWLEDGE_BASE = "default"
+MAX_BODY_BYTES = 1 << 20  # a chat with a long history fits many times over
+MAX_CONCURRENT_ANSWERS = 4  # as the chat UI's queue: more would only slow every answer
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+PUBLIC_PATHS = {"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+
+
+# =========================================================================== options
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `rag serve` was asked to do."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_keys: tuple[str, ...] = ()
+    no_auth: bool = False
+
+
+def api_keys(cli_keys: Sequence[str] | None, env: str | None = None) -> tuple[str, ...]:
+    """The keys the API accepts: `--api-key` values, else `$RAG_API_KEYS` (comma-separated)."""
+    if env is None:
+        env = os.environ.get("RAG_API_KEYS", "")
+    keys = [k.strip() for k in (cli_keys or [])] or [k.strip() for k in env.split(",")]
+    return tuple(k for k in keys if k)
+
+
+def check_serve_options(opts: ServeOptions) -> None:
+    """Refuse to start open to the network, or with nothing to let a caller in."""
+    if opts.no_auth and opts.api_keys:
+        raise ConfigError("--no-auth 与 --api-key（或 RAG_API_KEYS）不能同时使用，请只选其一。")
+    if opts.no_auth and opts.host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"拒绝在 {opts.host} 上不设密钥提供服务：能访问该地址的任何人都能读取知识库。"
+            f"请用 --api-key KEY（或设置 RAG_API_KEYS），或改用 --host {DEFAULT_HOST}。"
+        )
+    if not opts.no_auth and not opts.api_keys:
+        raise ConfigError(
+            "没有可用的 API 密钥：请用 --api-key KEY（可重复）或环境变量 RAG_API_KEYS"
+            f"（逗号分隔）设置；只在本机（--host {DEFAULT_HOST}）使用时可加 --no-auth。"
+        )
+
+
+# =========================================================================== middleware
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` gets 413 before any route reads it.
+
+    Checks the declared length and counts what actually arrives (chunked bodies too).
+    """
+
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _refuse(self, send) -> None:
+        mb = self.max_bytes / 2**20
+        await _send_json(send, 413, _openai_error(f"请求体过大，不能超过 {mb:g} MB。", "too_large"))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        try:
+            declared = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            declared = 0
+        if declared > self.max_bytes:
+            return await self._refuse(send)
+        seen, started = 0, False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send, status: int, body: dict, headers: Sequence[tuple] = ()) -> None:
+    data = json.dumps(body, ensure_ascii=False).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-length", str(len(data)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+def _openai_error(message: str, code: str, kind: str = "invalid_request_error") -> dict:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _dify_error(code: int, message: str) -> dict:
+    return {"error_code": code, "error_msg": message}
+
+
+# =========================================================================== auth
+def _bearer(header: str | None) -> str | None:
+    """The key of an `Authorization: Bearer KEY` header; None when malformed or missing."""
+    if not header:
+        return None
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key or " " in key:
+        return None
+    return key
+
+
+def _key_ok(key: str, keys: Sequence[str]) -> bool:
+    # compare with every key, in constant time: no timing hint about which one is close
+    return any([hmac.compare_digest(key.encode(), k.encode()) for k in keys])
+
+
+class _AuthError(Exception):
+    def __init__(self, malformed: bool):
+        self.malformed = malformed
+
+
+# =========================================================================== passages
+def relevance(system, question: str, hits) -> list[float]:
+    """Each hit's relevance in 0..1: the cosine of its stored vector and the question's.
+
+    The fused retrieval score only orders one query's passages; the cosine (embeddings are
+    normalised) is comparable across queries, which a score threshold needs.
+    """
+    if not hits:
+        return []
+    import numpy as np
+
+    from rag.textnorm import norm
+
+    qv = np.asarray(system.embedder.embed_query(norm(question)), dtype=np.float32).ravel()
+    vecs = system.index.vectors.vectors(np.asarray([h.row for h in hits], dtype=np.int64))
+    cos = np.asarray(vecs, dtype=np.float32) @ qv
+    return [float(min(max(c, 0.0), 1.0)) for c in cos]
+
+
+def references(system, ans) -> list[dict]:
+    """The cited passages of `ans` as the API returns them, each with its relevance."""
+    by_chunk = {h.chunk_id: h for h in ans.retrieved}
+    cited = [by_chunk.get(c.chunk_id) for c in ans.citations]
+    known = [h for h in cited if h is not None]
+    scores = dict(
+        zip(
+            [h.chunk_id for h in known],
+            relevance(system, ans.rewritten_question or ans.question, known),
+        )
+    )
+    return [
+        {
+            "n": c.n,
+            "doc_id": c.doc_id,
+            "title": c.title,
+            "location": c.location,
+            "text": c.text,
+            "score": round(scores[c.chunk_id], 4) if c.chunk_id in scores else None,
+        }
+        for c in ans.citations
+    ]
+
+
+# =========================================================================== chat
+def _text_of(content: Any) -> str:
+    """An OpenAI message's text: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+@dataclass
+class Conversation:
+    """What a chat request asks: the last user message, rewritten with the turns before."""
+
+    question: str
+    standalone: str
+    history: list = field(default_factory=list)
+
+
+def read_conversation(system, messages: list[dict]) -> Conversation:
+    """The last user message and what it means given the earlier turns.
+
+    Earlier user messages are rewritten without an LLM (`carry_over`), as `rag chat` would
+    have, so a follow-up ("那它的投资是多少？") carries the subject of the turns before it.
+    """
+    from rag.llm.answerer import LLMAnswerer
+    from rag.llm.rewrite import make_rewriter
+    from rag.read.followup import ChatSession, Turn, carry_over
+
+    turns: list[tuple[str, str]] = []  # (user question, the assistant's answer after it)
+    for m in messages:
+        role, text = m.get("role"), _text_of(m.get("content")).strip()
+        if role == "user":
+            turns.append((text, ""))
+        elif role == "assistant" and turns:
+            turns[-1] = (turns[-1][0], text)
+    if not turns or not turns[-1][0]:
+        raise RagError("没有找到要回答的问题：messages 的最后一条用户消息不能为空。")
+    *earlier, (question, _) = turns
+    rewriter = None
+    if isinstance(system.answerer, LLMAnswerer):
+        rewriter = make_rewriter(system.answerer.llm, system.settings)
+    session = ChatSession(system, rewriter=rewriter)
+    for q, a in earlier:
+        if q:
+            previous = session.history[-1].rewritten if session.history else ""
+            session.history.append(Turn(q, carry_over(q, previous), a))
+    return Conversation(question, session.rewrite(question), session.history)
+
+
+class Service:
+    """The loaded system behind the API, and how many answers may run at once."""
+
+    def __init__(self, system, keys: Sequence[str] = (), no_auth: bool = False):
+        self.system = system
+        self.keys = tuple(keys)
+        self.no_auth = no_auth
+        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
+
+    def authorize(self, header: str | None) -> None:
+        if self.no_auth:
+            return
+        key = _bearer(header)
+        if key is None:
+            raise _AuthError(malformed=True)
+        if not _key_ok(key, self.keys):
+            raise _AuthError(malformed=False)
+
+    def answer(self, conv: Conversation):
+        check_question(conv.question, self.system.settings)
+        with self.slots:
+            ans = self.system.ask(conv.standalone)
+        ans.question, ans.rewritten_question = conv.question, conv.standalone
+        return ans
+
+    def stream(self, conv: Conversation) -> Iterator[str | Any]:
+        check_question(conv.question, self.system.settings)
+        with self.slots:
+            final = None
+            for item in self.system.answerer.stream(conv.standalone):
+                if isinstance(item, str):
+                    yield item
+                else:
+                    final = item
+        final.question, final.rewritten_question = conv.question, conv.standalone
+        yield final
+
+
+def _completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex[:24]
+
+
+def _answer_extras(system, ans) -> dict:
+    return {
+        "references": references(system, ans),
+        "refused": ans.refused,
+        "rewritten_question": ans.rewritten_question,
+    }
+
+
+# =========================================================================== request bodies
+class ChatRequest(BaseModel):
+    """An OpenAI chat completion request; fields we do not use are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = KNOWLEDGE_BASE
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+
+
+class RetrievalSetting(BaseModel):
+    top_k: int = Field(ge=1, le=100)
+    score_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class RetrievalRequest(BaseModel):
+    """A Dify External Knowledge API request (`metadata_condition` is not used yet)."""
+
+    model_config = ConfigDict(extra="allow")
+    knowledge_id: str
+    query: str = Field(min_length=1)
+    retrieval_setting: RetrievalSetting
+
+
+# =========================================================================== the app
+def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
+               max_body_bytes: int = MAX_BODY_BYTES):  # fmt: skip
+    """The FastAPI app serving `system` as the knowledge base `default`.
+
+    `keys` are the accepted bearer keys; `no_auth` lets every caller in (the caller of
+    this function checks that only loopback is served so, see `check_serve_options`).
+    """
+    service = Service(system, keys, no_auth)
+    app = FastAPI(
+        title="rag",
+        description="对自己的文档提问：OpenAI 兼容的对话接口（带引用）与 Dify 外部知识库接口。",
+        version="0.1.0",
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    def is_dify(request: Request) -> bool:
+        return request.url.path.rstrip("/") == "/retrieval"
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next):
+        if request.url.path in PUBLIC_PATHS:
+            return await call_next(request)
+        try:
+            service.authorize(request.headers.get("authorization"))
+        except _AuthError as e:
+            hint = "请求头应为 Authorization: Bearer <API 密钥>。"
+            if is_dify(request):
+                body = (
+                    _dify_error(1001, "Authorization 请求头格式不正确。" + hint)
+                    if e.malformed
+                    else _dify_error(1002, "授权失败：API 密钥无效。")
+                )
+            else:
+                body = _openai_error(
+                    ("缺少 API 密钥或格式不正确。" + hint) if e.malformed else "API 密钥无效。",
+                    "invalid_api_key",
+                    "authentication_error",
+                )
+            return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    def error_response(request: Request, status: int, message: str, code: str, dify_code=None):
+        if is_dify(request):
+            return JSONResponse(_dify_error(dify_code or status, message), status_code=status)
+        return JSONResponse(_openai_error(message, code), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        where = "；".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or '请求体'}：{err.get('msg', '')}"
+            for err in exc.errors()[:5]
+        )
+        return error_response(request, 400, f"请求格式不正确（{where}）。", "invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = {404: "没有这个接口。", 405: "该接口不支持这种请求方法。"}.get(
+            exc.status_code, "请求无法处理。"
+        )
+        return error_response(request, exc.status_code, message, "not_found")
+
+    @app.exception_handler(RagError)
+    async def rag_error(request: Request, exc: RagError):
+        return error_response(request, 400, public_error(exc), "invalid_request")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        return error_response(request, 500, public_error(exc), "internal_error", 500)
+
+    # ----------------------------------------------------------------- health, models
+    @app.get("/healthz", summary="服务是否可用")
+    def healthz() -> dict:
+        return {"status": "ok", "documents": len(system.index.docs)}
+
+    @app.get("/v1/models", summary="可用的知识库（每个知识库一个模型）")
+    def models() -> dict:
+        return {
+            "object": "list",
+            "data": [{"id": KNOWLEDGE_BASE, "object": "model", "created": 0, "owned_by": "rag"}],
+        }
+
+    # ----------------------------------------------------------------- chat
+    @app.post("/v1/chat/completions", summary="OpenAI 兼容的对话：回答带 [n] 引用与 references")
+    def chat_completions(req: ChatRequest, request: Request):
+        if req.model != KNOWLEDGE_BASE:
+            return JSONResponse(
+                _openai_error(
+                    f"没有名为 {req.model!r} 的知识库；可用的是 {KNOWLEDGE_BASE!r}。",
+                    "model_not_found",
+                ),
+                status_code=404,
+            )
+        conv = read_conversation(system, req.messages)
+        cid, created = _completion_id(), int(time.time())
+        if not req.stream:
+            ans = service.answer(conv)
+            return {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": KNOWLEDGE_BASE,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": ans.text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                **_answer_extras(system, ans),
+            }
+        check_question(conv.question, system.settings)  # refused before the stream starts
+        return StreamingResponse(
+            _sse(service, conv, cid, created),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # ----------------------------------------------------------------- Dify
+    @app.post("/retrieval", summary="Dify 外部知识库检索")
+    def retrieval(req: RetrievalRequest):
+        if req.knowledge_id != KNOWLEDGE_BASE:
+            return JSONResponse(
+                _dify_error(
+                    2001, f"知识库 {req.knowledge_id!r} 不存在；可用的是 {KNOWLEDGE_BASE!r}。"
+                ),
+                status_code=404,
+            )
+        check_question(req.query, system.settings)
+        with service.slots:
+            hits = system.retriever.search(req.query, top_k=req.retrieval_setting.top_k).hits
+            scores = relevance(system, req.query, hits)
+        docs = system.index.docs
+        records = []
+        for h, score in zip(hits, scores):
+            if score < req.retrieval_setting.score_threshold:
+                continue
+            doc = docs.get(h.doc_id, {})
+            records.append(
+                {
+                    "content": h.text,
+                    "score": round(score, 4),
+                    "title": doc.get("title") or h.doc_id,
+                    "metadata": {
+                        "doc_id": h.doc_id,
+                        "chunk_id": h.chunk_id,
+                        "path": hide_paths(doc.get("source") or ""),
+                        "location": system.index.location(h.doc_id, h.start, h.end),
+                        "date": doc.get("date") or "",
+                    },
+                }
+            )
+        return {"records": records[: req.retrieval_setting.top_k]}
+
+    return app
+
+
+def _chunk(cid: str, created: int, delta: dict, finish: str | None = None, **extra) -> str:
+    body = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": KNOWLEDGE_BASE,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def _sse(service: Service, conv: Conversation, cid: str, created: int) -> Iterator[str]:
+    """The answer as server-sent events: text pieces, then `references` and `refused` on
+    the last chunk, then `data: [DONE]`. When the checked answer differs from what was
+    streamed (sentences marked, an extractive answer after a failure), it follows in full,
+    as `rag ask` prints it."""
+    yield _chunk(cid, created, {"role": "assistant", "content": ""})
+    shown: list[str] = []
+    try:
+        for item in service.stream(conv):
+            if isinstance(item, str):
+                shown.append(item)
+                yield _chunk(cid, created, {"content": item})
+                continue
+            streamed = "".join(shown).strip()
+            if streamed != item.text.strip():
+                lead = "\n\n——核查后——\n" if streamed else ""
+                yield _chunk(cid, created, {"content": lead + item.text})
+            yield _chunk(cid, created, {}, "stop", **_answer_extras(service.system, item))
+    except Exception as e:  # the status line is sent: say it in the stream, never a traceback
+        err = _openai_error(public_error(e), "internal_error", "server_error")
+        yield f"data: {json.dumps(err, ensure_ascii=False)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+# =========================================================================== running
+def make_server(app, host: str, port: int):
+    """A uvicorn server for `app` (no reload, no proxy headers trusted, no server header)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(opts: ServeOptions, settings) -> int:
+    """Check the options, load the index as `rag ask` does, and serve until interrupted."""
+    import sys
+
+    from rag.system import load_system
+
+    check_serve_options(opts)
+    system = load_system(settings)
+    print("Loading the embedding model ...", file=sys.stderr, flush=True)
+    system.embedder.embed_query("预热")
+    app = create_app(system, opts.api_keys, no_auth=opts.no_auth)
+    where = f"[{opts.host}]:{opts.port}" if ":" in opts.host else f"{opts.host}:{opts.port}"
+    auth = (
+        "no key needed (this machine only)"
+        if opts.no_auth
+        else (f"{len(opts.api_keys)} API key(s) accepted")
+    )
+    print(f"Serving {settings.index_path} on http://{where}/ ; {auth}; docs at /docs",
+          file=sys.stderr, flush=True)  # fmt: skip
+    make_server(app, opts.host, opts.port).run()
+    return 0
