@@ -7,6 +7,7 @@ of corpus/. Requests and responses follow the OpenAI and Dify documentation.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -97,6 +98,16 @@ def test_the_openai_client_with_a_wrong_key_raises_authentication_error(server):
     bad = OpenAI(base_url=server + "/v1", api_key="nope", max_retries=0)
     with pytest.raises(AuthenticationError):
         bad.models.list()
+
+
+def test_every_request_is_logged_with_its_keys_name_never_the_key(server, caplog):
+    with caplog.at_level(logging.INFO, logger="rag.serve.api"):
+        httpx.get(server + "/v1/models", headers={"Authorization": f"Bearer {OTHER_KEY}"})
+        httpx.get(server + "/v1/models", headers={"Authorization": "Bearer leaked-guess"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "rag.serve.api"]
+    assert any(" key2 GET /v1/models 200 " in line for line in lines), lines
+    assert any(" - GET /v1/models 401 " in line for line in lines), lines
+    assert not any(OTHER_KEY in line or "leaked-guess" in line for line in lines)
 
 
 def test_models_lists_the_default_knowledge_base_for_either_key(server, client):

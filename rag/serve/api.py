@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -172,9 +173,11 @@ def _bearer(header: str | None) -> str | None:
     return key
 
 
-def _key_ok(key: str, keys: Sequence[str]) -> bool:
+def _key_name(key: str, keys: Sequence[str]) -> str | None:
+    """The name of `key` in the logs, "key1" for the first of `keys`...; None if unknown."""
     # compare with every key, in constant time: no timing hint about which one is close
-    return any([hmac.compare_digest(key.encode(), k.encode()) for k in keys])
+    found = [hmac.compare_digest(key.encode(), k.encode()) for k in keys]
+    return f"key{found.index(True) + 1}" if any(found) else None
 
 
 class _AuthError(Exception):
@@ -286,14 +289,17 @@ class Service:
         self.no_auth = no_auth
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
 
-    def authorize(self, header: str | None) -> None:
+    def authorize(self, header: str | None) -> str:
+        """The caller's key name (`_key_name`; "no-auth" when none is needed)."""
         if self.no_auth:
-            return
+            return "no-auth"
         key = _bearer(header)
         if key is None:
             raise _AuthError(malformed=True)
-        if not _key_ok(key, self.keys):
+        name = _key_name(key, self.keys)
+        if name is None:
             raise _AuthError(malformed=False)
+        return name
 
     def answer(self, conv: Conversation):
         check_question(conv.question, self.system.settings)
@@ -313,6 +319,18 @@ class Service:
                     final = item
         final.question, final.rewritten_question = conv.question, conv.standalone
         yield final
+
+
+log = logging.getLogger("rag.serve.api")
+
+
+def _log_request(request, key_name: str, status: int, started: float) -> None:
+    """One line per API request with the name of its key ("key2", "-" for none), never the
+    key itself; a streamed answer is logged when its response starts."""
+    ms = (time.perf_counter() - started) * 1e3
+    client = request.client.host if request.client else "?"
+    log.info("%s %s %s %s %d %.0fms", client, key_name, request.method, request.url.path,
+             status, ms)  # fmt: skip
 
 
 def _completion_id() -> str:
@@ -374,9 +392,11 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
     async def require_key(request: Request, call_next):
         if request.url.path in PUBLIC_PATHS:
             return await call_next(request)
+        started = time.perf_counter()
         try:
-            service.authorize(request.headers.get("authorization"))
+            name = service.authorize(request.headers.get("authorization"))
         except _AuthError as e:
+            _log_request(request, "-", 401, started)
             hint = "请求头应为 Authorization: Bearer <API 密钥>。"
             if is_dify(request):
                 body = (
@@ -391,7 +411,9 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
                     "authentication_error",
                 )
             return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+        response = await call_next(request)
+        _log_request(request, name, response.status_code, started)
+        return response
 
     def error_response(request: Request, status: int, message: str, code: str, dify_code=None):
         if is_dify(request):
@@ -566,6 +588,11 @@ def serve(opts: ServeOptions, settings) -> int:
     import sys
 
     from rag.system import load_system
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s api: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
     check_serve_options(opts)
     system = load_system(settings)
