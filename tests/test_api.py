@@ -35,17 +35,22 @@ OFF_TOPIC = "北京冬奥会吉祥物叫什么?"
 @pytest.fixture(scope="module")
 def server(corpus_system):
     """http://127.0.0.1:PORT of the API served over the corpus index, keys KEY and OTHER_KEY."""
+    srv, thread, url = _serve(create_app(corpus_system, [KEY, OTHER_KEY]))
+    yield url
+    srv.should_exit = True
+    thread.join(15)
+
+
+def _serve(app):
     port = free_port()
-    srv = make_server(create_app(corpus_system, [KEY, OTHER_KEY]), "127.0.0.1", port)
+    srv = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(15)
+    return srv, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -66,9 +71,12 @@ def test_keys_come_from_the_flags_else_from_the_environment():
     assert api_keys([], env="") == ()
 
 
-def test_no_auth_is_refused_beyond_loopback_and_a_keyless_server_is_refused():
+def test_no_auth_or_a_ui_without_login_is_refused_beyond_loopback_and_so_is_no_key():
     check_serve_options(ServeOptions("127.0.0.1", 8000, (), no_auth=True))
-    check_serve_options(ServeOptions("0.0.0.0", 8000, ("k",)))
+    check_serve_options(ServeOptions("0.0.0.0", 8000, ("k",), ui=False))
+    check_serve_options(ServeOptions("0.0.0.0", 8000, ("k",), ui_auth=("u", "p")))
+    with pytest.raises(ConfigError, match="无需登录的网页界面"):
+        check_serve_options(ServeOptions("0.0.0.0", 8000, ("k",)))
     with pytest.raises(ConfigError, match="拒绝在 0.0.0.0 上不设密钥"):
         check_serve_options(ServeOptions("0.0.0.0", 8000, (), no_auth=True))
     with pytest.raises(ConfigError, match="没有可用的 API 密钥"):
@@ -303,3 +311,23 @@ def test_dify_unknown_knowledge_base_is_2001(server):
     r = _retrieve(server, _dify_body(knowledge_id="no-such-kb"))
     assert r.status_code == 404
     assert r.json()["error_code"] == 2001 and "不存在" in r.json()["error_msg"]
+
+
+# ------------------------------------------------------------------ the chat UI at /
+def test_the_chat_ui_is_served_at_root_beside_the_keyed_apis(corpus_system):
+    app = create_app(corpus_system, [KEY], ui=True, ui_auth=("alice", "pw-1"))
+    srv, thread, url = _serve(app)
+    try:
+        page = httpx.get(url + "/", follow_redirects=True, timeout=60)
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+        assert httpx.get(url + "/config").status_code == 401  # the UI's own login applies
+        wrong = httpx.post(url + "/login", data={"username": "alice", "password": "wrong"})
+        right = httpx.post(url + "/login", data={"username": "alice", "password": "pw-1"})
+        assert (wrong.status_code, right.status_code) == (400, 200)
+        assert httpx.get(url + "/v1/models").status_code == 401
+        models = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+        assert models.status_code == 200 and models.json()["data"][0]["id"] == "default"
+        assert httpx.get(url + "/healthz").json()["status"] == "ok"
+    finally:
+        srv.should_exit = True
+        thread.join(15)

@@ -47,7 +47,12 @@ MAX_BODY_BYTES = 1 << 20  # a chat with a long history fits many times over
 MAX_CONCURRENT_ANSWERS = 4  # as the chat UI's queue: more would only slow every answer
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
-PUBLIC_PATHS = {"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+
+
+def is_api_path(path: str) -> bool:
+    """Whether `path` is an API route (key and body limit apply); /healthz, /docs and the
+    chat UI at / are not."""
+    return path == "/retrieval" or path.rstrip("/") == "/v1" or path.startswith("/v1/")
 
 
 # =========================================================================== options
@@ -59,6 +64,15 @@ class ServeOptions:
     port: int = DEFAULT_PORT
     api_keys: tuple[str, ...] = ()
     no_auth: bool = False
+    ui: bool = True  # the chat UI at /
+    ui_auth: tuple[str, str] | None = None  # its login, USER:PASSWORD as `app.py --auth`
+
+
+def ui_login(value: str | None) -> tuple[str, str] | None:
+    """The chat UI's login from `--auth USER:PASSWORD`, else `$RAG_AUTH`; None for none."""
+    from rag.serve.ui.app import parse_auth
+
+    return parse_auth(value if value is not None else os.environ.get("RAG_AUTH"))
 
 
 def api_keys(cli_keys: Sequence[str] | None, env: str | None = None) -> tuple[str, ...]:
@@ -77,6 +91,11 @@ def check_serve_options(opts: ServeOptions) -> None:
         raise ConfigError(
             f"拒绝在 {opts.host} 上不设密钥提供服务：能访问该地址的任何人都能读取知识库。"
             f"请用 --api-key KEY（或设置 RAG_API_KEYS），或改用 --host {DEFAULT_HOST}。"
+        )
+    if opts.ui and opts.ui_auth is None and opts.host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"拒绝在 {opts.host} 上提供无需登录的网页界面：能访问该地址的任何人都能读取和修改知识库。"
+            "请用 --auth 用户名:密码（或设置 RAG_AUTH），或加 --no-ui 只提供 API。"
         )
     if not opts.no_auth and not opts.api_keys:
         raise ConfigError(
@@ -100,8 +119,8 @@ class BodyLimit:
         await _send_json(send, 413, _openai_error(f"请求体过大，不能超过 {mb:g} MB。", "too_large"))
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+        if scope["type"] != "http" or not is_api_path(scope.get("path", "")):
+            return await self.app(scope, receive, send)  # the UI has Gradio's own limits
         headers = dict(scope.get("headers") or [])
         try:
             declared = int(headers.get(b"content-length", b"0") or 0)
@@ -371,11 +390,13 @@ class RetrievalRequest(BaseModel):
 
 # =========================================================================== the app
 def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
-               max_body_bytes: int = MAX_BODY_BYTES):  # fmt: skip
+               max_body_bytes: int = MAX_BODY_BYTES, ui: bool = False,
+               ui_auth: tuple[str, str] | None = None, ui_temp_dir=None):  # fmt: skip
     """The FastAPI app serving `system` as the knowledge base `default`.
 
     `keys` are the accepted bearer keys; `no_auth` lets every caller in (the caller of
     this function checks that only loopback is served so, see `check_serve_options`).
+    `ui` mounts the chat UI at `/` with its own login `ui_auth` (`rag.serve.api_ui`).
     """
     service = Service(system, keys, no_auth)
     app = FastAPI(
@@ -390,7 +411,7 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
 
     @app.middleware("http")
     async def require_key(request: Request, call_next):
-        if request.url.path in PUBLIC_PATHS:
+        if not is_api_path(request.url.path):
             return await call_next(request)
         started = time.perf_counter()
         try:
@@ -527,6 +548,10 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
             )
         return {"records": records[: req.retrieval_setting.top_k]}
 
+    if ui:
+        from rag.serve.api_ui import mount_ui
+
+        app = mount_ui(app, system, ui_auth, ui_temp_dir)
     return app
 
 
@@ -595,17 +620,27 @@ def serve(opts: ServeOptions, settings) -> int:
     log.setLevel(logging.INFO)
 
     check_serve_options(opts)
+    temp_dir = None
+    if opts.ui:  # before Gradio is imported: it reads $GRADIO_TEMP_DIR then
+        from rag.serve.ui.library import use_upload_temp_dir
+
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+        temp_dir = use_upload_temp_dir(settings)
     system = load_system(settings)
     print("Loading the embedding model ...", file=sys.stderr, flush=True)
     system.embedder.embed_query("预热")
-    app = create_app(system, opts.api_keys, no_auth=opts.no_auth)
+    app = create_app(system, opts.api_keys, no_auth=opts.no_auth, ui=opts.ui,
+                     ui_auth=opts.ui_auth, ui_temp_dir=temp_dir)  # fmt: skip
     where = f"[{opts.host}]:{opts.port}" if ":" in opts.host else f"{opts.host}:{opts.port}"
     auth = (
         "no key needed (this machine only)"
         if opts.no_auth
         else (f"{len(opts.api_keys)} API key(s) accepted")
     )
-    print(f"Serving {settings.index_path} on http://{where}/ ; {auth}; docs at /docs",
+    ui = "no chat UI"
+    if opts.ui:
+        ui = "chat UI at / " + ("(login required)" if opts.ui_auth else "(no login)")
+    print(f"Serving {settings.index_path} on http://{where}/ ; {auth}; {ui}; docs at /docs",
           file=sys.stderr, flush=True)  # fmt: skip
     make_server(app, opts.host, opts.port).run()
     return 0

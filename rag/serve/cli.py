@@ -267,9 +267,11 @@ def cmd_info(args) -> int:
 
 # ---------------------------------------------------------------------------- serve
 def cmd_serve(args) -> int:
-    from rag.serve.api import ServeOptions, api_keys, serve
+    from rag.serve.api import ServeOptions, api_keys, serve, ui_login
 
-    opts = ServeOptions(args.host, args.port, api_keys(args.api_key), args.no_auth)
+    keys = api_keys(args.api_key)
+    login = None if args.no_ui else ui_login(args.auth)
+    opts = ServeOptions(args.host, args.port, keys, args.no_auth, not args.no_ui, login)
     return serve(opts, _settings(args))
 
 
@@ -340,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--no-auth", action="store_true", help="accept requests without a key (loopback only)"
     )
+    srv.add_argument(
+        "--auth", metavar="USER:PASSWORD",
+        help="login for the chat UI at / (or $RAG_AUTH); needed for a --host beyond loopback",
+    )  # fmt: skip
+    srv.add_argument("--no-ui", action="store_true", help="serve the APIs only, no chat UI")
     llm_args(srv)
     srv.set_defaults(func=cmd_serve)
 
