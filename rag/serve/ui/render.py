@@ -178,9 +178,9 @@ def _linked_text(answer, turn: int) -> str:
     at = text.find(short) if short and not answer.refused else -1
     if at >= 0 and not any(a < at + len(short) and at < b for a, b, _ in marks):
         marks.append((at, at + len(short), f'<b class="rag-short">{esc(short)}</b>'))
-    for start, end, html in sorted(marks):
+    for start, end, piece in sorted(marks):
         out.append(esc(text[pos:start]))
-        out.append(html)
+        out.append(piece)
         pos = end
     out.append(esc(text[pos:]))
     return "".join(out)

@@ -2,7 +2,7 @@
 shown (its checked answer, a refusal, or the extractive fallback), citation validity,
 supported share, refusal, containment, first-token and total latency, tokens/s.
 
-    python -m rag.llm.bench QUESTIONS.jsonl --index DIR --model FILE --out rows.jsonl
+    python -m rag.eval.bench.llm QUESTIONS.jsonl --index DIR --model FILE --out rows.jsonl
 
 `rag eval run` scores the shown answers like any other answerer; this adds what only an
 LLM run has (eval/reports/llm/report.md).
@@ -151,7 +151,7 @@ def paired(a: list[dict], b: list[dict], key: str = "contains", n: int = 2000) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rag.llm.bench")
+    p = argparse.ArgumentParser(prog="python -m rag.eval.bench.llm")
     p.add_argument("questions")
     p.add_argument("--index", required=True)
     p.add_argument("--model", required=True, help="GGUF file")
