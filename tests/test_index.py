@@ -14,9 +14,9 @@ import pytest
 from rag.config import Settings
 from rag.errors import IndexStoreError
 from rag.index.build import ingest
-from rag.ingest.loaders import EMPTY_REASON
 from rag.index.hybrid import HybridIndex
 from rag.index.versions import index_lock
+from rag.ingest.loaders import EMPTY_REASON
 from rag.serve.cli import main
 
 DOCS = {

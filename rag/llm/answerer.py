@@ -40,7 +40,6 @@ from rag.llm.grounding import (
 )
 from rag.llm.prompts import Passage, build_messages, focus
 from rag.llm.rewrite import clean_rewrite, make_rewriter
-from rag.read.grade import grade
 from rag.read.extractive import (
     CONFLICT,
     REFUSAL,
@@ -49,6 +48,7 @@ from rag.read.extractive import (
     refusal,
     unmet_reason,
 )
+from rag.read.grade import grade
 from rag.types import Answer, AnswerSentence, Filters, Hit
 
 log = logging.getLogger("rag.llm.answerer")

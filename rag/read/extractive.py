@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.config import Settings
+from rag.ingest.chunking import split_sentences
 from rag.ingest.planted import INSTRUCTION, flags_in
 from rag.ingest.tables import CELL_SEP
 from rag.read.constraints import YEAR, constraints, parts, shown, tag, unmet
-from rag.ingest.chunking import split_sentences
 from rag.read.grade import grade
 from rag.read.reader import Reader, years_named, years_untied
 from rag.textnorm import norm

@@ -11,7 +11,7 @@ import re
 
 from rag.ingest.tables import CELL_SEP
 from rag.read.constraints import tag
-from rag.read.reader import _DATE, answer_type, question_slot
+from rag.read.reader import answer_type, question_slot
 from rag.textnorm import norm
 from rag.types import Answer
 

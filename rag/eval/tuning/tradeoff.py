@@ -29,7 +29,7 @@ def curve(rows: list[dict], thresholds: np.ndarray) -> list[dict]:
     ans = [r for r in rows if r.get("answerable")]
     out = []
     for t in thresholds:
-        def refused(r):
+        def refused(r, t=t):
             return bool(r.get("refused")) or float(r.get("confidence") or 0.0) < t
 
         out.append(
