@@ -618,3 +618,14 @@ def test_discover_then_load_gives_relative_ids(tmp_path):
     write(tmp_path / "sub" / "dir" / "report.md", "# 报告\n正文")
     ids = [d.doc_id for f, r in discover([tmp_path]) for d in load_file(f, r)]
     assert ids == ["sub/dir/report", "weihai-training"]
+
+
+def test_an_ofd_file_is_refused_saying_how_to_convert_it(tmp_path):
+    from rag.errors import LoadError
+    from rag.ingest.loaders import load_file
+
+    p = tmp_path / "通知.ofd"
+    p.write_bytes(b"PK\x03\x04 not read")
+    with pytest.raises(LoadError) as e:
+        load_file(p)
+    assert "通知.ofd" in str(e.value) and "OFD" in e.value.reason and "PDF" in e.value.reason

@@ -395,6 +395,11 @@ EMPTY_REASON = "文件是空的（0 字节）：请确认文件内容后重新�
 def unsupported_reason(ext: str) -> str:
     """Why a file of type `ext` is refused (the loader's and the upload page's words)."""
     supported = " ".join(sorted(SUPPORTED))
+    if ext == ".ofd":  # no maintained OFD reader on PyPI: say how to get a PDF of it
+        return (
+            "暂不支持 OFD 版式文件：请用数科 OFD 阅读器、福昕 OFD 或 WPS 打开后“另存为/导出 PDF”，"
+            "再导入 PDF"
+        )
     if not ext:
         return f"文件名没有扩展名，无法判断类型（支持：{supported}）：请加上扩展名后再导入"
     return f"不支持的文件类型 {ext}（支持：{supported}）：请另存为支持的格式后再导入"
