@@ -1,5 +1,14 @@
 import sys
 
-from rag.eval.bench.run import main
+# `python -m rag.eval.bench [options]`: the speed and scale benchmark (bench/run.py);
+# `python -m rag.eval.bench ocr|formats [options]`: reading scans, reading each file type.
+SUBCOMMANDS = {"ocr": "rag.eval.bench.ocr", "formats": "rag.eval.bench.formats"}
+
+if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+    import importlib
+
+    sys.exit(importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:]))
+
+from rag.eval.bench.run import main  # noqa: E402
 
 sys.exit(main())
