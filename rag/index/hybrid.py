@@ -25,6 +25,7 @@ import importlib.util
 import json
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +61,11 @@ class HybridIndex:
         self.bm25 = bm25
         self.vectors: FaissStore = vectors
         self._doc_rows: dict[str, list[int]] | None = None
+        # the few documents the answerers are reading now: a question reads the same
+        # ones for its candidates' paragraphs, speakers and subjects (this version never
+        # changes, so nothing goes stale)
+        self._texts: OrderedDict[str, str] = OrderedDict()
+        self._texts_lock = threading.Lock()
 
     @functools.cached_property
     def row_of(self) -> dict[str, int]:
@@ -236,8 +242,23 @@ class HybridIndex:
         ocr = (self.docs.get(doc_id, {}).get("meta") or {}).get("ocr") or {}
         return any(s < end and start < e for _, s, e, *_ in ocr.get("lines") or [])
 
+    TEXT_CACHE = 16  # documents
+
     def document_text(self, doc_id: str) -> str:
-        """The whole (cleaned, original-script) text of a document, read lazily."""
+        """The whole (cleaned, original-script) text of a document, read lazily; the
+        last `TEXT_CACHE` read are kept."""
+        with self._texts_lock:
+            if doc_id in self._texts:
+                self._texts.move_to_end(doc_id)
+                return self._texts[doc_id]
+        text = self._read_text(doc_id)
+        with self._texts_lock:
+            self._texts[doc_id] = text
+            while len(self._texts) > self.TEXT_CACHE:
+                self._texts.popitem(last=False)
+        return text
+
+    def _read_text(self, doc_id: str) -> str:
         d = self.docs.get(doc_id)
         if d is None:
             raise KeyError(doc_id)

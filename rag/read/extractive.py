@@ -112,7 +112,7 @@ _PRONOUN_START = re.compile(r"^[\s“”\"]*(?:他们|她们|他|她|其|该|此
 GATHER = re.compile(r"哪些|有什么|主要|经验|措施|做法|举措|亮点|特点|总结")
 
 # "总结这篇文档", "概括一下这份报告的主要内容": one document's key sentences
-SUMMARY = re.compile(r"(?:总结|概括|归纳|摘要|概述|梳理)(?:一下)?(?:这|该|本|此)?(?:篇|份|个)?(?:文档|文章|报道|报告|材料|文件|通知|内容|要点)?")
+SUMMARY = re.compile(r"总结|概括|归纳|摘要|概述|梳理")
 _SUMMARY_DOC = re.compile(r"这篇|这份|该文|本文|文档|文章|报道|报告|材料|文件|通知|主要内容|要点")
 _BYLINE = re.compile(r"^(?:来源|作者|编辑|责任编辑|记者|通讯员|发布时间|日期)[:：]")
 
@@ -157,7 +157,6 @@ class ExtractiveAnswerer:
         # None in the settings means "the calibrated threshold"
         t = self.settings.refusal_threshold
         self.refusal_threshold = refusal_model()["threshold"] if t is None else t
-        self._label_cache: dict = {}
 
     # scoring ----------------------------------------------------------------
     @property
@@ -258,67 +257,53 @@ class ExtractiveAnswerer:
                 if untied[hit.doc_id] or not self.reader.fits(question, c.text, c.type_ok, date):
                     # about another year: 今年(2023)计划投资 for 2024's budget
                     others = [k for k in cons if k.kind != YEAR]
-                    yield c, years + self.unmet_constraints(others, hit, c, date)
+                    yield c, years + self.unmet_constraints(others, hit, c)
                     continue
             # A question of several questions is answered by a sentence meeting one's.
-            found = [self.unmet_constraints(g, hit, c, date) if g else [] for g in groups]
+            found = [self.unmet_constraints(g, hit, c) if g else [] for g in groups]
             yield c, min(found, key=len)
 
     def unmet_by_passages(self, question: str, hits: list[Hit]) -> list:
         """The question's constraints that none of `hits` (passages an LLM cited), their
         locations, their documents' labels or dates meet: the same rule the extractive
         answer keeps, for any answerer."""
-        cons = constraints(question)
-        if not cons:
-            return []
-        index = self.retriever.index
-        evidence = []
+        missing = list(constraints(question))
         for h in hits:
-            date = self._doc_date(h)
-            evidence += [norm(h.text), norm(index.location(h.doc_id, h.start, h.end))]
-            evidence += list(self._labels(h.doc_id))
-            evidence.append(" ".join(sorted(years_named(h.text, date) | ({date[:4]} if date else set()))))
-        return unmet(cons, evidence)
-
-    def unmet_constraints(self, cons, hit: Hit, c: _Cand, date: str | None) -> list:
-        """The question's constraints that neither the sentence, its paragraph, its
-        location (heading path, sheet, slide), nor its document's title and metadata meet."""
-        index = self.retriever.index
-
-        def evidence():  # nearest first, each normalised only when still needed
-            yield norm(c.text)
-            yield norm(hit.text)
-            text = index.document_text(hit.doc_id)
-            a = text.rfind("\n", 0, c.start) + 1
-            b = text.find("\n", c.end)
-            b = len(text) if b < 0 else b
-            # a paragraph, bounded: a record without line breaks is not one paragraph
-            para = text[max(a, c.start - PARAGRAPH_REACH) : min(b, c.end + PARAGRAPH_REACH)]
-            yield norm(para)
-            yield norm(index.location(hit.doc_id, c.start, c.end))
-            yield from self._labels(hit.doc_id)
-            # years: the document's own date, and what 今年/去年 mean in it
-            yield " ".join(sorted(years_named(para, date) | ({date[:4]} if date else set())))
-
-        missing = list(cons)
-        for ev in evidence():
-            missing = unmet(missing, [ev])
-            if not missing:
-                break
+            missing = self._unmet_in(missing, h, h.start, h.end, h.text, [norm(h.text)])
         return missing
 
-    def _labels(self, doc_id: str) -> tuple[str, ...]:
-        """The document's normalised title, publisher, issuer, number (cached per index)."""
+    def unmet_constraints(self, cons, hit: Hit, c: _Cand) -> list:
+        """The question's constraints that neither the sentence, its paragraph, its
+        location (heading path, sheet, slide), nor its document's title and metadata meet."""
+        missing = unmet(cons, [norm(c.text)])
+        if not missing:
+            return missing
+        text = self.retriever.index.document_text(hit.doc_id)
+        a = text.rfind("\n", 0, c.start) + 1
+        b = text.find("\n", c.end)
+        b = len(text) if b < 0 else b
+        # a paragraph, bounded: a record without line breaks is not one paragraph
+        para = text[max(a, c.start - PARAGRAPH_REACH) : min(b, c.end + PARAGRAPH_REACH)]
+        return self._unmet_in(missing, hit, c.start, c.end, para, [norm(hit.text), norm(para)])
+
+    def _unmet_in(self, missing, hit: Hit, start: int, end: int, around: str, near: list) -> list:
+        """`missing` less what `near` (normalised texts), the location of [start, end),
+        the document's labels or the years `around` speaks of meet, nearest first."""
         index = self.retriever.index
-        cache = self._label_cache
-        if cache.get("index") is not index:  # a reloaded index: new documents
-            cache.clear()
-            cache["index"] = index
-        got = cache.get(doc_id)
-        if got is None:
-            labels = getattr(index, "doc_labels", lambda _d: ())(doc_id)
-            got = cache[doc_id] = tuple(norm(x) for x in labels)
-        return got
+
+        def evidence():  # each normalised only while a constraint is still unmet
+            yield from near
+            yield norm(index.location(hit.doc_id, start, end))
+            yield from (norm(x) for x in index.doc_labels(hit.doc_id))
+            # years: the document's own date, and what 今年/去年 mean in it
+            date = self._doc_date(hit)
+            yield " ".join(sorted(years_named(around, date) | ({date[:4]} if date else set())))
+
+        for ev in evidence():
+            if not missing:
+                break
+            missing = unmet(missing, [ev])
+        return missing
 
     def features(self, question: str, hits: list[Hit], best: _Cand | None) -> dict[str, float]:
         """Evidence features of the refusal model (all in [0, 1] except type_ok)."""
@@ -377,7 +362,8 @@ class ExtractiveAnswerer:
         return grade(self._compose(question, hits))
 
     def _compose(self, question: str, hits: list[Hit]) -> Answer:
-        if hits and SUMMARY.search(norm(question)):
+        q = norm(question)
+        if hits and SUMMARY.search(q) and _SUMMARY_DOC.search(q):
             return self._summary(question, hits)
         return self._compose_plain(question, hits)
 
@@ -426,7 +412,7 @@ class ExtractiveAnswerer:
                 # nor the document's title line, in a list of points
                 and not (gather and self._is_title(hits[c.hit_i], c))
                 # nor does a sentence about another place or year
-                and not (cons and self.unmet_constraints(cons, hits[c.hit_i], c, self._doc_date(hits[c.hit_i])))
+                and not (cons and self.unmet_constraints(cons, hits[c.hit_i], c))
             ):
                 chosen.append(c)
         chosen = [self._with_subject(hits[c.hit_i], c) for c in chosen]
@@ -522,8 +508,6 @@ class ExtractiveAnswerer:
         """The first retrieved passage's document in its own words: from each of its
         first passages, the sentence that says most (the longest full sentence that is
         not its title or a byline), numbered, each cited."""
-        if not _SUMMARY_DOC.search(norm(question)):
-            return self._compose_plain(question, hits)
         index = self.retriever.index
         doc = hits[0].doc_id
         title = norm(index.doc_meta(doc).title or "")
