@@ -22,7 +22,7 @@ from rag.ingest.chunking import split_sentences
 from rag.ingest.planted import INSTRUCTION, flags_in
 from rag.ingest.tables import CELL_SEP
 from rag.read.constraints import YEAR, constraints, parts, shown, tag, unmet
-from rag.read.grade import grade
+from rag.read.grade import CONFLICT, grade
 from rag.read.reader import Reader, years_named, years_untied
 from rag.textnorm import norm
 from rag.types import Answer, AnswerSentence, Citation, Filters, Hit, Searcher
@@ -129,7 +129,6 @@ def unmet_reason(missing) -> str:
 
 
 SUMMARY_NOTICE = "《{}》的要点（摘自原文）："
-CONFLICT = "文档之间不一致："
 CONFLICT_NOTICE = "所引文档对这个问题给出的数值不同，请核对原文后再使用。"
 
 

@@ -17,6 +17,8 @@ from rag.types import Answer
 
 HIGH, MID, LOW = "高", "中", "低"
 
+CONFLICT = "文档之间不一致："  # how an answer opens when documents disagree on the value
+
 # P(answerable) of the refusal model (rag/read/refusal_model.json) at and above which an
 # answer is 高 / 中; below MID_AT it is 低 though given (it passed the refusal threshold)
 HIGH_AT, MID_AT = 0.75, 0.4
@@ -113,7 +115,7 @@ def grade(ans: Answer) -> Answer:
 def _level(ans: Answer) -> tuple[str, str]:
     if ans.refused:
         return LOW, "文档中没有找到足以回答这个问题的内容"
-    if ans.text.startswith("文档之间不一致"):
+    if ans.text.startswith(CONFLICT):
         return LOW, "所引文档对所问的数值说法不同"
     unsupported = [s for s in ans.sentences if s.supported is False]
     if unsupported:
