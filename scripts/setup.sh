@@ -14,9 +14,11 @@ python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
 pip install -q -e ".[dev]"
 # The chat app's browser tests drive the system Chromium through Playwright's Python
 # package; never `playwright install` (it downloads browsers, which cannot work here).
-if ! command -v chromium >/dev/null 2>&1; then
+# slapd: the LDAP login test starts a real OpenLDAP server of its own (issue 23).
+if ! command -v chromium >/dev/null 2>&1 || [ ! -x /usr/sbin/slapd ]; then
   SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
   $SUDO apt-get update -q
-  $SUDO apt-get install -y -q chromium chromium-driver fonts-wqy-microhei
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    chromium chromium-driver fonts-wqy-microhei slapd ldap-utils
 fi
 echo "setup: done (.venv ready)" >&2
