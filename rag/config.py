@@ -162,6 +162,12 @@ class Settings:
     upload_mb_per_hour: float = 500.0  # and their size, through the chat and the upload route
     upload_temp_keep_s: int = 900  # Gradio's temporary copies of uploads are deleted after this
     login_delay_s: float = 1.0  # a failed login waits this long; one try at a time per name
+    # rag serve's APIs (rag/serve/service.py): requests per minute one key may make (0: no
+    # limit; past it 429 with Retry-After), the size of one upload request to /api/documents,
+    # and the browser origins allowed to call the APIs (CORS; none: no CORS headers at all)
+    api_requests_per_minute: int = 120
+    api_upload_max_mb: float = 200.0
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.generators, dict):
@@ -176,6 +182,19 @@ class Settings:
                 else self.llm_api_key_env
             )
             object.__setattr__(self, "llm_api_key_env", tuple(keys))
+        if isinstance(self.cors_origins, str | list):
+            origins = (
+                [self.cors_origins] if isinstance(self.cors_origins, str) else self.cors_origins
+            )
+            object.__setattr__(self, "cors_origins", tuple(origins))
+        for origin in self.cors_origins:
+            u = urlsplit(origin)
+            if origin != "*" and (u.scheme not in ("http", "https") or not u.hostname or u.path):
+                raise ConfigError(
+                    f"cors_origins: {origin!r} is not an origin; write it as https://host[:port]"
+                )
+        if self.api_requests_per_minute < 0:
+            raise ConfigError("api_requests_per_minute must be 0 (no limit) or more")
         names = [g.name for g in self.generators]
         if len(set(names)) != len(names) or {"default", "extractive"} & set(names):
             raise ConfigError("generator names must be unique, and not 'default' or 'extractive'")

@@ -364,12 +364,12 @@ def remove_documents(
         drop = {d for d in doc_ids if d in old.docs}
         for d in doc_ids:
             if d not in old.docs:
-                report.results.append(FileResult(d, "failed", d, "no such document in the index"))
+                report.results.append(FileResult(d, "failed", d, "知识库中没有这个文档"))
         if not drop:
             report.total_chunks, report.total_docs = len(old), len(old.docs)
             return report
         if drop == set(old.docs):
-            raise ConfigError("cannot remove every document: the index needs at least one")
+            raise ConfigError("不能删除全部文档：知识库至少要保留一个文档。")
         keep = np.asarray([i for i, d in enumerate(old.doc_ids) if d not in drop], np.int64)
         table = old.table.take(keep)
         store = FaissStore(

@@ -21,15 +21,14 @@ passages of one query, the cosine means the same across queries.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
+import math
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,20 +38,35 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import ConfigError, RagError
+from rag.serve.api_docs import FilterSpec
 from rag.serve.limits import check_question
-from rag.serve.public import hide_paths, public_error
+from rag.serve.passages import passages, references
+from rag.serve.public import public_error
+from rag.serve.service import (
+    KNOWLEDGE_BASE,
+    AuthError,
+    Conversation,
+    Service,
+    UnknownKnowledgeBase,
+)
 
-KNOWLEDGE_BASE = "default"
 MAX_BODY_BYTES = 1 << 20  # a chat with a long history fits many times over
-MAX_CONCURRENT_ANSWERS = 4  # as the chat UI's queue: more would only slow every answer
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 
 
+API_PREFIXES = ("/v1", "/api", "/mcp")
+
+
 def is_api_path(path: str) -> bool:
-    """Whether `path` is an API route (key and body limit apply); /healthz, /docs and the
-    chat UI at / are not."""
-    return path == "/retrieval" or path.rstrip("/") == "/v1" or path.startswith("/v1/")
+    """Whether `path` is an API route (key, rate and body limits apply); /healthz, /docs
+    and the chat UI at / are not."""
+    return path == "/retrieval" or any(path == p or path.startswith(p + "/") for p in API_PREFIXES)
+
+
+def is_upload(method: str, path: str) -> bool:
+    """Whether this is an upload to /api/documents (its body limit is the upload one)."""
+    return method == "POST" and path.rstrip("/") == "/api/documents"
 
 
 # =========================================================================== options
@@ -111,23 +125,26 @@ class BodyLimit:
     Checks the declared length and counts what actually arrives (chunked bodies too).
     """
 
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES, upload_bytes: int | None = None):
         self.app, self.max_bytes = app, max_bytes
+        self.upload_bytes = max_bytes if upload_bytes is None else upload_bytes
 
-    async def _refuse(self, send) -> None:
-        mb = self.max_bytes / 2**20
+    async def _refuse(self, send, limit: int) -> None:
+        mb = limit / 2**20
         await _send_json(send, 413, _openai_error(f"请求体过大，不能超过 {mb:g} MB。", "too_large"))
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not is_api_path(scope.get("path", "")):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not is_api_path(path):
             return await self.app(scope, receive, send)  # the UI has Gradio's own limits
+        limit = self.upload_bytes if is_upload(scope.get("method", ""), path) else self.max_bytes
         headers = dict(scope.get("headers") or [])
         try:
             declared = int(headers.get(b"content-length", b"0") or 0)
         except ValueError:
             declared = 0
-        if declared > self.max_bytes:
-            return await self._refuse(send)
+        if declared > limit:
+            return await self._refuse(send, limit)
         seen, started = 0, False
 
         async def limited_receive():
@@ -135,7 +152,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
@@ -149,7 +166,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracked_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
 
 class _TooLarge(Exception):
@@ -180,73 +197,6 @@ def _dify_error(code: int, message: str) -> dict:
     return {"error_code": code, "error_msg": message}
 
 
-# =========================================================================== auth
-def _bearer(header: str | None) -> str | None:
-    """The key of an `Authorization: Bearer KEY` header; None when malformed or missing."""
-    if not header:
-        return None
-    scheme, _, key = header.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key or " " in key:
-        return None
-    return key
-
-
-def _key_name(key: str, keys: Sequence[str]) -> str | None:
-    """The name of `key` in the logs, "key1" for the first of `keys`...; None if unknown."""
-    # compare with every key, in constant time: no timing hint about which one is close
-    found = [hmac.compare_digest(key.encode(), k.encode()) for k in keys]
-    return f"key{found.index(True) + 1}" if any(found) else None
-
-
-class _AuthError(Exception):
-    def __init__(self, malformed: bool):
-        self.malformed = malformed
-
-
-# =========================================================================== passages
-def relevance(system, question: str, hits) -> list[float]:
-    """Each hit's relevance in 0..1: the cosine of its stored vector and the question's.
-
-    The fused retrieval score only orders one query's passages; the cosine (embeddings are
-    normalised) is comparable across queries, which a score threshold needs.
-    """
-    if not hits:
-        return []
-    import numpy as np
-
-    from rag.textnorm import norm
-
-    qv = np.asarray(system.embedder.embed_query(norm(question)), dtype=np.float32).ravel()
-    vecs = system.index.vectors.vectors(np.asarray([h.row for h in hits], dtype=np.int64))
-    cos = np.asarray(vecs, dtype=np.float32) @ qv
-    return [float(min(max(c, 0.0), 1.0)) for c in cos]
-
-
-def references(system, ans) -> list[dict]:
-    """The cited passages of `ans` as the API returns them, each with its relevance."""
-    by_chunk = {h.chunk_id: h for h in ans.retrieved}
-    cited = [by_chunk.get(c.chunk_id) for c in ans.citations]
-    known = [h for h in cited if h is not None]
-    scores = dict(
-        zip(
-            [h.chunk_id for h in known],
-            relevance(system, ans.rewritten_question or ans.question, known),
-        )
-    )
-    return [
-        {
-            "n": c.n,
-            "doc_id": c.doc_id,
-            "title": c.title,
-            "location": c.location,
-            "text": c.text,
-            "score": round(scores[c.chunk_id], 4) if c.chunk_id in scores else None,
-        }
-        for c in ans.citations
-    ]
-
-
 # =========================================================================== chat
 def _text_of(content: Any) -> str:
     """An OpenAI message's text: a string, or the text parts of a list of parts."""
@@ -257,15 +207,6 @@ def _text_of(content: Any) -> str:
             p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
         )
     return ""
-
-
-@dataclass
-class Conversation:
-    """What a chat request asks: the last user message, rewritten with the turns before."""
-
-    question: str
-    standalone: str
-    history: list = field(default_factory=list)
 
 
 def read_conversation(system, messages: list[dict]) -> Conversation:
@@ -297,47 +238,6 @@ def read_conversation(system, messages: list[dict]) -> Conversation:
             previous = session.history[-1].rewritten if session.history else ""
             session.history.append(Turn(q, carry_over(q, previous), a))
     return Conversation(question, session.rewrite(question), session.history)
-
-
-class Service:
-    """The loaded system behind the API, and how many answers may run at once."""
-
-    def __init__(self, system, keys: Sequence[str] = (), no_auth: bool = False):
-        self.system = system
-        self.keys = tuple(keys)
-        self.no_auth = no_auth
-        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
-
-    def authorize(self, header: str | None) -> str:
-        """The caller's key name (`_key_name`; "no-auth" when none is needed)."""
-        if self.no_auth:
-            return "no-auth"
-        key = _bearer(header)
-        if key is None:
-            raise _AuthError(malformed=True)
-        name = _key_name(key, self.keys)
-        if name is None:
-            raise _AuthError(malformed=False)
-        return name
-
-    def answer(self, conv: Conversation):
-        check_question(conv.question, self.system.settings)
-        with self.slots:
-            ans = self.system.ask(conv.standalone)
-        ans.question, ans.rewritten_question = conv.question, conv.standalone
-        return ans
-
-    def stream(self, conv: Conversation) -> Iterator[str | Any]:
-        check_question(conv.question, self.system.settings)
-        with self.slots:
-            final = None
-            for item in self.system.answerer.stream(conv.standalone):
-                if isinstance(item, str):
-                    yield item
-                else:
-                    final = item
-        final.question, final.rewritten_question = conv.question, conv.standalone
-        yield final
 
 
 log = logging.getLogger("rag.serve.api")
@@ -372,6 +272,7 @@ class ChatRequest(BaseModel):
     model: str = KNOWLEDGE_BASE
     messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool = False
+    filters: FilterSpec | None = None  # ours: which documents the answer may use
 
 
 class RetrievalSetting(BaseModel):
@@ -391,20 +292,29 @@ class RetrievalRequest(BaseModel):
 # =========================================================================== the app
 def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
                max_body_bytes: int = MAX_BODY_BYTES, ui: bool = False,
-               ui_auth: tuple[str, str] | None = None, ui_temp_dir=None):  # fmt: skip
+               ui_auth: tuple[str, str] | None = None, ui_temp_dir=None,
+               host: str = DEFAULT_HOST):  # fmt: skip
     """The FastAPI app serving `system` as the knowledge base `default`.
 
     `keys` are the accepted bearer keys; `no_auth` lets every caller in (the caller of
     this function checks that only loopback is served so, see `check_serve_options`).
     `ui` mounts the chat UI at `/` with its own login `ui_auth` (`rag.serve.api_ui`).
+    `host` is the address served (MCP checks the Host header against it on loopback).
     """
-    service = Service(system, keys, no_auth)
+    from rag.serve.api_docs import router as docs_router
+    from rag.serve.mcp_server import mount_mcp
+
+    settings = system.settings
+    service = Service(system, keys, no_auth, temp_dir=ui_temp_dir if ui else None)
     app = FastAPI(
         title="rag",
-        description="对自己的文档提问：OpenAI 兼容的对话接口（带引用）与 Dify 外部知识库接口。",
+        description="对自己的文档提问：OpenAI 兼容的对话接口（带引用）、Dify 外部知识库接口、"
+        "检索与文档管理接口（/api），以及 MCP（/mcp）。",
         version="0.1.0",
     )
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.state.service = service
+    upload_bytes = int(settings.api_upload_max_mb * 2**20)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, upload_bytes=upload_bytes)
 
     def is_dify(request: Request) -> bool:
         return request.url.path.rstrip("/") == "/retrieval"
@@ -416,7 +326,7 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
         started = time.perf_counter()
         try:
             name = service.authorize(request.headers.get("authorization"))
-        except _AuthError as e:
+        except AuthError as e:
             _log_request(request, "-", 401, started)
             hint = "请求头应为 Authorization: Bearer <API 密钥>。"
             if is_dify(request):
@@ -432,9 +342,34 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
                     "authentication_error",
                 )
             return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        wait = service.admit(name)
+        if wait is not None:
+            _log_request(request, name, 429, started)
+            limit = settings.api_requests_per_minute
+            message = (
+                f"请求过于频繁：每个 API 密钥每分钟最多 {limit} 次，请 {math.ceil(wait)} 秒后再试。"
+            )
+            body = _dify_error(429, message) if is_dify(request) else _openai_error(
+                message, "rate_limit_exceeded", "rate_limit_error"
+            )  # fmt: skip
+            return JSONResponse(body, 429, headers={"Retry-After": str(max(math.ceil(wait), 1))})
+        request.state.caller = name
         response = await call_next(request)
         _log_request(request, name, response.status_code, started)
         return response
+
+    if settings.cors_origins:  # outermost: a preflight is answered before the key check
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Mcp-Session-Id",
+                           "Mcp-Protocol-Version", "Last-Event-ID"],
+            expose_headers=["Retry-After", "Mcp-Session-Id"],
+            max_age=600,
+        )  # fmt: skip
 
     def error_response(request: Request, status: int, message: str, code: str, dify_code=None):
         if is_dify(request):
@@ -456,6 +391,10 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
         )
         return error_response(request, exc.status_code, message, "not_found")
 
+    @app.exception_handler(UnknownKnowledgeBase)
+    async def unknown_knowledge_base(request: Request, exc: UnknownKnowledgeBase):
+        return error_response(request, 404, public_error(exc), "not_found", 2001)
+
     @app.exception_handler(RagError)
     async def rag_error(request: Request, exc: RagError):
         return error_response(request, 400, public_error(exc), "invalid_request")
@@ -470,32 +409,36 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
         return {"status": "ok", "documents": len(system.index.docs)}
 
     @app.get("/v1/models", summary="可用的知识库（每个知识库一个模型）")
-    def models() -> dict:
+    def models(request: Request) -> dict:
+        names = service.knowledge_bases(request.state.caller)
         return {
             "object": "list",
-            "data": [{"id": KNOWLEDGE_BASE, "object": "model", "created": 0, "owned_by": "rag"}],
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "rag"} for n in names],
         }
 
     # ----------------------------------------------------------------- chat
     @app.post("/v1/chat/completions", summary="OpenAI 兼容的对话：回答带 [n] 引用与 references")
     def chat_completions(req: ChatRequest, request: Request):
-        if req.model != KNOWLEDGE_BASE:
+        try:
+            kb = service.knowledge_base(req.model, request.state.caller)
+        except UnknownKnowledgeBase as e:
+            shown = "、".join(repr(n) for n in service.knowledge_bases(request.state.caller))
             return JSONResponse(
                 _openai_error(
-                    f"没有名为 {req.model!r} 的知识库；可用的是 {KNOWLEDGE_BASE!r}。",
-                    "model_not_found",
+                    f"没有名为 {e.name!r} 的知识库；可用的是 {shown}。", "model_not_found"
                 ),
                 status_code=404,
             )
-        conv = read_conversation(system, req.messages)
+        filters = req.filters.build() if req.filters else None
+        conv = read_conversation(kb.system, req.messages)
         cid, created = _completion_id(), int(time.time())
         if not req.stream:
-            ans = service.answer(conv)
+            ans = service.answer(conv, filters, kb.system)
             return {
                 "id": cid,
                 "object": "chat.completion",
                 "created": created,
-                "model": KNOWLEDGE_BASE,
+                "model": kb.name,
                 "choices": [
                     {
                         "index": 0,
@@ -503,55 +446,46 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
                         "finish_reason": "stop",
                     }
                 ],
-                **_answer_extras(system, ans),
+                **_answer_extras(kb.system, ans),
             }
-        check_question(conv.question, system.settings)  # refused before the stream starts
+        check_question(conv.question, kb.system.settings)  # refused before the stream starts
         return StreamingResponse(
-            _sse(service, conv, cid, created),
+            _sse(service, kb, conv, filters, cid, created),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     # ----------------------------------------------------------------- Dify
     @app.post("/retrieval", summary="Dify 外部知识库检索")
-    def retrieval(req: RetrievalRequest):
-        if req.knowledge_id != KNOWLEDGE_BASE:
-            return JSONResponse(
-                _dify_error(
-                    2001, f"知识库 {req.knowledge_id!r} 不存在；可用的是 {KNOWLEDGE_BASE!r}。"
-                ),
-                status_code=404,
-            )
-        check_question(req.query, system.settings)
-        with service.slots:
-            hits = system.retriever.search(req.query, top_k=req.retrieval_setting.top_k).hits
-            scores = relevance(system, req.query, hits)
-        docs = system.index.docs
-        records = []
-        for h, score in zip(hits, scores):
-            if score < req.retrieval_setting.score_threshold:
-                continue
-            doc = docs.get(h.doc_id, {})
-            records.append(
-                {
-                    "content": h.text,
-                    "score": round(score, 4),
-                    "title": doc.get("title") or h.doc_id,
-                    "metadata": {
-                        "doc_id": h.doc_id,
-                        "chunk_id": h.chunk_id,
-                        "path": hide_paths(doc.get("source") or ""),
-                        "location": system.index.location(h.doc_id, h.start, h.end),
-                        "date": doc.get("date") or "",
-                    },
-                }
-            )
-        return {"records": records[: req.retrieval_setting.top_k]}
+    def retrieval(req: RetrievalRequest, request: Request):
+        kb = service.knowledge_base(req.knowledge_id, request.state.caller)  # else 2001
+        top_k = req.retrieval_setting.top_k
+        hits, scores = service.search(kb.system, req.query, top_k)
+        records = [
+            {
+                "content": p.text,
+                "score": p.score,
+                "title": p.title,
+                "metadata": {
+                    "doc_id": p.doc_id,
+                    "chunk_id": p.chunk_id,
+                    "path": p.file,
+                    "location": p.location,
+                    "date": p.date,
+                },
+            }
+            for p in passages(kb.system, hits, scores)
+            if p.score >= req.retrieval_setting.score_threshold
+        ]
+        return {"records": records[:top_k]}
 
+    app.include_router(docs_router)
+    mount_mcp(app, service, host)
     if ui:
         from rag.serve.api_ui import mount_ui
 
-        app = mount_ui(app, system, ui_auth, ui_temp_dir)
+        library = service.knowledge_base(KNOWLEDGE_BASE).library  # one write lock for both
+        app = mount_ui(app, system, ui_auth, ui_temp_dir, library=library)
     return app
 
 
@@ -567,7 +501,8 @@ def _chunk(cid: str, created: int, delta: dict, finish: str | None = None, **ext
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-def _sse(service: Service, conv: Conversation, cid: str, created: int) -> Iterator[str]:
+def _sse(service: Service, kb, conv: Conversation, filters, cid: str,
+         created: int) -> Iterator[str]:  # fmt: skip
     """The answer as server-sent events: text pieces, then `references` and `refused` on
     the last chunk, then `data: [DONE]`. When the checked answer differs from what was
     streamed (sentences marked, an extractive answer after a failure), it follows in full,
@@ -575,7 +510,7 @@ def _sse(service: Service, conv: Conversation, cid: str, created: int) -> Iterat
     yield _chunk(cid, created, {"role": "assistant", "content": ""})
     shown: list[str] = []
     try:
-        for item in service.stream(conv):
+        for item in service.stream(conv, filters, kb.system):
             if isinstance(item, str):
                 shown.append(item)
                 yield _chunk(cid, created, {"content": item})
@@ -584,7 +519,7 @@ def _sse(service: Service, conv: Conversation, cid: str, created: int) -> Iterat
             if streamed != item.text.strip():
                 lead = "\n\n——核查后——\n" if streamed else ""
                 yield _chunk(cid, created, {"content": lead + item.text})
-            yield _chunk(cid, created, {}, "stop", **_answer_extras(service.system, item))
+            yield _chunk(cid, created, {}, "stop", **_answer_extras(kb.system, item))
     except Exception as e:  # the status line is sent: say it in the stream, never a traceback
         err = _openai_error(public_error(e), "internal_error", "server_error")
         yield f"data: {json.dumps(err, ensure_ascii=False)}\n\n"
@@ -630,7 +565,7 @@ def serve(opts: ServeOptions, settings) -> int:
     print("Loading the embedding model ...", file=sys.stderr, flush=True)
     system.embedder.embed_query("预热")
     app = create_app(system, opts.api_keys, no_auth=opts.no_auth, ui=opts.ui,
-                     ui_auth=opts.ui_auth, ui_temp_dir=temp_dir)  # fmt: skip
+                     ui_auth=opts.ui_auth, ui_temp_dir=temp_dir, host=opts.host)  # fmt: skip
     where = f"[{opts.host}]:{opts.port}" if ":" in opts.host else f"{opts.host}:{opts.port}"
     auth = (
         "no key needed (this machine only)"

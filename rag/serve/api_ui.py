@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def mount_ui(app, system, auth: tuple[str, str] | None = None, temp_dir: Path | None = None):
+def mount_ui(app, system, auth: tuple[str, str] | None = None, temp_dir: Path | None = None,
+             library=None):  # fmt: skip
     """Mount the chat UI over `system` at `/` of `app` (after the API routes: they match
-    first). `temp_dir` is where Gradio keeps uploads (see `use_upload_temp_dir`)."""
+    first). `temp_dir` is where Gradio keeps uploads (see `use_upload_temp_dir`); `library`
+    the one the APIs upload through (so both write under one lock), else a new one."""
     import gradio as gr
 
     from rag.serve.limits import UploadRouteLimit, login_checker, upload_limiter
@@ -23,7 +25,7 @@ def mount_ui(app, system, auth: tuple[str, str] | None = None, temp_dir: Path | 
 
     settings = system.settings
     root = data_dir(settings)
-    library = Library(system, root / "uploads", root / "feedback.jsonl", temp_dir)
+    library = library or Library(system, root / "uploads", root / "feedback.jsonl", temp_dir)
     docs = system.index.docs
     examples = example_questions(set(docs), {k: v.get("title") or k for k, v in docs.items()})
     demo = build_app(library, examples)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rag.config import LLM_KINDS, Settings
-from rag.errors import ConfigError, RagError
+from rag.errors import RagError
 from rag.types import Filters
 
 
@@ -98,23 +98,16 @@ def _system(args):
 
 
 def _filters(args) -> Filters:
-    where = {}
-    for field, value in (("doc_number", getattr(args, "doc_number", None)),
-                         ("issuer", getattr(args, "issuer", None))):  # fmt: skip
-        if value:
-            where[field] = value
-    for item in getattr(args, "where", None) or ():
-        field, sep, value = item.partition("=")
-        if not sep or not field.strip() or not value.strip():
-            raise ConfigError(
-                f"--where 应写成 字段=值（例如 doc_number=青政发〔2023〕5号），而不是 {item!r}"
-            )
-        where[field.strip()] = value.strip()
-    return Filters(
-        doc_ids=getattr(args, "doc", None) or None,
+    from rag.serve.filters import make_filters, parse_where
+
+    return make_filters(
+        doc_ids=getattr(args, "doc", None),
         date_from=getattr(args, "date_from", None),
         date_to=getattr(args, "date_to", None),
-        where=where,
+        doc_number=getattr(args, "doc_number", None),
+        issuer=getattr(args, "issuer", None),
+        where=parse_where(getattr(args, "where", None)),
+        names={"date_from": "--date-from", "date_to": "--date-to", "where": "--where"},
     )
 
 
@@ -297,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--top-k", type=int, help="passages to retrieve")
         sp.add_argument("--json", action="store_true", help="one JSON object per answer")
         sp.add_argument("--doc", action="append", help="only this document id (repeatable)")
-        sp.add_argument("--doc-number", help="only the document with this 发文字号 (青政发〔2023〕5号)")
+        sp.add_argument(
+            "--doc-number", help="only the document with this 发文字号 (青政发〔2023〕5号)"
+        )
         sp.add_argument("--issuer", help="only documents of this issuing body (发文机关)")
         sp.add_argument(
             "--where", action="append", metavar="FIELD=VALUE",
@@ -351,8 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(func=cmd_serve)
 
     from rag.llm.models import add_models_parser
+    from rag.serve.mcp_server import add_mcp_parser
 
     add_models_parser(sub, common)
+    add_mcp_parser(sub, common)
 
     try:
         from rag.eval.cli import add_eval_parser

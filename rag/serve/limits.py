@@ -63,6 +63,13 @@ class RateLimiter:
                 q.append((now, amount if i == 0 else 0.0))
             return True
 
+    def retry_after(self, key: str) -> float:
+        """Seconds until `key`'s oldest event in the window leaves it (0 when none)."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._events.get(key)
+            return max(q[0][0] + self.window_s - now, 0.0) if q else 0.0
+
     def message(self) -> str:
         minutes = round(self.window_s / 60)
         return (

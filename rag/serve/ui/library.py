@@ -352,9 +352,7 @@ class Library:
                 continue
             except OSError as e:
                 slots.append(
-                    UploadResult(
-                        Path(name).name, "failed", f"cannot store the file: {e.strerror or e}"
-                    )
+                    UploadResult(Path(name).name, "failed", f"无法保存文件：{e.strerror or e}")
                 )
                 continue
             names[dest.resolve()] = Path(name).name
@@ -397,7 +395,7 @@ class Library:
             if isinstance(slot, UploadResult):
                 out.append(slot)
                 continue
-            rs = by_path.get(slot) or [FileResult(str(slot), "failed", reason="not ingested")]
+            rs = by_path.get(slot) or [FileResult(str(slot), "failed", reason="未能入库")]
             for r in rs:
                 out.append(UploadResult(names[slot], r.status, r.reason, r.doc_id, r.chunks))
             if all(r.status == "failed" for r in rs):

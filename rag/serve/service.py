@@ -1,0 +1,191 @@
+"""The loaded system behind every API of `rag serve` and `rag mcp`, and the one seam
+between a request and what it may read: who the caller is (`Service.authorize`), which
+knowledge bases it may see (`Service.knowledge_bases`) and the one it asked for
+(`Service.knowledge_base`, which raises `UnknownKnowledgeBase` for a name that does not
+exist or that it may not read). Every route (OpenAI, Dify, /api, MCP) goes through it,
+so accounts and permissions change only this module.
+
+Until knowledge bases and accounts exist, the served index is the knowledge base
+`default`, every key reads it, and a caller is the name of its key ("key1", "key2" ...
+in the order given), never the key itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.errors import RagError
+from rag.serve.limits import RateLimiter, check_question, upload_limiter
+from rag.types import Filters
+
+KNOWLEDGE_BASE = "default"
+MAX_CONCURRENT_ANSWERS = 4  # as the chat UI's queue: more would only slow every answer
+NO_AUTH_CALLER = "no-auth"
+
+
+class AuthError(Exception):
+    """No valid key: `malformed` when the header is missing or not `Bearer KEY`."""
+
+    def __init__(self, malformed: bool):
+        self.malformed = malformed
+
+
+class UnknownKnowledgeBase(RagError):
+    """A knowledge base that does not exist, or that the caller may not read (the same
+    answer for both: a caller learns nothing of what it cannot read)."""
+
+    def __init__(self, name: str, available: Sequence[str]):
+        self.name = name
+        shown = "、".join(repr(n) for n in available) or "无"
+        super().__init__(f"知识库 {name[:60]!r} 不存在；可用的是 {shown}。")
+
+
+def bearer(header: str | None) -> str | None:
+    """The key of an `Authorization: Bearer KEY` header; None when malformed or missing."""
+    if not header:
+        return None
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key or " " in key:
+        return None
+    return key
+
+
+def key_name(key: str, keys: Sequence[str]) -> str | None:
+    """The name of `key` in the logs, "key1" for the first of `keys`...; None if unknown."""
+    # compare with every key, in constant time: no timing hint about which one is close
+    found = [hmac.compare_digest(key.encode(), k.encode()) for k in keys]
+    return f"key{found.index(True) + 1}" if any(found) else None
+
+
+@dataclass
+class Conversation:
+    """What a chat asks: the last user message, and what it means with the turns before
+    (`rag.serve.api.read_conversation`); a single question is both."""
+
+    question: str
+    standalone: str
+    history: list = field(default_factory=list)
+
+
+@dataclass
+class KnowledgeBase:
+    """One knowledge base as a route uses it: its name, its loaded system, and (made on
+    first use) the `Library` that uploads and removes its documents under one write lock,
+    shared with the chat UI."""
+
+    name: str
+    system: Any
+    temp_dir: Path | None = None  # Gradio's upload folder, when the chat UI is mounted
+    _library: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def library(self):
+        with self._lock:
+            if self._library is None:
+                from rag.serve.ui.library import Library, data_dir
+
+                root = data_dir(self.system.settings)
+                self._library = Library(
+                    self.system, root / "uploads", root / "feedback.jsonl", self.temp_dir
+                )
+            return self._library
+
+
+class Service:
+    """The loaded system behind the APIs: callers, knowledge bases, limits, answers."""
+
+    def __init__(
+        self, system, keys: Sequence[str] = (), no_auth: bool = False, temp_dir=None
+    ) -> None:
+        self.system = system
+        self.keys = tuple(keys)
+        self.no_auth = no_auth
+        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
+        self._bases = {KNOWLEDGE_BASE: KnowledgeBase(KNOWLEDGE_BASE, system, temp_dir)}
+        s = system.settings
+        per_minute = s.api_requests_per_minute
+        self.requests = RateLimiter(per_minute or math.inf, math.inf, 60.0)
+        self.uploads = upload_limiter(s)
+
+    # ----------------------------------------------------------------- callers
+    def authorize(self, header: str | None) -> str:
+        """The caller of a request with this Authorization header (its key's name;
+        "no-auth" when none is needed). Raises AuthError."""
+        if self.no_auth:
+            return NO_AUTH_CALLER
+        key = bearer(header)
+        if key is None:
+            raise AuthError(malformed=True)
+        name = key_name(key, self.keys)
+        if name is None:
+            raise AuthError(malformed=False)
+        return name
+
+    def admit(self, caller: str) -> float | None:
+        """Count one request of `caller`; None if it is within the per-minute limit, else
+        the seconds until it would be (nothing counted)."""
+        if self.requests.allow(caller):
+            return None
+        return self.requests.retry_after(caller)
+
+    # ----------------------------------------------------------------- knowledge bases
+    def knowledge_bases(self, caller: str | None = None) -> list[str]:
+        """The names of the knowledge bases `caller` may read."""
+        return list(self._bases)
+
+    def knowledge_base(self, name: str | None, caller: str | None = None) -> KnowledgeBase:
+        """The knowledge base `name` (None: the default one) if `caller` may read it;
+        raises UnknownKnowledgeBase otherwise."""
+        name = KNOWLEDGE_BASE if name is None or not str(name).strip() else str(name).strip()
+        readable = self.knowledge_bases(caller)
+        if name not in readable:
+            raise UnknownKnowledgeBase(name, readable)
+        return self._bases[name]
+
+    def system_for(self, name: str | None, caller: str | None = None):
+        """The loaded system of the knowledge base `name` (see `knowledge_base`)."""
+        return self.knowledge_base(name, caller).system
+
+    # ----------------------------------------------------------------- answers
+    def answer(self, conv: Conversation, filters: Filters | None = None, system=None):
+        """The answer to `conv`, at most MAX_CONCURRENT_ANSWERS at a time."""
+        system = system or self.system
+        check_question(conv.question, system.settings)
+        with self.slots:
+            ans = system.ask(conv.standalone, filters=filters)
+        ans.question, ans.rewritten_question = conv.question, conv.standalone
+        return ans
+
+    def stream(
+        self, conv: Conversation, filters: Filters | None = None, system=None
+    ) -> Iterator[str | Any]:
+        """The answer's text pieces as they come, then the checked `Answer`."""
+        system = system or self.system
+        check_question(conv.question, system.settings)
+        with self.slots:
+            final = None
+            for item in system.answerer.stream(conv.standalone, filters=filters):
+                if isinstance(item, str):
+                    yield item
+                else:
+                    final = item
+        final.question, final.rewritten_question = conv.question, conv.standalone
+        yield final
+
+    def search(self, system, query: str, top_k: int, filters: Filters | None = None):
+        """Search hits and their relevance in 0..1 (`rag.serve.passages.relevance`),
+        counted against the same slots as answers."""
+        from rag.serve.passages import relevance
+
+        check_question(query, system.settings)
+        with self.slots:
+            hits = system.retriever.search(query, top_k=top_k, filters=filters).hits
+            return hits, relevance(system, query, hits)
