@@ -144,7 +144,8 @@ def delete_documents(
     knowledge_base: str | None = None,
 ) -> dict:
     kb = _service(request).knowledge_base(knowledge_base, request.state.caller)
-    done = kb.library.remove(doc_id)
+    order = {d: i for i, d in reversed(list(enumerate(doc_id)))}
+    done = sorted(kb.library.remove(doc_id), key=lambda r: order.get(r.doc_id, len(order)))
     return {
         "knowledge_base": kb.name,
         "results": [
