@@ -27,11 +27,12 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -418,7 +419,7 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
 
     # ----------------------------------------------------------------- chat
     @app.post("/v1/chat/completions", summary="OpenAI 兼容的对话：回答带 [n] 引用与 references")
-    def chat_completions(req: ChatRequest, request: Request):
+    async def chat_completions(req: ChatRequest, request: Request):
         try:
             kb = service.knowledge_base(req.model, request.state.caller)
         except UnknownKnowledgeBase as e:
@@ -430,10 +431,10 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
                 status_code=404,
             )
         filters = req.filters.build() if req.filters else None
-        conv = read_conversation(kb.system, req.messages)
+        conv = await run_in_threadpool(read_conversation, kb.system, req.messages)
         cid, created = _completion_id(), int(time.time())
         if not req.stream:
-            ans = service.answer(conv, filters, kb.system)
+            ans = await service.answer(conv, filters, kb.system)
             return {
                 "id": cid,
                 "object": "chat.completion",
@@ -457,10 +458,10 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
 
     # ----------------------------------------------------------------- Dify
     @app.post("/retrieval", summary="Dify 外部知识库检索")
-    def retrieval(req: RetrievalRequest, request: Request):
+    async def retrieval(req: RetrievalRequest, request: Request):
         kb = service.knowledge_base(req.knowledge_id, request.state.caller)  # else 2001
         top_k = req.retrieval_setting.top_k
-        hits, scores = service.search(kb.system, req.query, top_k)
+        hits, scores = await service.search(kb.system, req.query, top_k)
         records = [
             {
                 "content": p.text,
@@ -501,8 +502,8 @@ def _chunk(cid: str, created: int, delta: dict, finish: str | None = None, **ext
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-def _sse(service: Service, kb, conv: Conversation, filters, cid: str,
-         created: int) -> Iterator[str]:  # fmt: skip
+async def _sse(service: Service, kb, conv: Conversation, filters, cid: str,
+               created: int) -> AsyncIterator[str]:  # fmt: skip
     """The answer as server-sent events: text pieces, then `references` and `refused` on
     the last chunk, then `data: [DONE]`. When the checked answer differs from what was
     streamed (sentences marked, an extractive answer after a failure), it follows in full,
@@ -510,7 +511,7 @@ def _sse(service: Service, kb, conv: Conversation, filters, cid: str,
     yield _chunk(cid, created, {"role": "assistant", "content": ""})
     shown: list[str] = []
     try:
-        for item in service.stream(conv, filters, kb.system):
+        async for item in service.stream(conv, filters, kb.system):
             if isinstance(item, str):
                 shown.append(item)
                 yield _chunk(cid, created, {"content": item})

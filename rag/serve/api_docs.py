@@ -71,11 +71,11 @@ def _service(request: Request):
 
 
 @router.post("/search", summary="检索：返回相关段落（相关度、文档、位置）")
-def search(req: SearchRequest, request: Request) -> dict:
+async def search(req: SearchRequest, request: Request) -> dict:
     service = _service(request)
     kb = service.knowledge_base(req.knowledge_base, request.state.caller)
     filters = req.filters.build() if req.filters else None
-    hits, scores = service.search(kb.system, req.query, req.top_k, filters)
+    hits, scores = await service.search(kb.system, req.query, req.top_k, filters)
     return {
         "knowledge_base": kb.name,
         "query": req.query,

@@ -85,7 +85,7 @@ def build_server(service) -> MCPServer:
     read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
     @server.tool(annotations=read_only)
-    def search_documents(
+    async def search_documents(
         query: str,
         knowledge_base: str | None = None,
         top_k: int = Field(default=5, ge=1, le=MAX_TOP_K),
@@ -95,18 +95,20 @@ def build_server(service) -> MCPServer:
         位置（页、工作表行）和原文。knowledge_base 省略时用默认知识库。"""
         with _tool_errors():
             kb = service.knowledge_base(knowledge_base, _caller(ctx))
-            hits, scores = service.search(kb.system, query, top_k)
+            hits, scores = await service.search(kb.system, query, top_k)
             return SearchOutput(
                 knowledge_base=kb.name, query=query, passages=passages(kb.system, hits, scores)
             )
 
     @server.tool(annotations=read_only)
-    def ask(question: str, knowledge_base: str | None = None, ctx: Context = None) -> AskOutput:
+    async def ask(
+        question: str, knowledge_base: str | None = None, ctx: Context = None
+    ) -> AskOutput:
         """根据知识库回答 question：answer 带 [n] 引用标记，citations 是被引用的段落；
         refused 为 true 表示文档中没有依据。"""
         with _tool_errors():
             kb = service.knowledge_base(knowledge_base, _caller(ctx))
-            ans = service.answer(Conversation(question, question), system=kb.system)
+            ans = await service.answer(Conversation(question, question), system=kb.system)
             return AskOutput(knowledge_base=kb.name, **answer_json(kb.system, ans))
 
     @server.tool(annotations=read_only)

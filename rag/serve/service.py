@@ -12,13 +12,17 @@ in the order given), never the key itself.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from rag.errors import RagError
 from rag.serve.limits import RateLimiter, check_question, upload_limiter
@@ -108,7 +112,7 @@ class Service:
         self.system = system
         self.keys = tuple(keys)
         self.no_auth = no_auth
-        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
+        self._gate: asyncio.Semaphore | None = None
         self._bases = {KNOWLEDGE_BASE: KnowledgeBase(KNOWLEDGE_BASE, system, temp_dir)}
         s = system.settings
         per_minute = s.api_requests_per_minute
@@ -155,24 +159,41 @@ class Service:
         return self.knowledge_base(name, caller).system
 
     # ----------------------------------------------------------------- answers
-    def answer(self, conv: Conversation, filters: Filters | None = None, system=None):
-        """The answer to `conv`, at most MAX_CONCURRENT_ANSWERS at a time."""
+    @property
+    def gate(self) -> asyncio.Semaphore:
+        """At most MAX_CONCURRENT_ANSWERS answers and searches at a time. An asyncio
+        semaphore, so a request waiting for its turn holds no worker thread: with a
+        thread-blocking one, waiting streams filled the worker pool and the streams
+        holding a turn had no thread left to send their next piece (found by the load
+        benchmark, rag.eval.bench.serve_load, at 50 clients). Made in the serving loop."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(MAX_CONCURRENT_ANSWERS)
+        return self._gate
+
+    async def run(self, fn, /, *args, **kwargs):
+        """`fn(*args, **kwargs)` in a worker thread once a turn is free."""
+        async with self.gate:
+            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    async def answer(self, conv: Conversation, filters: Filters | None = None, system=None):
+        """The answer to `conv`."""
         system = system or self.system
         check_question(conv.question, system.settings)
-        with self.slots:
-            ans = system.ask(conv.standalone, filters=filters)
+        ans = await self.run(system.ask, conv.standalone, filters=filters)
         ans.question, ans.rewritten_question = conv.question, conv.standalone
         return ans
 
-    def stream(
+    async def stream(
         self, conv: Conversation, filters: Filters | None = None, system=None
-    ) -> Iterator[str | Any]:
-        """The answer's text pieces as they come, then the checked `Answer`."""
+    ) -> AsyncIterator[str | Any]:
+        """The answer's text pieces as they come, then the checked `Answer`; the turn is
+        held until the stream ends, each piece read in a worker thread."""
         system = system or self.system
         check_question(conv.question, system.settings)
-        with self.slots:
+        async with self.gate:
+            pieces = iter(system.answerer.stream(conv.standalone, filters=filters))
             final = None
-            for item in system.answerer.stream(conv.standalone, filters=filters):
+            while (item := await anyio.to_thread.run_sync(next, pieces, _END)) is not _END:
                 if isinstance(item, str):
                     yield item
                 else:
@@ -180,12 +201,18 @@ class Service:
         final.question, final.rewritten_question = conv.question, conv.standalone
         yield final
 
-    def search(self, system, query: str, top_k: int, filters: Filters | None = None):
+    async def search(self, system, query: str, top_k: int, filters: Filters | None = None):
         """Search hits and their relevance in 0..1 (`rag.serve.passages.relevance`),
-        counted against the same slots as answers."""
-        from rag.serve.passages import relevance
-
+        taking turns with the answers."""
         check_question(query, system.settings)
-        with self.slots:
-            hits = system.retriever.search(query, top_k=top_k, filters=filters).hits
-            return hits, relevance(system, query, hits)
+        return await self.run(_search, system, query, top_k, filters)
+
+
+_END = object()
+
+
+def _search(system, query: str, top_k: int, filters: Filters | None):
+    from rag.serve.passages import relevance
+
+    hits = system.retriever.search(query, top_k=top_k, filters=filters).hits
+    return hits, relevance(system, query, hits)
