@@ -236,7 +236,10 @@ def markdown(res: dict[str, Any]) -> str:
         f"- {c['clients']} clients, each streaming one chat after another for "
         f"{c['duration_s']} s (chats started before the end ran to completion: "
         f"{res['wall_s']} s in all); questions of `{c['questions']}` in turn "
-        f"({c['n_questions']} questions).",
+        f"({c['n_questions']} questions, so each was asked about "
+        f"{a['chats'] / max(c['n_questions'], 1):.0f} times: after the first round the "
+        "server's caches, the reader's among them, hold what those questions need, and the "
+        "figures are those of the serving path more than of fresh retrieval).",
         "- Server: `rag serve --no-ui` on 127.0.0.1, extractive answerer, a fixed number of "
         "answers at a time (`rag.serve.service.MAX_CONCURRENT_ANSWERS`; the rest queue), no "
         f"per-key rate limit (`api_requests_per_minute = 0`); index `{c['index']}` "
@@ -334,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default=str(DEFAULT_WORK), help="index, config and server log")
     p.add_argument("--questions", default=str(QUESTIONS), help="questions (JSON lines)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
+    p.add_argument("--report-only", action="store_true",
+                   help="write report.md again from OUT/results.json")  # fmt: skip
     p.add_argument("--startup-timeout", type=float, default=STARTUP_S, help=argparse.SUPPRESS)
     return p
 
@@ -342,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.report_only:
+        res = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
+        (args.out / "report.md").write_text(markdown(res), encoding="utf-8")
+        return 0
     if args.clients < 1 or args.duration <= 0:
         print(
             "bench serve_load: --clients must be 1 or more and --duration above 0", file=sys.stderr
