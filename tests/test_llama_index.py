@@ -47,6 +47,43 @@ def test_a_llama_index_query_engine_runs_on_our_retriever(corpus_system) -> None
     assert response.response  # the mock LLM wrote something from the retrieved context
 
 
+def test_a_citation_query_engine_on_our_retriever_gives_cited_answers(corpus_system) -> None:
+    """llama-index's CitationQueryEngine over our retriever, its LLM an OpenAI-compatible
+    server on a socket (llama-index's OpenAILike client) that answers from the numbered
+    sources it is sent: the [n] in the answer points at the source holding the fact."""
+    import re
+
+    from fake_openai import FakeOpenAI, Reply
+    from llama_index.core.query_engine import CitationQueryEngine
+    from llama_index.llms.openai_like import OpenAILike
+
+    def from_sources(body: dict) -> str:
+        prompt = "\n".join(str(m.get("content") or "") for m in body["messages"])
+        parts = re.split(r"Source (\d+):", prompt)  # the engine labels passages so
+        for n, text in zip(parts[1::2], parts[2::2]):
+            if "40.6公里" in text:
+                return f"威海累计建成地下综合管廊40.6公里[{n}]。"
+        return "文件未提及。"
+
+    ours = corpus_system.retriever.search(QUESTION, top_k=3).hits
+    with FakeOpenAI() as srv:
+        srv.script(Reply(from_sources))
+        llm = OpenAILike(
+            model="fake", api_base=srv.base_url, api_key="k", is_chat_model=True, max_retries=0
+        )
+        engine = CitationQueryEngine.from_args(
+            index=None, retriever=as_retriever(corpus_system.retriever, top_k=3), llm=llm
+        )
+        response = engine.query(QUESTION)
+        sent = srv.requests[-1]
+    n = int(re.search(r"\[(\d+)\]", response.response).group(1))
+    cited = response.source_nodes[n - 1].node
+    assert "40.6公里" in response.response and "40.6公里" in cited.get_content()
+    assert cited.metadata["doc_id"] == ours[0].doc_id
+    assert {s.node.metadata["doc_id"] for s in response.source_nodes} == {h.doc_id for h in ours}
+    assert "40.6公里" in str(sent["body"]["messages"])  # our passage reached the LLM
+
+
 def test_the_adapter_passes_filters_through(corpus_system) -> None:
     hits = corpus_system.retriever.search(QUESTION, top_k=3).hits
     other = next(d for d in corpus_system.index.docs if d != hits[0].doc_id)

@@ -71,6 +71,11 @@ class LlamaIndexRetriever(BaseRetriever):
 def as_retriever(
     retriever: Any, top_k: int | None = None, filters: Filters | None = None
 ) -> LlamaIndexRetriever:
+    """Our hybrid retriever over an index (`load_system(settings).retriever`) as a
+    llama-index `BaseRetriever`, for any query engine: nodes carry the chunk ids, offsets,
+    fused scores and document metadata, `filters` (`rag.types.Filters`) apply to every
+    query. `CitationQueryEngine.from_args(index=None, retriever=as_retriever(r), llm=llm)`
+    answers with [n] citations of our passages (tests/test_llama_index.py)."""
     return LlamaIndexRetriever(retriever, top_k, filters)
 
 
