@@ -378,7 +378,7 @@ def test_remove_documents_keeps_the_rest(library, tmp_path):
     ans = _ask(ChatState(library, library.settings), "北山森林公园的登山步道有多长？")
     assert "12公里" in ans.text
     library.remove(["lake"])  # a corpus document: the file is not ours, it stays
-    with pytest.raises(ConfigError, match="every document"):
+    with pytest.raises(ConfigError, match="不能删除全部文档"):
         library.remove(["park"])
 
 

@@ -576,7 +576,7 @@ def serve(opts: ServeOptions, settings) -> int:
     ui = "no chat UI"
     if opts.ui:
         ui = "chat UI at / " + ("(login required)" if opts.ui_auth else "(no login)")
-    print(f"Serving {settings.index_path} on http://{where}/ ; {auth}; {ui}; docs at /docs",
+    print(f"Serving {settings.index_path} on http://{where}/ ; {auth}; {ui}; MCP at /mcp; docs at /docs",
           file=sys.stderr, flush=True)  # fmt: skip
     make_server(app, opts.host, opts.port).run()
     return 0
