@@ -115,8 +115,11 @@ class Service:
         self._gate: asyncio.Semaphore | None = None
         self._bases = {KNOWLEDGE_BASE: KnowledgeBase(KNOWLEDGE_BASE, system, temp_dir)}
         s = system.settings
-        per_minute = s.api_requests_per_minute
-        self.requests = RateLimiter(per_minute or math.inf, math.inf, 60.0)
+        self.requests = (  # None: no limit (0 in the settings)
+            RateLimiter(s.api_requests_per_minute, math.inf, 60.0)
+            if s.api_requests_per_minute
+            else None
+        )
         self.uploads = upload_limiter(s)
 
     # ----------------------------------------------------------------- callers
@@ -136,7 +139,7 @@ class Service:
     def admit(self, caller: str) -> float | None:
         """Count one request of `caller`; None if it is within the per-minute limit, else
         the seconds until it would be (nothing counted)."""
-        if self.requests.allow(caller):
+        if self.requests is None or self.requests.allow(caller):
             return None
         return self.requests.retry_after(caller)
 
