@@ -106,3 +106,25 @@ def test_cors_origins_come_from_the_settings_file_and_are_checked(tmp_path):
         Settings(cors_origins=("https://chat.example.org/page",))
     with pytest.raises(ConfigError, match="api_requests_per_minute"):
         Settings(api_requests_per_minute=-1)
+
+
+def test_a_keyless_server_takes_requests_from_this_machine_only(corpus_system):
+    """--no-auth (loopback only): a web page elsewhere must not use it, neither by a
+    cross-site form post (no preflight) nor through a name of its own that resolves to
+    127.0.0.1 (DNS rebinding)."""
+    srv, thread, url = _serve(create_app(corpus_system, no_auth=True))
+    try:
+        assert httpx.get(url + "/v1/models").status_code == 200
+        page = httpx.get(url + "/v1/models", headers={"Origin": "http://localhost:3000"})
+        assert page.status_code == 200
+        evil = {"Origin": "https://evil.example"}
+        r = httpx.post(url + "/api/documents", headers=evil,
+                       files=[("files", ("x.txt", "恶意内容。".encode(), "text/plain"))])  # fmt: skip
+        assert r.status_code == 403 and "跨站" in r.json()["error"]["message"]
+        rebound = httpx.get(url + "/api/documents", headers={"Host": "evil.example:8000"})
+        assert rebound.status_code == 403
+        assert httpx.get(url + "/healthz", headers={"Host": "evil.example"}).status_code == 200
+    finally:
+        srv.should_exit = True
+        thread.join(15)
+    assert len(corpus_system.index.docs) == 5

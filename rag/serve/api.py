@@ -30,6 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -117,6 +118,24 @@ def check_serve_options(opts: ServeOptions) -> None:
             "没有可用的 API 密钥：请用 --api-key KEY（可重复）或环境变量 RAG_API_KEYS"
             f"（逗号分隔）设置；只在本机（--host {DEFAULT_HOST}）使用时可加 --no-auth。"
         )
+
+
+def from_this_machine(headers, cors_origins: Sequence[str] = ()) -> bool:
+    """Whether a request to a key-less (`--no-auth`, loopback) server may be served: its
+    Host is a loopback name, and an Origin, if sent, is a loopback page or a configured
+    one. Without a key, anything a browser can be made to send is otherwise let in: a
+    page elsewhere could post a form to /api/documents (a simple request, no preflight),
+    or reach the server through a name of its own that resolves to 127.0.0.1."""
+    host = (headers.get("host") or "").strip().lower()
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    if name not in ("127.0.0.1", "localhost", "[::1]"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    u = urlsplit(origin)
+    loopback = u.scheme == "http" and (u.hostname or "") in ("127.0.0.1", "localhost", "::1")
+    return loopback or origin in cors_origins
 
 
 # =========================================================================== middleware
@@ -325,6 +344,10 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
         if not is_api_path(request.url.path):
             return await call_next(request)
         started = time.perf_counter()
+        if no_auth and not from_this_machine(request.headers, settings.cors_origins):
+            _log_request(request, "-", 403, started)
+            message = "未设密钥的服务只接受本机直接发出的请求（不接受来自网页的跨站请求）。"
+            return JSONResponse(_openai_error(message, "forbidden", "permission_error"), 403)
         try:
             name = service.authorize(request.headers.get("authorization"))
         except AuthError as e:
