@@ -380,6 +380,7 @@ def test_scope_the_chat_to_one_issuer(page, tmp_path):
     question = "北湾灯塔修缮工程共更换灯具多少套？"
     answer = ask(page, question)
     assert "26套" not in answer.inner_text()
+    assert "所选检索范围内没有找到相关内容" in answer.locator(".rag-notice").inner_text()
     issuer.click()
     issuer.fill("北湾区人民政府")
     page.get_by_role("option", name="北湾区人民政府").first.click()

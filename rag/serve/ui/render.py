@@ -221,6 +221,8 @@ def render_answer(answer, turn: int, n_chars: dict[str, int] | None = None) -> s
         )
         if answer.confidence_reason and answer.sentences:  # why what is there does not answer
             parts.append(render_confidence(answer))
+        if answer.notice and not answer.citations:  # e.g. nothing in the chosen scope
+            parts.append(f'<div class="rag-notice">{esc(answer.notice)}</div>')
         if answer.citations:
             note = answer.notice or "以下段落可能相关，但不足以回答这个问题。"
             parts.append(f'<div class="rag-related-label">{esc(note)}</div>')
