@@ -1,8 +1,13 @@
 import sys
 
 # `python -m rag.eval.bench [options]`: the speed and scale benchmark (bench/run.py);
-# `python -m rag.eval.bench ocr|formats [options]`: reading scans, reading each file type.
-SUBCOMMANDS = {"ocr": "rag.eval.bench.ocr", "formats": "rag.eval.bench.formats"}
+# `python -m rag.eval.bench ocr|formats|injection [options]`: reading scans, reading each file
+# type, planted instructions against a real local model.
+SUBCOMMANDS = {
+    "ocr": "rag.eval.bench.ocr",
+    "formats": "rag.eval.bench.formats",
+    "injection": "rag.eval.bench.injection",
+}
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
     import importlib
