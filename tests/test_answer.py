@@ -260,6 +260,10 @@ def test_answers_never_show_pinyin_glosses(corpus_system, corpus_settings):
     assert not gloss.search(ans.text) and not any(gloss.search(s.text) for s in ans.sentences)
     assert len(marker_spans(ans)) == len(ans.sentences)
     assert ans.short_answer and ans.short_answer in ans.text
+    from rag.serve.ui.render import render_answer
+
+    html = render_answer(ans, 0)  # the answer and its citation cards
+    assert "156" in html and not gloss.search(html)
     hit = ans.retrieved[0]
     [_, (_, user)] = build_messages(
         ans.question, [Passage(1, "嶗山區", "", hit.text)], corpus_settings
