@@ -33,6 +33,7 @@ class ConvertStats:
     corpus_records: int
     out_dir: Path
     skipped: tuple[tuple[str, int], ...] = ()  # (reason, count) of records left out
+    flagged: tuple[tuple[str, int], ...] = ()  # (reason, count) of records kept despite it
 
 
 def _read(
@@ -125,6 +126,8 @@ def convert(
             "skipped": dict(skipped),
             "skipped_total": src.skips.total,
             "skipped_examples": src.skips.examples,
+            "flagged": src.skips.flagged,
+            "flagged_examples": src.skips.flagged_examples,
         },
     )
     return ConvertStats(
@@ -134,6 +137,7 @@ def convert(
         corpus_records=len(src.corpus),
         out_dir=out_dir,
         skipped=skipped,
+        flagged=tuple(sorted(src.skips.flagged.items())),
     )
 
 
@@ -186,7 +190,8 @@ def run_convert(args: argparse.Namespace) -> ConvertStats:
         f"{stats.out_dir}: {stats.questions} questions ({stats.answerable} answerable, "
         f"{stats.unanswerable} unanswerable), {stats.corpus_records} corpus records"
         + "".join(f"; left out {n} ({why})" for why, n in stats.skipped)
+        + "".join(f"; flagged {n} ({why})" for why, n in stats.flagged)
     )
-    if stats.skipped:
+    if stats.skipped or stats.flagged:
         print(f"  the skipped records and why: {stats.out_dir / META}")
     return stats

@@ -53,11 +53,19 @@ class Skips:
 
     counts: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, str]] = field(default_factory=list)
+    # records kept, but read against what they say (a contradiction in the source)
+    flagged: dict[str, int] = field(default_factory=dict)
+    flagged_examples: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, reason: str, where: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append({"where": where, "reason": reason})
+
+    def flag(self, reason: str, where: str) -> None:
+        self.flagged[reason] = self.flagged.get(reason, 0) + 1
+        if len(self.flagged_examples) < MAX_EXAMPLES:
+            self.flagged_examples.append({"where": where, "reason": reason})
 
     @property
     def total(self) -> int:

@@ -154,7 +154,17 @@ def _squad_question(
     if _yes_no(qa):
         skips.add(YES_NO_REASON, where)
         return None
-    if impossible(qa.get("is_impossible", False)):
+    raw = qa.get("answers")
+    spans = (
+        [a.get("text") if isinstance(a, dict) else a for a in raw or ()]
+        if isinstance(raw, list)
+        else []
+    )
+    if impossible(qa.get("is_impossible", False)) and v2 and any(text_of(t) for t in spans):
+        # CAIL2019 marks 218 questions is_impossible "true" and still gives three human
+        # spans ("原告向哪个法院提起了诉讼？" -> "驻马店市中级法院"): the spans are kept
+        skips.flag("is_impossible but answers given: kept as answerable", where)
+    elif impossible(qa.get("is_impossible", False)):
         if not v2:
             skips.add("marked is_impossible in a SQuAD v1 file (--from squad2 keeps it)", where)
             return None
@@ -166,11 +176,10 @@ def _squad_question(
             "gold_doc_ids": [],
             "context_doc_ids": [pid],
         }
-    raw = qa.get("answers")
     if not isinstance(raw, list):
         skips.add("answers is not a list", where)
         return None
-    answers = clean_answers((a.get("text") if isinstance(a, dict) else a for a in raw), text)
+    answers = clean_answers(spans, text)
     if not answers:
         skips.add("no answer", where)
         return None
