@@ -219,7 +219,7 @@ def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -
         dest="distractors_arg",
         metavar="M|all",
         help="with --limit: other corpus records indexed beside the asked questions' own "
-        "(default 200; all: the whole corpus)",
+        "(default 100; all: the whole corpus)",
     )
     run.add_argument(
         "--workers", type=int, default=1, metavar="N", help="questions asked at once (default 1)"

@@ -20,7 +20,7 @@ from pathlib import Path
 from rag.eval.questions import Question
 from rag.fileio import write_atomic
 
-DEFAULT_DISTRACTORS = 200
+DEFAULT_DISTRACTORS = 100
 SAMPLE_FILE = "corpus.sample.jsonl"
 
 
