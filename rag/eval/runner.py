@@ -272,7 +272,8 @@ def run_eval(
             why = "; ".join(diffs[:4])
             if any(d.startswith("code:") for d in diffs):
                 why += "; the retrieval or answering code changed since its rows were written"
-            if sample is not None and any(d.startswith("dataset:") for d in diffs):
+            sampled = sample is not None or old.get("corpus_sample")
+            if sampled and any(d.startswith("dataset:") for d in diffs):
                 why += (
                     "; --limit indexes the asked questions' own documents, so another "
                     "--limit is another corpus (--distractors all indexes the whole one)"
