@@ -585,5 +585,7 @@ def test_limit_indexes_own_documents_plus_distractors(tmp_path, embedder, corpus
     # a larger --limit in the same folder is another corpus: refused, and says why
     with pytest.raises(ConfigError, match="another --limit is another corpus"):
         run_eval(data, tmp_path / "small", corpus_settings, limit=4, distractors=1, **kw)
+    # ... and leaves that run's files as they were
+    assert (s.out_dir / "corpus.sample.jsonl").read_text("utf-8").count("\n") == 4
     whole = run_eval(data, tmp_path / "whole", corpus_settings, limit=3, distractors=None, **kw)
     assert whole.index.n_docs == 6 and not (whole.out_dir / "corpus.sample.jsonl").exists()

@@ -214,7 +214,8 @@ def run_eval(
         corpus_source, corpus_path = corpus_path, sample.path
 
     embedder = embedder or make_embedder(settings)
-    q_hash, c_hash = file_sha256(qfile), corpus_fingerprint(corpus_path)
+    q_hash = file_sha256(qfile)
+    c_hash = sample.sha256 if sample is not None else corpus_fingerprint(corpus_path)
     config: dict[str, Any] = {
         "command": command,
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -283,6 +284,8 @@ def run_eval(
                 f"({why}); use another --out or --overwrite"
             )
 
+    if sample is not None:
+        sample.write()  # only now: a refused run must not touch the folder's files
     index = ensure_index(
         corpus_path,
         settings,

@@ -26,13 +26,23 @@ SAMPLE_FILE = "corpus.sample.jsonl"
 
 @dataclass(frozen=True)
 class CorpusSample:
-    """What the small corpus holds."""
+    """What the small corpus holds; `data` its bytes, written to `path` by `write`."""
 
     path: Path
     own: int  # records the asked questions name (gold and context documents)
     distractors: int  # other records added
     total: int  # records of the whole corpus
     missing_own: int  # ids the questions name that the corpus lacks
+    data: bytes = b""
+
+    @property
+    def sha256(self) -> str:
+        """What `corpus_fingerprint` gives for the file once written."""
+        return hashlib.sha256(self.data).hexdigest()
+
+    def write(self) -> Path:
+        write_atomic(self.path, [self.data])
+        return self.path
 
     def to_json(self) -> dict:
         return {
@@ -55,8 +65,9 @@ def small_corpus(
     out: Path,
     seed: int = 0,
 ) -> CorpusSample:
-    """Write to `out` the records of the JSONL `corpus` that `questions` need, plus
-    `distractors` others, in the corpus's own order and bytes."""
+    """The records of the JSONL `corpus` that `questions` need, plus `distractors`
+    others, in the corpus's own order and bytes, to be written to `out` (`.write()`):
+    only once the run knows it may use that folder."""
     wanted = {d for q in questions for d in (*q.gold_doc_ids, *q.context_doc_ids)}
     lines: list[tuple[str, bytes]] = []
     for raw in corpus.read_bytes().splitlines(keepends=True):
@@ -69,6 +80,6 @@ def small_corpus(
     ids = {i for i, _ in lines}
     others = sorted((i for i in ids if i not in wanted), key=lambda i: _rank(seed, i))
     keep = wanted | set(others[: max(0, distractors)])
-    write_atomic(out, (raw for i, raw in lines if i in keep))
+    data = b"".join(raw for i, raw in lines if i in keep)
     own = len(wanted & ids)
-    return CorpusSample(out, own, len(keep & ids) - own, len(lines), len(wanted - ids))
+    return CorpusSample(out, own, len(keep & ids) - own, len(lines), len(wanted - ids), data)
