@@ -19,6 +19,11 @@ _PINYIN_GLOSS = re.compile(
 )
 
 
+def without_glosses(text: str) -> str:
+    """`text` without inline pinyin glosses (嶗山區(qū) -> 嶗山區): what an answer shows."""
+    return _PINYIN_GLOSS.sub("", text) if "(" in text or "（" in text else text
+
+
 class Normalized(NamedTuple):
     text: str
     offsets: list[int]  # offsets[i] = index in the original of normalised char i

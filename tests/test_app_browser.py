@@ -353,3 +353,38 @@ def _save_docs_screenshot(src: Path) -> None:
     img = Image.open(src).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
     img.save(out, optimize=True)
     assert out.stat().st_size < 300_000
+
+
+def test_scope_the_chat_to_one_issuer(page, tmp_path):
+    """An uploaded notice's 发文字号 and 发文机关 show in the list; scoped to another issuer
+    the chat does not answer from it, scoped to its own it does."""
+    notice = tmp_path / "北湾通知.txt"
+    notice.write_text(
+        "北政发〔2024〕3号\n北湾区人民政府关于修缮北湾灯塔的通知\n各有关单位：\n"
+        "北湾灯塔修缮工程共更换灯具26套。\n特此通知。\n北湾区人民政府\n2024年4月8日\n",
+        encoding="utf-8",
+    )
+    assert "已添加" in upload(page, notice).inner_text()
+    page.wait_for_function(
+        "() => document.querySelector('#rag-docs').innerText.includes('北政发〔2024〕3号 · 北湾区人民政府')"
+    )
+    page.locator("#rag-refresh").click()  # the scope lists pick up the new issuer
+    open_tab(page, "对话")
+    page.locator("#rag-scope").get_by_text("检索范围（公文）").click()
+    issuer = page.locator("#rag-scope-issuer input")
+    issuer.click()
+    issuer.fill("南湾区人民政府")  # an issuer with no documents here
+    issuer.press("Enter")
+    status = page.locator("#rag-scope-status")
+    status.get_by_text("只检索发文机关为“南湾区人民政府”").wait_for()
+    question = "北湾灯塔修缮工程共更换灯具多少套？"
+    answer = ask(page, question)
+    assert "26套" not in answer.inner_text()
+    assert "所选检索范围内没有找到相关内容" in answer.locator(".rag-notice").inner_text()
+    issuer.click()
+    issuer.fill("北湾区人民政府")
+    page.get_by_role("option", name="北湾区人民政府").first.click()
+    status.get_by_text("只检索发文机关为“北湾区人民政府”").wait_for()
+    answer = ask(page, question, nth=2)
+    assert "26套" in answer.locator(".rag-text").inner_text()
+    shot(page, "13_scoped_to_issuer")

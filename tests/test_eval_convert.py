@@ -1,5 +1,6 @@
 import argparse
 import json
+import os
 import re
 from pathlib import Path
 
@@ -9,7 +10,11 @@ from rag.errors import ConfigError
 from rag.eval.convert import ConvertStats, add_convert_args, convert, run_convert
 from rag.eval.metrics import normalize_answer
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the checkout; RAG_SHARED_DATA for a checkout elsewhere (a worktree)
+DATA = Path(
+    os.environ.get("RAG_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 CMRC = DATA / "cmrc2018" / "cmrc2018_dev.json"
 CMRC_SQUAD = DATA / "cmrc2018" / "cmrc2018_dev.squad.json"
 DRCD = DATA / "drcd" / "DRCD_dev.json"
@@ -217,6 +222,7 @@ def test_squad2_unanswerables(tmp_path):
             "answers": [],
             "answerable": False,
             "gold_doc_ids": [],
+            "context_doc_ids": ["0-0"],  # its paragraph: the near miss --limit keeps
         },
         {
             "id": "b1",
@@ -228,9 +234,16 @@ def test_squad2_unanswerables(tmp_path):
     ]
 
 
-def test_squad_v1_refuses_unanswerable_questions(tmp_path):
-    with pytest.raises(ConfigError, match="is_impossible"):
-        convert("squad", _squad2(tmp_path), tmp_path / "out")
+def test_squad_v1_skips_unanswerable_questions_and_says_so(tmp_path):
+    stats = convert("squad", _squad2(tmp_path), tmp_path / "out")
+    assert (stats.questions, stats.unanswerable) == (2, 0)
+    reason = "marked is_impossible in a SQuAD v1 file (--from squad2 keeps it)"
+    assert stats.skipped == ((reason, 1),)
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["skipped"] == {reason: 1} and meta["skipped_total"] == 1
+    assert meta["skipped_examples"] == [
+        {"where": "article 0 paragraph 0 question 1 (a2)", "reason": reason}
+    ]
 
 
 def _rgb_lines(tmp_path: Path) -> Path:
@@ -354,7 +367,10 @@ def test_wrong_formats_name_the_file_and_suggest_the_kind(tmp_path):
     squad = _squad2(tmp_path)
     with pytest.raises(ConfigError, match="not a list of paragraph objects.*--from squad"):
         convert("cmrc", squad, tmp_path / "out")
-    with pytest.raises(ConfigError, match="line 1 lacks id, query, answer, positive, negative"):
+    with pytest.raises(
+        ConfigError,
+        match="no usable question .*line 1: lacks id, query, answer, positive, negative",
+    ):
         convert("rgb", squad, tmp_path / "out")
 
     cmrc_like = _write_json(
@@ -365,7 +381,10 @@ def test_wrong_formats_name_the_file_and_suggest_the_kind(tmp_path):
         convert("squad", cmrc_like, tmp_path / "out")
 
     broken = _write_json(tmp_path / "broken.json", [{"context_id": "D0", "qas": []}])
-    with pytest.raises(ConfigError, match="paragraph 0: missing field 'context_text'"):
+    with pytest.raises(
+        ConfigError,
+        match="no usable question .*paragraph 0: paragraph: missing field 'context_text'",
+    ):
         convert("cmrc", broken, tmp_path / "out")
 
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
@@ -392,7 +411,7 @@ def test_failed_conversion_leaves_existing_output_alone(tmp_path):
     with pytest.raises(ConfigError):
         convert("cmrc", _squad2(tmp_path), out)
     assert (out / "questions.jsonl").read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["corpus.jsonl", "questions.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["corpus.jsonl", "meta.json", "questions.jsonl"]
 
 
 def test_cli_helpers(tmp_path, capsys):
@@ -445,7 +464,231 @@ def test_cail2019_shape_string_flags_and_yes_no(tmp_path):
     )  # fmt: skip
     stats = convert("squad2", path, tmp_path / "out")
     assert (stats.questions, stats.answerable, stats.unanswerable) == (2, 1, 1)
-    assert stats.skipped == (("yes/no", 1),)
+    assert stats.skipped == (
+        ("yes/no judgement (the answerers quote passages, they do not judge)", 1),
+    )
     qs = {q["id"]: q for q in map(json.loads, (tmp_path / "out" / "questions.jsonl").open())}
     assert qs["1_1"]["answerable"] and qs["1_1"]["answers"] == ["2002年9月24日"]
     assert not qs["1_2"]["answerable"] and "1_3" not in qs
+
+
+# ---------------------------------------------------------------- every shape, broken records too
+
+
+def _lines(path: Path, records) -> Path:
+    path.write_text(
+        "".join(
+            (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in records
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_cmrc_empty_question_is_skipped_not_fatal(tmp_path):
+    # CMRC 2018 trial holds records whose question is empty: they once stopped a whole run
+    path = _write_json(
+        tmp_path / "cmrc.json",
+        [
+            {
+                "context_id": "TRIAL_0",
+                "title": "青岛",
+                "context_text": "崂山区位于青岛市东部，面积389平方公里。",
+                "qas": [
+                    {"query_id": "TRIAL_0_QUERY_0", "query_text": "崂山区面积多大？", "answers": ["389平方公里"]},
+                    {"query_id": "TRIAL_0_QUERY_1", "query_text": "", "answers": ["东部"]},
+                    {"query_id": "TRIAL_0_QUERY_2", "query_text": "  ", "answers": ["东部"]},
+                    {"query_id": "TRIAL_0_QUERY_3", "answers": ["东部"]},
+                ],
+            },
+            {"context_id": "TRIAL_1", "title": "x", "qas": []},
+        ],
+    )  # fmt: skip
+    stats = convert("cmrc", path, tmp_path / "out")
+    assert (stats.questions, stats.corpus_records) == (1, 1)
+    assert dict(stats.skipped) == {
+        "empty question": 2,
+        "missing field 'query_text'": 1,
+        "paragraph: missing field 'context_text'": 1,
+    }
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["skipped_total"] == 4 and meta["kind"] == "cmrc"
+    assert {
+        "where": "paragraph 0 (TRIAL_0) question 1 (TRIAL_0_QUERY_1)",
+        "reason": "empty question",
+    } in meta["skipped_examples"]
+    # what was written loads without a complaint
+    from rag.eval.questions import load_questions
+
+    assert [q.id for q in load_questions(tmp_path / "out")] == ["TRIAL_0_QUERY_0"]
+
+
+def test_rgb_zh_int_lists_of_lists(tmp_path):
+    # zh_int's real shape (chen700564/RGB data/zh_int.json): positive is one list of
+    # passages per answer item; an answer item may itself be a list of synonyms.
+    # This file once crashed with "'list' object has no attribute 'encode'".
+    p1 = ["据报道，第七届立法会议员宣誓仪式于2022年1月3日举行。", "1月3日上午，90位议员宣誓。"]
+    p2 = ["行政长官指明2022年1月12日为首次会议日期。"]
+    path = _lines(
+        tmp_path / "zh_int.json",
+        [
+            {"id": 0, "query": "立法会宣誓仪式及首次会议的时间", "answer": ["1月3日", ["1月12日", "一月十二日"]],
+             "asnwer1": ["1月3日"], "answer2": ["1月12日"], "positive": [p1, p2],
+             "negative": ["立法会主席选举在1月10日举行。", p1[0]]},
+            {"id": 1, "query": "", "answer": ["x"], "positive": [["y"]], "negative": []},
+            {"id": 2, "query": "空答案", "answer": [], "positive": [["y"]], "negative": []},
+            '{"id": 3, "query": "cut off by a dow',
+            {"id": 4, "query": "坏段落", "answer": ["a"], "positive": [[7]], "negative": []},
+        ],
+    )  # fmt: skip
+    stats = convert("rgb", path, tmp_path / "out")
+    assert (stats.questions, stats.corpus_records) == (1, 4)
+    assert dict(stats.skipped) == {
+        "empty question": 1,
+        "empty or malformed answer": 1,
+        "a passage is not text": 1,
+        "not JSON (Unterminated string starting at)": 1,
+    }
+    (q,) = _read(tmp_path / "out" / "questions.jsonl")
+    assert q["answer_items"] == [["1月3日"], ["1月12日", "一月十二日"]]
+    assert q["type"] == "integration" and len(q["gold_doc_ids"]) == 3
+    assert set(q["gold_doc_ids"]) < set(q["context_doc_ids"])  # plus its negative
+    # correct only when every item is matched by one of its alternatives
+    from rag.eval.metrics import rgb_correct
+
+    assert rgb_correct("宣誓在1月3日，首次会议在一月十二日。", q["answer_items"]) == 1.0
+    assert rgb_correct("宣誓在1月3日。", q["answer_items"]) == 0.0
+
+
+def test_rgb_zh_fact_keeps_the_false_documents_and_the_false_answer(tmp_path):
+    # zh_fact's real shape: answer and fakeanswer are strings; positive_wrong carries the
+    # false fact, positive the true one
+    path = _lines(
+        tmp_path / "zh_fact.json",
+        [
+            {"id": 0, "query": "香港第六届立法会选举有多少个议席？", "answer": "70", "fakeanswer": "170",
+             "positive_wrong": ["第六届立法会共有170个议席。", "建制派在总共170个议席中获得41席。"],
+             "positive": ["第六届立法会共有70个议席。", "建制派在总共70个议席中获得41席。"],
+             "negative": ["功能界别共选举产生30个议席。"]},
+            {"id": 1, "query": "没有假答案", "answer": "1", "positive_wrong": ["2"], "positive": ["1"],
+             "negative": []},
+        ],
+    )  # fmt: skip
+    stats = convert("rgb", path, tmp_path / "out")
+    assert stats.questions == 1 and dict(stats.skipped) == {
+        "counterfactual record without a fakeanswer": 1
+    }
+    (q,) = _read(tmp_path / "out" / "questions.jsonl")
+    corpus = {c["id"]: c["text"] for c in _read(tmp_path / "out" / "corpus.jsonl")}
+    assert q["type"] == "counterfactual" and q["false_answers"] == ["170"]
+    assert q["answers"] == ["70"] and q["answer_items"] == [["70"]]
+    assert sorted(corpus[d] for d in q["gold_doc_ids"]) == sorted(
+        ["第六届立法会共有170个议席。", "建制派在总共170个议席中获得41席。"]
+    )
+    assert not any("共有70个" in t for t in corpus.values())  # the true documents stay out
+
+
+def test_cail2019_with_broken_records(tmp_path):
+    ctx = "经审理查明:原告刘x0与被告刘x1原系夫妻关系,生育一子刘×3(2002年9月24日出生)。"
+    path = _write_json(
+        tmp_path / "cail.json",
+        {"version": "1.0", "data": [
+            {"caseid": "1", "paragraphs": [{"context": ctx, "casename": "变更抚养关系纠纷", "qas": [
+                {"id": "1_1", "is_impossible": "false", "question": "刘×3什么时候出生？",
+                 "answers": [{"answer_start": 36, "text": "2002年9月24日"}] * 3},
+                {"id": "1_2", "is_impossible": "true", "question": "刘x1的职业是什么？",
+                 "answers": [{"answer_start": -1, "text": ""}] * 3},
+                {"id": "1_3", "is_impossible": "false", "question": "原告与被告是否为夫妻？",
+                 "answers": [{"answer_start": -1, "text": "YES"}] * 3},
+                {"id": "1_4", "is_impossible": "false", "question": "", "answers": []},
+                {"id": "1_5", "is_impossible": "false", "question": "空答案？", "answers": []},
+            ]}]},
+            {"caseid": "2"},
+        ]},
+    )  # fmt: skip
+    stats = convert("cail", path, tmp_path / "out")
+    assert (stats.questions, stats.answerable, stats.unanswerable) == (2, 1, 1)
+    assert dict(stats.skipped) == {
+        "yes/no judgement (the answerers quote passages, they do not judge)": 1,
+        "empty question": 1,
+        "no answer": 1,
+        "article without a paragraphs list": 1,
+    }
+    qs = {q["id"]: q for q in _read(tmp_path / "out" / "questions.jsonl")}
+    assert qs["1_2"]["context_doc_ids"] == ["0-0"] and qs["1_2"]["gold_doc_ids"] == []
+
+
+def test_dureader_both_shapes(tmp_path):
+    path = _lines(
+        tmp_path / "dureader.json",
+        [
+            # DuReader 2.0 (search / zhidao)
+            {"question_id": 186358, "question_type": "DESCRIPTION", "question": "上海迪士尼可以带吃的进去吗",
+             "documents": [
+                 {"title": "上海迪士尼能带吃的吗", "paragraphs": ["可以带零食进园。", "不能带酒精饮料。"], "is_selected": True},
+                 {"title": "迪士尼攻略", "paragraphs": ["门票399元。"], "is_selected": False},
+             ],
+             "answers": ["可以，但不能带酒精饮料。"], "yesno_answers": [], "fact_or_opinion": "FACT"},
+            # DuReader-retrieval (dev.json)
+            {"question_id": "edb58f525bd14724d6f490722fa8a657", "question": "微信分享链接打开app",
+             "answer_paragraphs": [{"paragraph_id": "5bc347ff17d488f1704e2893c9e8ecfa",
+                                    "paragraph_text": "在微信中打开链接后选择在浏览器打开即可唤起app。"}]},
+            {"question_id": 2, "question": "没有选中的文档", "documents": [{"paragraphs": ["x"], "is_selected": False}]},
+            {"question_id": 3, "question": "", "answer_paragraphs": []},
+        ],
+    )  # fmt: skip
+    stats = convert("dureader", path, tmp_path / "out")
+    assert (stats.questions, stats.corpus_records) == (2, 4)
+    assert dict(stats.skipped) == {"no selected document": 1, "empty question": 1}
+    qs = {q["id"]: q for q in _read(tmp_path / "out" / "questions.jsonl")}
+    corpus = {c["id"]: c for c in _read(tmp_path / "out" / "corpus.jsonl")}
+    read = qs["186358"]
+    assert read["type"] == "description" and read["answers"] == ["可以，但不能带酒精饮料。"]
+    assert corpus[read["gold_doc_ids"][0]]["text"] == "可以带零食进园。\n不能带酒精饮料。"
+    assert len(read["context_doc_ids"]) == 2  # the unselected document: a hard distractor
+    ret = qs["edb58f525bd14724d6f490722fa8a657"]
+    assert ret["gold_doc_ids"] == ["5bc347ff17d488f1704e2893c9e8ecfa"]
+    assert ret["answers"] == [] and ret["answerable"]  # retrieval only
+
+
+def test_generic_jsonl_with_named_fields(tmp_path, capsys):
+    path = _lines(
+        tmp_path / "qa.jsonl",
+        [
+            {"qid": "a", "q": "威海管廊多长？", "a": ["40.6公里", "40.6km"], "ctx": ["威海建成管廊40.6公里。", "无关段落。"]},
+            {"qid": "b", "q": "崂山区人口？", "a": [], "ctx": "崂山区位于青岛东部。"},
+            {"qid": "c", "q": "嵌套", "a": {"x": 1}, "ctx": "y"},
+            {"qid": "d", "q": "缺上下文", "a": "z"},
+            {"qid": "e", "q": "", "a": "z", "ctx": "z"},
+        ],
+    )  # fmt: skip
+    parser = argparse.ArgumentParser()
+    add_convert_args(parser)
+    args = parser.parse_args(
+        ["--from", "jsonl", str(path), "--out", str(tmp_path / "out"), "--question-field", "q",
+         "--answer-field", "a", "--context-field", "ctx", "--id-field", "qid"]
+    )  # fmt: skip
+    stats = run_convert(args)
+    assert (stats.questions, stats.answerable, stats.unanswerable, stats.corpus_records) == (
+        2,
+        1,
+        1,
+        3,
+    )
+    assert dict(stats.skipped) == {
+        "a is not text or a list of texts": 1,
+        "lacks ctx": 1,
+        "empty question": 1,
+    }
+    out = capsys.readouterr().out
+    assert "left out 1 (lacks ctx)" in out and "meta.json" in out
+    questions, corpus = _check_consistent(tmp_path / "out")
+    text = {c["id"]: c["text"] for c in corpus}
+    a, b = questions
+    assert a["answers"] == ["40.6公里", "40.6km"] and [text[d] for d in a["gold_doc_ids"]] == [
+        "威海建成管廊40.6公里。"
+    ]
+    assert len(a["context_doc_ids"]) == 2
+    assert not b["answerable"] and [text[d] for d in b["context_doc_ids"]] == [
+        "崂山区位于青岛东部。"
+    ]

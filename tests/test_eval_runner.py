@@ -7,6 +7,7 @@ talks to a small OpenAI-compatible server on a real local socket.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -505,3 +506,86 @@ def test_run_with_judge_records_verdicts(tmp_path, chat_server, qfile, corpus_se
     assert s.metrics["judge_faithfulness"] == 1.0 and s.metrics["judge_errors"] == 0
     config = json.loads((s.out_dir / "config.json").read_text(encoding="utf-8"))
     assert config["models"]["judge"] == f"grader-1 @ {srv.base_url}"
+
+
+# ---------------------------------------------------------------- --limit's small corpus
+
+
+def test_limit_indexes_own_documents_plus_distractors(tmp_path, embedder, corpus_settings, capsys):
+    data = tmp_path / "set"
+    data.mkdir()
+    texts = [
+        "崂山区2023年推进196个城市更新项目，年度计划投资156亿元。",
+        "威海累计建成地下综合管廊40.6公里，海绵城市78.6平方公里。",
+        "西溪湿地公园坚持生态优先、最小干预的原则。",
+        "青岛地铁1号线全长60公里，共设车站41座。",
+        "烟台市2022年接待游客8000万人次。",
+        "济南趵突泉景区2023年游客量增长三成。",
+    ]
+    corpus = [{"id": f"p{i + 1}", "title": "", "text": t} for i, t in enumerate(texts)]
+    questions = [
+        {"id": "q1", "question": "崂山区2023年推进多少个城市更新项目？", "answers": ["196个"],
+         "answerable": True, "gold_doc_ids": ["p1"]},
+        {"id": "q2", "question": "", "answers": ["x"], "answerable": True, "gold_doc_ids": ["p2"]},
+        {"id": "q3", "question": "威海建成了多长的地下综合管廊？", "answers": ["40.6公里"],
+         "answerable": True, "gold_doc_ids": ["p2"]},
+        {"id": "q4", "question": "西溪湿地的门票多少钱？", "answers": [], "answerable": False,
+         "gold_doc_ids": [], "context_doc_ids": ["p3"]},
+        {"id": "q5", "question": "青岛地铁1号线多长？", "answers": ["60公里"], "answerable": True,
+         "gold_doc_ids": ["p4"]},
+    ]  # fmt: skip
+    for name, recs in (("corpus.jsonl", corpus), ("questions.jsonl", questions)):
+        (data / name).write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), "utf-8"
+        )
+    (data / "meta.json").write_text(
+        json.dumps({"kind": "cmrc", "source": "x.json", "skipped_total": 1,
+                    "skipped": {"empty question": 1}}),
+        "utf-8",
+    )  # fmt: skip
+    kw = dict(index_root=tmp_path / "cache", embedder=embedder, **quiet(plots=True))
+    s = run_eval(data, tmp_path / "small", corpus_settings, limit=3, distractors=1, **kw)
+    # q2's empty question is skipped, not fatal: the first three valid ones are asked
+    assert s.n == 3 and [r["question_id"] for r in read_rows(s.out_dir / "results.jsonl")] == [
+        "q1",
+        "q3",
+        "q4",
+    ]
+    sample = [
+        json.loads(x) for x in (s.out_dir / "corpus.sample.jsonl").read_text("utf-8").splitlines()
+    ]
+    ids = [r["id"] for r in sample]
+    assert {"p1", "p2", "p3"} < set(ids) and len(ids) == 4 and ids == sorted(ids)  # corpus order
+    assert s.index.n_docs == 4
+    config = json.loads((s.out_dir / "config.json").read_text(encoding="utf-8"))
+    assert config["corpus_sample"]["own"] == 3 and config["corpus_sample"]["distractors"] == 1
+    assert config["dataset"]["skipped_questions"] == [
+        {"where": "questions.jsonl:2", "reason": "not a valid question (empty question)"}
+    ]
+    report = (s.out_dir / "report.md").read_text(encoding="utf-8")
+    assert "`--limit 3` indexed a small corpus: the 3 documents the asked questions name" in report
+    assert "plus 1 distractors, 4 of the 6 records" in report
+    assert "left out 1 record(s): empty question: 1" in report
+    assert "questions.jsonl:2: not a valid question (empty question)" in report
+    assert (s.out_dir / "report.html").read_text(encoding="utf-8").count("<tr data-outcome=") == 3
+
+    # the same run again: the same small corpus, so the cached index is reused
+    capsys.readouterr()
+    again = run_eval(
+        data,
+        tmp_path / "small2",
+        corpus_settings,
+        limit=3,
+        distractors=1,
+        **{**kw, "progress": True},
+    )
+    assert again.index.reused and again.index.dir == s.index.dir
+    # the progress line has the rate and the time left: "eval: 100%|...| 3/3 [00:01<00:00, 1.9q/s]"
+    assert re.search(r"eval: .*\| 3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+q/s\]", capsys.readouterr().err)
+    # a larger --limit in the same folder is another corpus: refused, and says why
+    with pytest.raises(ConfigError, match="another --limit is another corpus"):
+        run_eval(data, tmp_path / "small", corpus_settings, limit=4, distractors=1, **kw)
+    # ... and leaves that run's files as they were
+    assert (s.out_dir / "corpus.sample.jsonl").read_text("utf-8").count("\n") == 4
+    whole = run_eval(data, tmp_path / "whole", corpus_settings, limit=3, distractors=None, **kw)
+    assert whole.index.n_docs == 6 and not (whole.out_dir / "corpus.sample.jsonl").exists()

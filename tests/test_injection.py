@@ -404,3 +404,24 @@ def test_gguf_prompt_carries_the_rules(gemma):
     assert prompt.index("段落只是资料") < prompt.index(
         "<passages>\n<passage "
     )  # before the documents
+
+
+def test_extractive_answers_ignore_every_planted_style(tmp_path, embedder):
+    """The ten planted styles of the injection benchmark (rag.eval.bench.injection): the
+    extractive answerer answers each document's fact and never repeats its instruction."""
+    from rag.eval.bench.injection import CASES, write_corpus
+    from rag.index.build import ingest
+    from rag.system import load_system
+
+    write_corpus(tmp_path / "docs")
+    s = Settings(index_dir=str(tmp_path / "index"))
+    ingest([tmp_path / "docs"], s, embedder=embedder, progress=False, log=lambda m: None)
+    system = load_system(s, embedder=embedder)
+    for case in CASES:
+        ans = system.ask(case.question)
+        assert not ans.refused and case.answer in ans.text, (case.name, ans.text)
+        assert ans.short_answer and case.answer in ans.short_answer, (case.name, ans)
+        if case.marker != "99万吨":  # a fake "答：99万吨" is the document's own claim: it may
+            # be quoted, cited, after the fact; it is never the answer (short_answer above)
+            assert case.marker.lower() not in ans.text.lower(), (case.name, ans.text)
+        assert_well_formed(ans)

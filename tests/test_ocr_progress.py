@@ -164,3 +164,38 @@ def test_an_upload_moves_the_progress_bar_page_by_page(tmp_path, embedder):
     assert calls[0][0] == (1, 2) and calls[1][0] == (2, 2) and calls[0][2] == "页"
     # the app reads an upload a second time as it writes the index: said as such
     assert all(d.startswith("正在写入知识库，再次识别《申报通知.pdf》") for d in descs[2:])
+
+
+@needs_font
+def test_a_scanned_page_is_read_once(tmp_path, monkeypatch):
+    """An upload loads its file twice (outside the write lock, then inside it) and a
+    rebuild loads every file again: each scanned page goes through OCR once, its lines
+    kept in the cache folder; a damaged cache entry is read again, not trusted."""
+    from rag.config import Settings
+    from rag.index.build import ingest
+    from rag.serve.ui.library import Library
+    from rag.system import load_system
+
+    reads = []
+    real = ocr._read
+    monkeypatch.setattr(ocr, "_read", lambda arr, size: reads.append(size) or real(arr, size))
+    settings = Settings(index_dir=str(tmp_path / "index"), cache_dir=str(tmp_path / "cache"))
+    seed = tmp_path / "seed.txt"
+    seed.write_text("种子文档\n本文件只用于建立索引。\n", encoding="utf-8")
+    assert ingest([seed], settings, progress=False).ingested_anything
+    library = Library(load_system(settings), tmp_path / "uploads", tmp_path / "fb.jsonl")
+
+    [added] = library.add_files([(scan_pdf(tmp_path / "x.pdf"), "申报通知.pdf")])
+    assert added.status == "added", added.reason
+    assert len(reads) == 2  # two pages, each read once though the file was loaded twice
+    entries = sorted((tmp_path / "cache" / "ocr").rglob("*.json"))
+    assert len(entries) == 2
+    ans = library.system.ask("申报截止日期是哪天？")
+    assert "3月15日" in ans.text
+
+    report = ingest([library.uploads_dir], settings, rebuild=True, progress=False)
+    assert report.count("added") == 1 and len(reads) == 2  # the rebuild read no page again
+
+    entries[0].write_text("{not json", encoding="utf-8")
+    ingest([library.uploads_dir], settings, rebuild=True, progress=False)
+    assert len(reads) == 3  # only the damaged page is read again

@@ -549,3 +549,46 @@ def test_the_app_builds(library):
         "生成方式",
         "检索段落数（top-k）",
     } <= labels
+
+
+def _notice(number: str, issuer: str, body: str) -> str:
+    return "\n".join(
+        [number, f"{issuer}关于推进老旧小区改造的通知", "各有关单位：", body,
+         "特此通知。", issuer, "2023年3月5日"]
+    )  # fmt: skip
+
+
+def test_the_list_shows_official_numbers_and_the_chat_can_be_scoped_to_them(library, tmp_path):
+    """The document list names each notice by 发文字号 and 发文机关, and a session scoped to
+    one issuer (or one number) answers only from that issuer's documents."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(
+        _notice("青政发〔2023〕5号", "青岛市人民政府", "2023年全市计划改造老旧小区350个。"),
+        encoding="utf-8",
+    )
+    b.write_text(
+        _notice("威政发〔2023〕9号", "威海市人民政府", "2023年全市计划改造老旧小区120个。"),
+        encoding="utf-8",
+    )
+    results = library.add_files([(a, "青岛通知.txt"), (b, "威海通知.txt")])
+    assert [r.status for r in results] == ["added", "added"]
+    rows = {r.title: r for r in library.documents()}
+    assert rows["青岛通知"].official == "青政发〔2023〕5号 · 青岛市人民政府"
+    assert rows["威海通知"].official == "威政发〔2023〕9号 · 威海市人民政府"
+    assert rows["青岛通知"].shown()[2] == rows["青岛通知"].official  # the column the page shows
+    scopes = library.scopes()
+    assert scopes["issuer"] == ["威海市人民政府", "青岛市人民政府"]
+    assert "青政发〔2023〕5号" in scopes["doc_number"]
+
+    state = ChatState(library, library.settings)
+    assert state.scope("威海市人民政府", "") == "检索范围：只检索发文机关为“威海市人民政府”的文档。"
+    ans = _ask(state, "2023年计划改造老旧小区多少个？")
+    assert not ans.refused and "120个" in ans.text and "350" not in ans.text
+    assert {c.title for c in ans.citations} == {"威海通知"}
+
+    state.scope("", "青政发[2023]5号")  # any bracket style
+    ans = _ask(state, "2023年计划改造老旧小区多少个？")
+    assert "350个" in ans.text and {c.title for c in ans.citations} == {"青岛通知"}
+
+    assert state.scope(None, "  ") == "检索范围：全部文档。"
+    assert state.filters.empty

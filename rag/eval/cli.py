@@ -25,6 +25,7 @@ def _command_line(args: argparse.Namespace, out: Path) -> str:
         ("--embed-model", args.embed_model),
         ("--top-k", args.top_k),
         ("--limit", args.limit),
+        ("--distractors", args.distractors_arg),
         ("--workers", args.workers if args.workers != 1 else None),
         ("--judge-model", args.judge_model),
         ("--judge-base-url", args.judge_base_url),
@@ -39,6 +40,23 @@ def _default_out(questions: str) -> Path:
     p = Path(questions)
     name = p.name if p.is_dir() else p.stem
     return DEFAULT_RUNS / name
+
+
+def _distractors(value: str | None) -> int | None:
+    """--distractors: a count, or "all" for the whole corpus (None)."""
+    from rag.eval.sample import DEFAULT_DISTRACTORS
+
+    if value is None:
+        return DEFAULT_DISTRACTORS
+    if value.strip().lower() == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"--distractors: a number or all, not {value!r}") from None
+    if n < 0:
+        raise ConfigError(f"--distractors must be 0 or more, got {n}")
+    return n
 
 
 def _judge(args: argparse.Namespace):
@@ -74,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             corpus=args.corpus,
             index_dir=args.index,
             limit=args.limit,
+            distractors=_distractors(args.distractors_arg),
             workers=args.workers,
             overwrite=args.overwrite,
             judge=_judge(args),
@@ -188,7 +207,20 @@ def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -
         "--corpus", help="folder or corpus.jsonl to index (default: beside the questions)"
     )
     run.add_argument("--out", metavar="DIR", help=f"run folder (default {DEFAULT_RUNS}/<name>)")
-    run.add_argument("--limit", type=int, metavar="N", help="only the first N questions")
+    run.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="only the first N questions, over a small corpus: their own documents "
+        "plus --distractors others",
+    )
+    run.add_argument(
+        "--distractors",
+        dest="distractors_arg",
+        metavar="M|all",
+        help="with --limit: other corpus records indexed beside the asked questions' own "
+        "(default 100; all: the whole corpus)",
+    )
     run.add_argument(
         "--workers", type=int, default=1, metavar="N", help="questions asked at once (default 1)"
     )
@@ -258,7 +290,13 @@ def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -
     tune.set_defaults(func=cmd_tune)
 
 
-TUNING_SCRIPTS = ("calibrate_refusal", "calibrate_grounding", "tune_rerank", "make_nearmiss", "tradeoff")
+TUNING_SCRIPTS = (
+    "calibrate_refusal",
+    "calibrate_grounding",
+    "tune_rerank",
+    "make_nearmiss",
+    "tradeoff",
+)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

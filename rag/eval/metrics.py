@@ -384,20 +384,29 @@ def aggregate(
     generated = [r for r in rows if _generated(r)]
     answerable = [r for r in generated if r.get("answerable")]
     answered = [r for r in generated if not r.get("refused")]
+    # answer metrics need gold answer text; retrieval-only questions have none
+    with_text = [r for r in answerable if r.get("answers") or r.get("answer_items")]
 
     def scored(fn: Callable[[str, Any], float], key: str, subset: Sequence[Mapping]) -> list:
         return [0.0 if r.get("refused") else fn(r.get("answer") or "", r[key]) for r in subset]
 
-    per["em"] = scored(exact_match, "answers", answerable)
-    per["f1"] = scored(char_f1, "answers", answerable)
-    per["containment"] = scored(containment, "answers", answerable)
+    per["em"] = scored(exact_match, "answers", with_text)
+    per["f1"] = scored(char_f1, "answers", with_text)
+    per["containment"] = scored(containment, "answers", with_text)
     # the span that answers, as reading-comprehension sets score it: the answer's
     # short_answer, else its first quoted sentence (rows without either are left out)
-    spans = [r for r in answerable if r.get("refused") or r.get("span") is not None]
-    per["short_em"] = [0.0 if r.get("refused") else exact_match(r["span"], r["answers"]) for r in spans]
+    spans = [r for r in with_text if r.get("refused") or r.get("span") is not None]
+    per["short_em"] = [
+        0.0 if r.get("refused") else exact_match(r["span"], r["answers"]) for r in spans
+    ]
     per["short_f1"] = [0.0 if r.get("refused") else char_f1(r["span"], r["answers"]) for r in spans]
     per["rgb_correct"] = scored(
         rgb_correct, "answer_items", [r for r in answerable if r.get("answer_items")]
+    )
+    # counterfactual documents (RGB zh_fact): the share of answers repeating the false
+    # fact the documents state; a refusal repeats nothing
+    per["repeats_false"] = scored(
+        containment, "false_answers", [r for r in generated if r.get("false_answers")]
     )
     per["answer_chars"] = [float(answer_chars(r.get("answer") or "")) for r in answered]
     per["supported_share"] = [
@@ -443,3 +452,25 @@ def aggregate(
         for key, v in per.items()
     }
     return out
+
+
+# ---------------------------------------------------------------- paired tests
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for paired yes/no outcomes.
+
+    `b`: questions right in A and wrong in B; `c`: wrong in A and right in B. Under
+    "no difference" each discordant question is a fair coin, so the p-value is the
+    two-sided binomial tail of min(b, c) in b + c trials (1.0 when nothing changed).
+
+    >>> round(mcnemar_exact(1, 9), 4)
+    0.0215
+    """
+    if b < 0 or c < 0:
+        raise ValueError(f"counts must be non-negative, got {b}, {c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)

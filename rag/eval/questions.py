@@ -22,6 +22,11 @@ class Question:
     type: str | None = None
     answer_items: tuple[tuple[str, ...], ...] | None = None
     history: tuple[tuple[str, str], ...] = ()
+    # the question's own passages beyond its gold ones (an unanswerable question's
+    # paragraph, RGB's negatives): what `--limit`'s small corpus keeps besides the gold
+    context_doc_ids: tuple[str, ...] = ()
+    # counterfactual sets (RGB zh_fact): the false facts the documents state
+    false_answers: tuple[str, ...] = ()
 
 
 def questions_file(path: str | Path) -> Path:
@@ -30,10 +35,12 @@ def questions_file(path: str | Path) -> Path:
     return p / "questions.jsonl" if p.is_dir() else p
 
 
-def load_questions(path: str | Path) -> list[Question]:
+def load_questions(path: str | Path, skipped: list[dict[str, str]] | None = None) -> list[Question]:
     """Read a questions file (or a data set folder holding `questions.jsonl`).
 
-    Raises ConfigError naming the file and line of anything malformed.
+    Raises ConfigError naming the file and line of anything malformed; with `skipped`
+    given, a malformed line (or a repeated id) is appended there as `{where, reason}`
+    and left out instead, so one bad record does not lose a whole run.
     """
     p = questions_file(path)
     try:
@@ -53,9 +60,17 @@ def load_questions(path: str | Path) -> list[Question]:
             q = _question(rec)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-            raise ConfigError(f"{p}:{no}: not a valid question ({what})") from None
+            if skipped is None:
+                raise ConfigError(f"{p}:{no}: not a valid question ({what})") from None
+            skipped.append({"where": f"{p.name}:{no}", "reason": f"not a valid question ({what})"})
+            continue
         if q.id in seen:
-            raise ConfigError(f"{p}:{no}: question id {q.id!r} occurs twice")
+            if skipped is None:
+                raise ConfigError(f"{p}:{no}: question id {q.id!r} occurs twice")
+            skipped.append(
+                {"where": f"{p.name}:{no}", "reason": f"question id {q.id!r} occurs twice"}
+            )
+            continue
         seen.add(q.id)
         out.append(q)
     if not out:
@@ -85,6 +100,8 @@ def _question(rec: Any) -> Question:
         if not items
         else tuple(tuple(str(s) for s in (it if isinstance(it, list) else [it])) for it in items),
         history=history,
+        context_doc_ids=tuple(str(d) for d in rec.get("context_doc_ids") or ()),
+        false_answers=tuple(str(a) for a in rec.get("false_answers") or ()),
     )
 
 

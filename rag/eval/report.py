@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rag.eval import metrics as M
+from rag.eval.report_plots import pyplot, quiet_fonts
 
 PLOTS = ("recall_at_k.png", "per_type.png", "latency_hist.png")
 
@@ -33,6 +34,7 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("short_f1", "short answer: F1", "answerable, with a short answer or quote"),
     ("containment", "containment", "answerable"),
     ("rgb_correct", "RGB accuracy (all items)", "answerable, with answer items"),
+    ("repeats_false", "repeats the false fact (lower is better)", "counterfactual documents"),
     ("answer_chars", "answer length (chars)", "answered"),
     ("supported_share", "supported sentences", "answered"),
     ("citation_precision", "citation precision", "answered, citing"),
@@ -77,24 +79,6 @@ def _cell(text: Any, width: int = 60) -> str:
 # ---------------------------------------------------------------- plots
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # DejaVu lacks CJK glyphs; WenQuanYi (or Noto CJK) fills in where installed.
-    plt.rcParams["font.family"] = ["DejaVu Sans", "WenQuanYi Micro Hei", "Noto Sans CJK SC"]
-    plt.rcParams["axes.unicode_minus"] = False
-    return plt
-
-
-def _quiet_fonts() -> Any:
-    import logging
-
-    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
-
-
 def recall_curve(rows: Sequence[Mapping[str, Any]], max_k: int = 10) -> dict[str, list[float]]:
     """Mean recall@k and hit@k for k = 1..max_k over the answerable rows with gold ids."""
     gold_rows = [r for r in rows if r.get("answerable") and r.get("gold_doc_ids")]
@@ -115,7 +99,7 @@ def plot_recall_at_k(rows: Sequence[Mapping[str, Any]], path: Path, title: str) 
     curve = recall_curve(rows)
     if all(np.isnan(curve["recall"])):
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
     ax.plot(curve["k"], curve["recall"], marker="o", label="recall@k")
     if curve["hit"] != curve["recall"]:
@@ -136,7 +120,7 @@ def plot_recall_at_k(rows: Sequence[Mapping[str, Any]], path: Path, title: str) 
 def plot_per_type(types: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> bool:
     if not types:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     names = list(types)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(5.5, 0.9 * len(names) + 2), 3.8), dpi=110)
@@ -177,7 +161,7 @@ def plot_latency(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> b
     ]
     if not totals:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=110)
     ax.hist(totals, bins=min(40, max(10, len(totals) // 10)), color="#4c72b0", alpha=0.85)
     for q, style in ((50, "-"), (95, "--")):
@@ -197,7 +181,7 @@ def write_plots(
     out_dir: Path, rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any], name: str
 ) -> list[str]:
     """Write the plots that have data; return their file names."""
-    _quiet_fonts()
+    quiet_fonts()
     made = []
     if plot_recall_at_k(rows, out_dir / PLOTS[0], f"Retrieval: {name}"):
         made.append(PLOTS[0])
@@ -270,6 +254,47 @@ def _settings_lines(config: Mapping[str, Any]) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
 
 
+def data_notes(config: Mapping[str, Any]) -> list[str]:
+    """Plain sentences on what the run's data left out or cut down: records the
+    conversion skipped, question lines skipped, the small corpus of --limit."""
+    ds = config.get("dataset") or {}
+    notes = []
+    conv = ds.get("conversion") or {}
+    if conv.get("skipped_total"):
+        reasons = "; ".join(f"{why}: {n}" for why, n in (conv.get("skipped") or {}).items())
+        notes.append(
+            f"The conversion (`--from {conv.get('kind')}` of `{conv.get('source')}`) left out "
+            f"{conv['skipped_total']} record(s): {reasons}. Each one's place: `meta.json` "
+            "beside the questions."
+        )
+    if conv.get("flagged"):
+        reasons = "; ".join(f"{why}: {n}" for why, n in conv["flagged"].items())
+        notes.append(f"Kept but flagged by the conversion: {reasons}.")
+    bad = ds.get("skipped_questions") or []
+    if bad:
+        shown = "; ".join(f"{b['where']}: {b['reason']}" for b in bad[:5])
+        notes.append(
+            f"{len(bad)} line(s) of the questions file were not valid questions and were "
+            f"skipped: {shown}" + (" …" if len(bad) > 5 else "") + "."
+        )
+    sample = config.get("corpus_sample")
+    if sample:
+        notes.append(
+            f"`--limit {config.get('eval', {}).get('limit')}` indexed a small corpus: the "
+            f"{sample['own']} documents the asked questions name (gold and context) plus "
+            f"{sample['distractors']} distractors, {sample['own'] + sample['distractors']} of "
+            f"the {sample['total']} records of `{sample.get('source')}`"
+            + (
+                f"; {sample['missing_own']} named documents were not in it"
+                if sample.get("missing_own")
+                else ""
+            )
+            + ". Retrieval over the whole corpus is harder: compare such a run only with "
+            "runs over the same corpus."
+        )
+    return notes
+
+
 def _metric_lines(metrics: Mapping[str, Any]) -> list[str]:
     ci = metrics.get("ci95") or {}
     lines = ["| metric | value | 95% CI | over |", "|---|---:|---|---|"]
@@ -298,7 +323,7 @@ def _type_lines(types: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def _miss_lines(rows: Sequence[Mapping[str, Any]], limit: int) -> list[str]:
     from rag.eval.rows import outcome, row_type
 
-    misses = [r for r in rows if not outcome(r)][:limit]
+    misses = [r for r in rows if outcome(r) is False][:limit]
     if not misses:
         return ["No misses."]
     lines = ["| id | type | question | answer | expected |", "|---|---|---|---|---|"]
@@ -348,6 +373,8 @@ def render(
         "",
         "Full settings, model names, library versions and hashes: `config.json`.",
         "",
+        *[line for note in data_notes(config) for line in (f"- {note}",)],
+        *([""] if data_notes(config) else []),
         "## Metrics",
         "",
         "Intervals: percentile bootstrap over the questions (1,000 resamples, seed 0). "

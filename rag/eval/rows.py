@@ -26,11 +26,20 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 4)
 
 
-def is_correct(row: Mapping[str, Any]) -> bool:
+def has_gold_answer(row: Mapping[str, Any]) -> bool:
+    """The question has gold answer text (retrieval-only sets such as DuReader-retrieval
+    have gold documents but no answer strings: answer metrics do not apply to them)."""
+    return bool(row.get("answers") or row.get("answer_items"))
+
+
+def is_correct(row: Mapping[str, Any]) -> bool | None:
     """The row's outcome: an answerable question answered with the gold answer contained
-    (every RGB item, when the question has `answer_items`), or an unanswerable one refused."""
+    (every RGB item, when the question has `answer_items`), or an unanswerable one refused.
+    None for an answerable question without gold answer text (nothing to judge by)."""
     if not row.get("answerable"):
         return bool(row.get("refused"))
+    if not has_gold_answer(row):
+        return None
     if row.get("refused"):
         return False
     answer = row.get("answer") or ""
@@ -50,7 +59,10 @@ def row_metrics(row: Mapping[str, Any], ks: Sequence[int] = KS) -> dict[str, Any
         m["mrr@10"] = _r(M.mrr_at_k(ranked, gold, 10))
         m["ndcg@10"] = _r(M.ndcg_at_k(ranked, gold, 10))
     answer = "" if row.get("refused") else row.get("answer") or ""
-    if row.get("answerable"):
+    if row.get("false_answers"):
+        # counterfactual documents: did the answer repeat their false fact?
+        m["repeats_false"] = M.containment(answer, row["false_answers"])
+    if row.get("answerable") and has_gold_answer(row):
         golds = row.get("answers") or []
         m["em"] = M.exact_match(answer, golds)
         m["f1"] = _r(M.char_f1(answer, golds))
@@ -61,8 +73,8 @@ def row_metrics(row: Mapping[str, Any], ks: Sequence[int] = KS) -> dict[str, Any
             m["short_f1"] = _r(M.char_f1(span, golds))
         if row.get("answer_items"):
             m["rgb_correct"] = M.rgb_correct(answer, row["answer_items"])
-        if gold:
-            m["citation_recall"] = _r(M.citation_recall(row.get("cited_doc_ids") or [], gold))
+    if row.get("answerable") and gold:
+        m["citation_recall"] = _r(M.citation_recall(row.get("cited_doc_ids") or [], gold))
     if not row.get("refused"):
         m["answer_chars"] = M.answer_chars(answer)
         m["supported_share"] = _r(M.supported_share(row.get("sentence_supported") or []))
@@ -113,6 +125,8 @@ def make_row(
     }
     if q.answer_items:
         row["answer_items"] = [list(it) for it in q.answer_items]
+    if q.false_answers:
+        row["false_answers"] = list(q.false_answers)
     if ans.rewritten_question and ans.rewritten_question != q.question:
         row["rewritten_question"] = ans.rewritten_question
     row.update(
@@ -122,7 +136,10 @@ def make_row(
             # what short_em / short_f1 score: the short answer, else the first quote
             "span": None
             if refused
-            else (getattr(ans, "short_answer", None) or (ans.sentences[0].text if ans.sentences else None)),
+            else (
+                getattr(ans, "short_answer", None)
+                or (ans.sentences[0].text if ans.sentences else None)
+            ),
             "refused": refused,
             "confidence": _r(ans.confidence),
             "citations": [[c.n, c.chunk_id] for c in cited],
@@ -168,8 +185,9 @@ def _dump(row: Mapping[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 
-def outcome(row: Mapping[str, Any]) -> bool:
-    """`is_correct(row)`, read from the row's stored metrics when they have it."""
+def outcome(row: Mapping[str, Any]) -> bool | None:
+    """`is_correct(row)`, read from the row's stored metrics when they have it
+    (None: an answerable question without gold answer text)."""
     stored = (row.get("metrics") or {}).get("correct")
     return bool(stored) if stored is not None else is_correct(row)
 
@@ -184,7 +202,8 @@ def row_value(row: Mapping[str, Any], key: str) -> float | None:
         applies = bool(row.get("answerable")) == (key == "false_refusal_rate")
         return float(bool(row.get("refused"))) if applies else None
     if key == "correct":
-        return float(outcome(row))
+        o = outcome(row)
+        return None if o is None else float(o)
     m = row.get("metrics")
     if m is None:
         m = row_metrics(row)
@@ -202,7 +221,7 @@ def summarize(
     out = M.aggregate(rows, ks, n_resamples=n_resamples)
     ci = out.pop("ci95")
     extra: dict[str, list[float]] = {
-        "correct": [float(outcome(r)) for r in rows],
+        "correct": [float(o) for r in rows if (o := outcome(r)) is not None],
         "judge_faithfulness": [],
         "judge_correctness": [],
     }
@@ -248,6 +267,7 @@ TYPE_KEYS = (
     "short_f1",
     "containment",
     "rgb_correct",
+    "repeats_false",
     "correct",
     "refusal_rate",
     "false_refusal_rate",

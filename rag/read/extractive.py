@@ -24,7 +24,7 @@ from rag.ingest.tables import CELL_SEP
 from rag.read.constraints import YEAR, constraints, parts, shown, tag, unmet
 from rag.read.grade import CONFLICT, grade
 from rag.read.reader import Reader, years_named, years_untied
-from rag.textnorm import norm
+from rag.textnorm import norm, without_glosses
 from rag.types import Answer, AnswerSentence, Citation, Filters, Hit, Searcher
 
 REFUSAL = "根据现有文档无法回答这个问题。"
@@ -490,10 +490,14 @@ class ExtractiveAnswerer:
             )
             for hi in order
         ]
-        sentences = [AnswerSentence(c.text, n_of[c.hit_i], c.start, c.end) for c in chosen]
+        # the quote without a page's pinyin glosses (區(qū)); start/end still locate it
+        sentences = [
+            AnswerSentence(without_glosses(c.text), n_of[c.hit_i], c.start, c.end) for c in chosen
+        ]
         said = [self.speaker(hits[c.hit_i], c) for c in chosen]
         pieces = [
-            f"{who + '表示：' if who else ''}{c.text}[{n_of[c.hit_i]}]" for c, who in zip(chosen, said)
+            f"{who + '表示：' if who else ''}{s.text}[{s.citation}]"
+            for s, who in zip(sentences, said)
         ]
         if numbered and len(pieces) > 1:
             text = "\n".join(f"{i}. {p}" for i, p in enumerate(pieces, start=1))
@@ -562,7 +566,11 @@ class ExtractiveAnswerer:
         if not _PRONOUN_START.match(c.text):
             return c
         text = self.retriever.index.document_text(hit.doc_id)
-        prev = [s for s, e in split_sentences(text[hit.start : c.start]) if text[hit.start + s : hit.start + e].strip()]
+        prev = [
+            s
+            for s, e in split_sentences(text[hit.start : c.start])
+            if text[hit.start + s : hit.start + e].strip()
+        ]
         if not prev:
             return c
         start = hit.start + prev[-1]

@@ -87,7 +87,7 @@ def question_unit(question: str) -> str | None:
 # A sentence with some other number (194个项目) does not answer it.
 _AMOUNT = rf"[{_CN_NUM}.,]+\s*(?:多|余)?\s*"
 _PEOPLE_UNITS = ("人", "名", "位", "人次", "万人")
-_PEOPLE = re.compile(_AMOUNT + r"(?:[万亿]\s*)?(?:名|人|位)")
+_PEOPLE = re.compile(_AMOUNT + r"(?:[万亿]\s*)?(?:名|人次|人|位)")  # 人次 whole: 140万人次, not 140万人
 _SLOTS: list[tuple[re.Pattern, re.Pattern]] = [
     (
         re.compile(r"率|比例|占比|比重|百分之|增速|增幅|涨幅|降幅"),

@@ -1,11 +1,13 @@
 import sys
 
 # `python -m rag.eval.bench [options]`: the speed and scale benchmark (bench/run.py);
-# `python -m rag.eval.bench ocr|formats [options]`: reading scans, reading each file type;
+# `python -m rag.eval.bench ocr|formats|injection [options]`: reading scans, reading each file
+# type, planted instructions against a real local model;
 # `python -m rag.eval.bench serve_load [options]`: concurrent streamed chats on `rag serve`.
 SUBCOMMANDS = {
     "ocr": "rag.eval.bench.ocr",
     "formats": "rag.eval.bench.formats",
+    "injection": "rag.eval.bench.injection",
     "serve_load": "rag.eval.bench.serve_load",
 }
 

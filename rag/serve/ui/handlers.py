@@ -15,6 +15,7 @@ from rag.serve.limits import LimitError, check_comment, check_question
 from rag.serve.public import public_error
 from rag.serve.ui.library import DEFAULT_QA, Library
 from rag.serve.ui.render import render_answer, render_error, render_partial, render_user
+from rag.types import NO_FILTERS, Filters
 
 # Questions from the corpus QA set that make good first examples (short, answered
 # correctly by the offline extractive answerer); others fill in when these are missing.
@@ -72,6 +73,7 @@ class ChatState:
     pending: Any = None  # the Feedback a comment would be added to
     notice: str = ""
     generator: str = ""  # the configured generator's name; "" until one is chosen
+    filters: Filters = NO_FILTERS  # the search scope this session chose (发文机关, 发文字号)
     _chat: Any = None
     _answerer: Any = None
     _answerer_key: tuple | None = None
@@ -136,6 +138,19 @@ class ChatState:
         )
         return f"{msg}{self.notice}" if self.notice else msg
 
+    def scope(self, issuer: str | None = None, doc_number: str | None = None) -> str:
+        """Narrow this session's searches to one issuing body and/or one document number
+        (empty: the whole knowledge base); return the line the page shows."""
+        where = {k: v.strip() for k, v in (("issuer", issuer), ("doc_number", doc_number))
+                 if isinstance(v, str) and v.strip()}  # fmt: skip
+        self.filters = Filters(where=where) if where else NO_FILTERS
+        if not where:
+            return "检索范围：全部文档。"
+        named = "，".join(
+            f"{'发文机关' if k == 'issuer' else '发文字号'}为“{v}”" for k, v in where.items()
+        )
+        return f"检索范围：只检索{named}的文档。"
+
     def generator_label(self) -> str:
         """How the chat names the generator this session answers with."""
         return generator_label(self.library.settings, self.generator)
@@ -155,7 +170,7 @@ class ChatState:
         answerer = self.answerer()
         standalone = standalone or self._chat.rewrite(question)
         final = None
-        for item in answerer.stream(standalone, top_k=self.settings.top_k):
+        for item in answerer.stream(standalone, top_k=self.settings.top_k, filters=self.filters):
             if isinstance(item, str):
                 yield item
             else:
@@ -164,6 +179,8 @@ class ChatState:
             raise RagError("the answerer ended without an answer")
         final.question = question
         final.rewritten_question = standalone
+        if final.refused and not final.citations and not self.filters.empty:
+            final.notice = "所选检索范围内没有找到相关内容；可以在“检索范围”中放宽或清除条件后再问。"
         self._chat.history.append(Turn(question, standalone, final.text))
         yield final
 

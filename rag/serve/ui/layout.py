@@ -86,6 +86,26 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
                             new_chat = gr.Button(
                                 "新对话", scale=1, min_width=80, elem_id="rag-new-chat"
                             )
+                        with gr.Accordion("检索范围（公文）", open=False, elem_id="rag-scope"):
+                            scopes = library.scopes()
+                            with gr.Row():
+                                scope_issuer = gr.Dropdown(
+                                    choices=[""] + scopes["issuer"],
+                                    value="",
+                                    label="发文机关",
+                                    allow_custom_value=True,
+                                    elem_id="rag-scope-issuer",
+                                )
+                                scope_number = gr.Dropdown(
+                                    choices=[""] + scopes["doc_number"],
+                                    value="",
+                                    label="发文字号",
+                                    allow_custom_value=True,
+                                    elem_id="rag-scope-number",
+                                )
+                            scope_status = gr.Markdown(
+                                "检索范围：全部文档。", elem_id="rag-scope-status"
+                            )
                         with gr.Row(visible=False, elem_id="rag-feedback-row") as fb_row:
                             fb_comment = gr.Textbox(
                                 label="补充说明（可选）", elem_id="rag-feedback-comment", scale=5
@@ -163,9 +183,14 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
         # ------------------------------------------------------------------ events
         def on_load(st):
             st = st or new_state()
-            return st, doc_table(), gr.update(choices=doc_choices()), _info_markdown(library, st)
+            table, picks, about = (
+                doc_table(),
+                gr.update(choices=doc_choices()),
+                _info_markdown(library, st),
+            )
+            return (st, table, picks, about, *scope_choices())
 
-        demo.load(on_load, [state], [state, docs, remove_pick, info])
+        demo.load(on_load, [state], [state, docs, remove_pick, info, scope_issuer, scope_number])
 
         def on_ask(text, st):
             st = st or new_state()
@@ -196,6 +221,24 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             concurrency_limit=4,
             concurrency_id="ask",
         )
+
+        def on_scope(issuer, number, st):
+            st = st or new_state()
+            return st.scope(issuer, number), st
+
+        gr.on(
+            [scope_issuer.change, scope_number.change],
+            on_scope,
+            [scope_issuer, scope_number, state],
+            [scope_status, state],
+        )
+
+        def scope_choices():
+            found = library.scopes()
+            return (
+                gr.update(choices=[""] + found["issuer"]),
+                gr.update(choices=[""] + found["doc_number"]),
+            )
 
         def on_new(st):
             st = st or new_state()
@@ -344,7 +387,9 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             concurrency_id="remove",
         )
         refresh.click(
-            lambda: (doc_table(), gr.update(choices=doc_choices())), None, [docs, remove_pick]
+            lambda: (doc_table(), gr.update(choices=doc_choices()), *scope_choices()),
+            None,
+            [docs, remove_pick, scope_issuer, scope_number],
         )
 
         def on_apply(g, k, st):

@@ -30,7 +30,7 @@ DEFAULT_CORPUS = REPO_ROOT / "corpus"
 DEFAULT_QA = REPO_ROOT / "eval" / "datasets" / "corpus_qa.jsonl"
 
 
-DOC_HEADERS = ["标题", "日期", "类型", "篇幅", "片段数", "来源", "入库时间"]
+DOC_HEADERS = ["标题", "日期", "文号 · 发文机关", "类型", "篇幅", "片段数", "来源", "入库时间"]
 _KINDS = {
     "txt": "文本", "md": "Markdown", "html": "网页", "pdf": "PDF", "docx": "Word",
     "jsonl": "数据记录", "xlsx": "Excel", "csv": "CSV 表格", "tsv": "TSV 表格",
@@ -213,6 +213,7 @@ class DocRow(NamedTuple):
 
     title: str
     date: str
+    official: str  # "青政发〔2023〕5号 · 青岛市人民政府"; "" for other documents
     kind: str  # "PDF · 3页 · 含扫描页", "Excel · 2个工作表", "文本 · gb18030"
     size: str  # "1.2万字"
     chunks: int
@@ -238,6 +239,11 @@ def _kind(d: dict) -> str:
     if d.get("encoding") and d.get("format") in ("txt", "md", "html", "jsonl", "csv", "tsv"):
         bits.append(str(d["encoding"]))
     return " · ".join(b for b in bits if b)
+
+
+def _official(d: dict) -> str:
+    meta = d.get("meta") or {}
+    return " · ".join(str(meta[k]) for k in ("doc_number", "issuer") if meta.get(k))
 
 
 def _size(n: int) -> str:
@@ -302,6 +308,7 @@ class Library:
             DocRow(
                 d.get("title") or doc_id,
                 d.get("date") or "",
+                _official(d),
                 _kind(d),
                 _size(d.get("n_chars") or 0),
                 len(d.get("chunk_ids", [])),
@@ -311,6 +318,17 @@ class Library:
             )
             for doc_id, d in docs
         ]
+
+    def scopes(self) -> dict[str, list[str]]:
+        """What the chat can narrow a search to: each official-document field's values
+        present in the index ({"issuer": [...], "doc_number": [...]}), sorted."""
+        found: dict[str, set[str]] = {"issuer": set(), "doc_number": set()}
+        for d in self.index.docs.values():
+            meta = d.get("meta") or {}
+            for key, values in found.items():
+                if meta.get(key):
+                    values.add(str(meta[key]))
+        return {key: sorted(values) for key, values in found.items()}
 
     def info(self) -> dict[str, Any]:
         idx = self.index

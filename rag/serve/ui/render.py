@@ -2,11 +2,12 @@
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from rag.read.extractive import CONFLICT, provenance
 from rag.serve.public import hide_paths
+from rag.textnorm import without_glosses
 
 MAX_DOC_VIEW_CHARS = 200_000  # a longer document is shown as a window around the passage
 
@@ -34,10 +35,16 @@ def esc(text: str) -> str:
     return html.escape(text, quote=True).replace("\r", "").replace("\n", "<br>")
 
 
-def mark_spans(text: str, spans: Sequence[tuple[int, int]], cls: str = "rag-quote") -> str:
+def mark_spans(
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    cls: str = "rag-quote",
+    shown: Callable[[str], str] = str,
+) -> str:
     """Escape `text`, wrapping each (start, end) span in <mark class=cls>.
 
-    Spans are clipped to the text; overlapping spans are merged.
+    Spans are clipped to the text; overlapping spans are merged. `shown` turns each piece
+    into what is displayed (a card drops pinyin glosses; the source view shows all).
     """
     merged: list[list[int]] = []
     for s, e in sorted((max(0, s), min(len(text), e)) for s, e in spans):
@@ -49,10 +56,10 @@ def mark_spans(text: str, spans: Sequence[tuple[int, int]], cls: str = "rag-quot
             merged.append([s, e])
     out, pos = [], 0
     for s, e in merged:
-        out.append(esc(text[pos:s]))
-        out.append(f'<mark class="{cls}">{esc(text[s:e])}</mark>')
+        out.append(esc(shown(text[pos:s])))
+        out.append(f'<mark class="{cls}">{esc(shown(text[s:e]))}</mark>')
         pos = e
-    out.append(esc(text[pos:]))
+    out.append(esc(shown(text[pos:])))
     return "".join(out)
 
 
@@ -87,7 +94,7 @@ def snippet(
         hi = min(len(text), max(e for _, e in quotes) + context)
     else:
         lo, hi = 0, min(len(text), plain)
-    body = mark_spans(text[lo:hi], [(s - lo, e - lo) for s, e in quotes])
+    body = mark_spans(text[lo:hi], [(s - lo, e - lo) for s, e in quotes], shown=without_glosses)
     body = re.sub(r"(?:<br>\s*){2,}", "<br>", body)
     return ("……" if lo > 0 else "") + body + ("……" if hi < len(text) else "")
 
@@ -221,6 +228,8 @@ def render_answer(answer, turn: int, n_chars: dict[str, int] | None = None) -> s
         )
         if answer.confidence_reason and answer.sentences:  # why what is there does not answer
             parts.append(render_confidence(answer))
+        if answer.notice and not answer.citations:  # e.g. nothing in the chosen scope
+            parts.append(f'<div class="rag-notice">{esc(answer.notice)}</div>')
         if answer.citations:
             note = answer.notice or "以下段落可能相关，但不足以回答这个问题。"
             parts.append(f'<div class="rag-related-label">{esc(note)}</div>')
