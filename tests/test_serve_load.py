@@ -7,7 +7,6 @@ import json
 
 from rag.eval.bench.serve_load import main
 
-
 # more streams than the server's worker threads (anyio's 40): waiting streams once held
 # every thread, and the streams holding a turn could not send their next piece
 CLIENTS = 45
