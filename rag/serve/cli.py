@@ -22,6 +22,7 @@ def _err(msg: str) -> None:
 def _settings(args) -> Settings:
     return Settings.load(
         getattr(args, "config", None),
+        home=getattr(args, "home", None),
         index_dir=getattr(args, "index", None),
         top_k=getattr(args, "top_k", None),
         embed_model=getattr(args, "embed_model", None),
@@ -40,6 +41,10 @@ def cmd_ingest(args) -> int:
     s = _settings(args)
     if args.explain:
         return _explain(args.explain)
+    if args.kb:
+        from rag.org.kbs import KnowledgeBases
+
+        s = KnowledgeBases(s).get_or_default(args.kb).settings(s)
     with _ocr_progress(not args.quiet):
         report = ingest(
             args.paths, s, prune=args.prune, rebuild=args.rebuild, progress=not args.quiet
@@ -92,9 +97,21 @@ def _explain(path: str) -> int:
 
 # ---------------------------------------------------------------------------- ask / chat
 def _system(args):
-    from rag.system import load_system
+    """The system `rag ask`/`rag chat` answer with: the bare index (--index, or the home's
+    `default`), or with --kb/--user the knowledge bases the user may read."""
+    from rag.system import load_kb_system, load_system
 
-    return load_system(_settings(args))
+    s = _settings(args)
+    if not (getattr(args, "kb", None) or getattr(args, "user", None)):
+        return load_system(s)
+    return load_kb_system(s, args.kb or (), _caller(s, args))
+
+
+def _caller(settings: Settings, args):
+    from rag.org.accounts import OPERATOR, Accounts
+
+    name = getattr(args, "user", None)
+    return Accounts(settings).caller(name) if name else OPERATOR
 
 
 def _filters(args) -> Filters:
@@ -145,7 +162,8 @@ def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
             where = c.location or f"第 {c.start}–{c.end} 字"
             where += "（扫描件识别）" if c.ocr else ""
             snippet = c.text if len(c.text) <= 120 else c.text[:120] + "……"
-            print(f"[{c.n}] 《{c.title}》{date}，{where}：{snippet}", file=out)
+            kb = f"〔知识库 {c.kb}〕" if c.kb else ""
+            print(f"[{c.n}] {kb}《{c.title}》{date}，{where}：{snippet}", file=out)
 
 
 def print_streamed(items, out=None):
@@ -279,7 +297,11 @@ def cmd_serve(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description="Ask questions about your own documents.")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--index", help="index directory (default .rag/index or $RAG_INDEX)")
+    common.add_argument(
+        "--home",
+        help="folder of all state: knowledge bases, accounts, logs (default .rag or $RAG_HOME)",
+    )
+    common.add_argument("--index", help="one index folder (default HOME/index or $RAG_INDEX)")
     common.add_argument("--config", help="settings file (TOML)")
     common.add_argument("--embed-model", help="sentence-transformers model name or local folder")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -291,13 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--explain", metavar="FILE", help="show what cleaning drops from FILE")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
     ing.add_argument("-v", "--verbose", action="store_true", help="also list unchanged files")
+    ing.add_argument("--kb", metavar="NAME", help="into this knowledge base (rag kb create NAME)")
     ing.set_defaults(func=cmd_ingest)
 
     def retrieval_args(sp):
+        sp.add_argument(
+            "--kb", action="append", metavar="NAME",
+            help="search this knowledge base (repeatable: several at once)",
+        )  # fmt: skip
+        sp.add_argument("--user", metavar="NAME", help="ask as this account: only what it may read")
         sp.add_argument("--top-k", type=int, help="passages to retrieve")
         sp.add_argument("--json", action="store_true", help="one JSON object per answer")
         sp.add_argument("--doc", action="append", help="only this document id (repeatable)")
-        sp.add_argument("--doc-number", help="only the document with this 发文字号 (青政发〔2023〕5号)")
+        sp.add_argument(
+            "--doc-number", help="only the document with this 发文字号 (青政发〔2023〕5号)"
+        )
         sp.add_argument("--issuer", help="only documents of this issuing body (发文机关)")
         sp.add_argument(
             "--where", action="append", metavar="FIELD=VALUE",
@@ -351,8 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(func=cmd_serve)
 
     from rag.llm.models import add_models_parser
+    from rag.org.cli import add_org_parsers
 
     add_models_parser(sub, common)
+    add_org_parsers(sub, common)
 
     try:
         from rag.eval.cli import add_eval_parser
