@@ -168,3 +168,38 @@ def load_kb_system(
     answerer = make_answerer(settings, retriever, embedder)
     return RagSystem(settings, retriever.index, embedder, retriever, answerer,
                      tuple(kb.name for kb in kbs))  # fmt: skip
+
+
+class KbSystems:
+    """One loaded system per knowledge base, opened on first use and kept (a server's).
+
+    `get(name, caller)` refuses a knowledge base the caller may not read exactly as one
+    that does not exist; `names(caller)` lists only the readable ones.
+    """
+
+    def __init__(self, settings: Settings, embedders: Embedders | None = None):
+        self.settings = settings
+        self.embedders = embedders or Embedders(settings)
+        self.registry = KnowledgeBases(settings)
+        self._systems: dict[str, RagSystem] = {}
+        self._lock = threading.Lock()
+
+    def names(self, caller: Caller | None = None) -> list[str]:
+        caller = caller or OPERATOR
+        return [kb.name for kb in self.registry.list() if kb.built and caller.may_read(kb.name)]
+
+    def get(self, name: str, caller: Caller | None = None) -> RagSystem:
+        caller = caller or OPERATOR
+        if not caller.may_read(name):
+            raise kb_not_found(name)
+        with self._lock:
+            system = self._systems.get(name)
+            if system is None:
+                system = load_kb_system(self.settings, [name], caller, self.embedders)
+                self._systems[name] = system
+            return system
+
+    def forget(self, name: str) -> None:
+        """Drop a loaded system (its knowledge base was renamed or deleted)."""
+        with self._lock:
+            self._systems.pop(name, None)

@@ -142,6 +142,56 @@ def cmd_user(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- audit
+def audit_log(settings: Settings):
+    from rag.org.audit import AuditLog
+
+    return AuditLog(settings.home_path / "audit.db")
+
+
+def _since(value: str | None) -> str | None:
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ConfigError(f"--since 应为日期 YYYY-MM-DD，而不是“{value[:20]}”。") from None
+
+
+def cmd_audit(args) -> int:
+    from rag.org.audit import eval_records
+
+    log = audit_log(_settings(args))
+    rows = log.rows(_since(args.since), args.user)
+    if args.csv:
+        log.write_csv(rows, args.csv)
+        print(f"已写出 {len(rows)} 条记录：{args.csv}")
+    if args.eval:
+        recs = eval_records(rows)
+        with open(args.eval, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+        print(f"已写出 {len(recs)} 道评测题：{args.eval}（rag eval run --questions {args.eval}）")
+    if args.csv or args.eval:
+        return 0
+    for r in rows:
+        state = "拒答" if r.refused else f"可信度 {r.confidence:.2f}"
+        rating = {"up": "👍", "down": "👎"}.get(r.rating, "")
+        cited = "、".join(f"{c['kb']}/{c['doc_id']}" for c in r.citations) or "无引用"
+        print(f"#{r.id}\t{r.at}\t{r.user}\t{'、'.join(r.kbs)}\t{r.question}\t{state}\t"
+              f"{r.latency_ms:.0f} ms\t{cited}\t{rating}")  # fmt: skip
+    return 0
+
+
+def cmd_feedback(args) -> int:
+    name = args.user or "operator"
+    audit_log(_settings(args)).feedback(args.id, name, args.rating, args.comment or "",
+                                        args.correction or "")  # fmt: skip
+    print(f"已记录对 #{args.id} 的评价。")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parsers
 def add_org_parsers(sub, common: argparse.ArgumentParser) -> None:
     """`rag kb`, `rag user` (and `rag audit`, `rag history`) on the CLI's subparsers."""
@@ -186,3 +236,20 @@ def add_org_parsers(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     user.set_defaults(func=cmd_user)
+
+    p = sub.add_parser(
+        "audit", parents=[common], help="the questions asked, who asked, what they were told"
+    )
+    p.add_argument("--since", metavar="DATE", help="from this day on (YYYY-MM-DD, UTC)")
+    p.add_argument("--user", metavar="NAME", help="only this account's questions")
+    p.add_argument("--csv", metavar="FILE", help="write the rows as CSV")
+    p.add_argument("--eval", metavar="FILE", help="write rated answers as an eval question set")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("feedback", parents=[common], help="rate an answer by its audit number")
+    p.add_argument("id", type=int, help="the number `rag ask` printed (#12)")
+    p.add_argument("rating", choices=("up", "down"))
+    p.add_argument("--user", metavar="NAME", help="the account that asked")
+    p.add_argument("--comment")
+    p.add_argument("--correction", help="the right answer")
+    p.set_defaults(func=cmd_feedback)

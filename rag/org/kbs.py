@@ -36,7 +36,7 @@ def check_name(name: str) -> str:
 def kb_not_found(name: str) -> NotFoundError:
     """The one message for a knowledge base that is missing or that the caller may not
     read: both must read alike."""
-    return NotFoundError(f"没有名为“{name[:40]}”的知识库。")
+    return NotFoundError(f"没有名为“{name[:40]}”的知识库：该知识库不存在。")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ passages of one query, the cosine means the same across queries.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -38,7 +39,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import ConfigError, RagError
+from rag.errors import ConfigError, NotFoundError, RagError
 from rag.serve.limits import check_question
 from rag.serve.public import hide_paths, public_error
 
@@ -66,6 +67,7 @@ class ServeOptions:
     no_auth: bool = False
     ui: bool = True  # the chat UI at /
     ui_auth: tuple[str, str] | None = None  # its login, USER:PASSWORD as `app.py --auth`
+    account_keys: bool = False  # the home has accounts, whose keys are accepted too
 
 
 def ui_login(value: str | None) -> tuple[str, str] | None:
@@ -97,7 +99,7 @@ def check_serve_options(opts: ServeOptions) -> None:
             f"拒绝在 {opts.host} 上提供无需登录的网页界面：能访问该地址的任何人都能读取和修改知识库。"
             "请用 --auth 用户名:密码（或设置 RAG_AUTH），或加 --no-ui 只提供 API。"
         )
-    if not opts.no_auth and not opts.api_keys:
+    if not opts.no_auth and not opts.api_keys and not opts.account_keys:
         raise ConfigError(
             "没有可用的 API 密钥：请用 --api-key KEY（可重复）或环境变量 RAG_API_KEYS"
             f"（逗号分隔）设置；只在本机（--host {DEFAULT_HOST}）使用时可加 --no-auth。"
@@ -300,43 +302,91 @@ def read_conversation(system, messages: list[dict]) -> Conversation:
 
 
 class Service:
-    """The loaded system behind the API, and how many answers may run at once."""
+    """The loaded systems behind the API, who may call it, and how many answers may run
+    at once.
 
-    def __init__(self, system, keys: Sequence[str] = (), no_auth: bool = False):
+    The one seam between a request and the data: `authorize` turns a bearer key into a
+    `Caller` (a service key reads every knowledge base, an account's key what it was
+    granted), and `system_for` gives the system of a knowledge base the caller may
+    read, refusing any other exactly as one that does not exist. `systems` (a home's
+    knowledge bases, rag.system.KbSystems) is None when one bare index is served as
+    `default`; `accounts` (rag.org.accounts.Accounts) lets account keys in; `audit`
+    (rag.org.audit.AuditLog) records every answer.
+    """
+
+    def __init__(self, system, keys: Sequence[str] = (), no_auth: bool = False,
+                 systems=None, accounts=None, audit=None):  # fmt: skip
         self.system = system
         self.keys = tuple(keys)
         self.no_auth = no_auth
+        self.systems = systems
+        self.accounts = accounts
+        self.audit = audit
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
 
-    def authorize(self, header: str | None) -> str:
-        """The caller's key name (`_key_name`; "no-auth" when none is needed)."""
+    def authorize(self, header: str | None):
+        """The caller (`rag.org.accounts.Caller`; logs name it: "key2", an account's name,
+        "no-auth" when none is needed)."""
+        from rag.org.accounts import Caller
+
         if self.no_auth:
-            return "no-auth"
+            return Caller("no-auth", "admin", None)
         key = _bearer(header)
         if key is None:
             raise _AuthError(malformed=True)
         name = _key_name(key, self.keys)
-        if name is None:
+        if name is not None:
+            return Caller(name, "admin", None)
+        caller = self.accounts.caller_for_key(key) if self.accounts is not None else None
+        if caller is None:
             raise _AuthError(malformed=False)
-        return name
+        return caller
 
-    def answer(self, conv: Conversation):
-        check_question(conv.question, self.system.settings)
+    def models(self, caller) -> list[str]:
+        """The knowledge bases `caller` may read."""
+        if self.systems is None:
+            return [KNOWLEDGE_BASE] if caller.may_read(KNOWLEDGE_BASE) else []
+        return self.systems.names(caller)
+
+    def system_for(self, knowledge_base: str, caller):
+        """The system of `knowledge_base`; NotFoundError when it does not exist or the
+        caller may not read it (the same message for both)."""
+        from rag.org.kbs import kb_not_found
+
+        if self.systems is None:
+            if knowledge_base != KNOWLEDGE_BASE or not caller.may_read(knowledge_base):
+                raise kb_not_found(knowledge_base)
+            return self.system
+        return self.systems.get(knowledge_base, caller)
+
+    def _record(self, caller, system, ans, started: float) -> None:
+        if self.audit is not None:
+            latency = (time.perf_counter() - started) * 1e3
+            self.audit.record(str(caller), system.kbs or (KNOWLEDGE_BASE,), ans, latency, "api")
+
+    def answer(self, conv: Conversation, system=None, caller=None):
+        system = system or self.system
+        check_question(conv.question, system.settings)
+        started = time.perf_counter()
         with self.slots:
-            ans = self.system.ask(conv.standalone)
+            ans = system.ask(conv.standalone)
         ans.question, ans.rewritten_question = conv.question, conv.standalone
+        self._record(caller, system, ans, started)
         return ans
 
-    def stream(self, conv: Conversation) -> Iterator[str | Any]:
-        check_question(conv.question, self.system.settings)
+    def stream(self, conv: Conversation, system=None, caller=None) -> Iterator[str | Any]:
+        system = system or self.system
+        check_question(conv.question, system.settings)
+        started = time.perf_counter()
         with self.slots:
             final = None
-            for item in self.system.answerer.stream(conv.standalone):
+            for item in system.answerer.stream(conv.standalone):
                 if isinstance(item, str):
                     yield item
                 else:
                     final = item
         final.question, final.rewritten_question = conv.question, conv.standalone
+        self._record(caller, system, final, started)
         yield final
 
 
@@ -391,14 +441,16 @@ class RetrievalRequest(BaseModel):
 # =========================================================================== the app
 def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
                max_body_bytes: int = MAX_BODY_BYTES, ui: bool = False,
-               ui_auth: tuple[str, str] | None = None, ui_temp_dir=None):  # fmt: skip
-    """The FastAPI app serving `system` as the knowledge base `default`.
+               ui_auth: tuple[str, str] | None = None, ui_temp_dir=None,
+               systems=None, accounts=None, audit=None):  # fmt: skip
+    """The FastAPI app serving `system` as the knowledge base `default`, or with `systems`
+    a home's knowledge bases, each a model (`Service` says who may read which).
 
     `keys` are the accepted bearer keys; `no_auth` lets every caller in (the caller of
     this function checks that only loopback is served so, see `check_serve_options`).
     `ui` mounts the chat UI at `/` with its own login `ui_auth` (`rag.serve.api_ui`).
     """
-    service = Service(system, keys, no_auth)
+    service = Service(system, keys, no_auth, systems, accounts, audit)
     app = FastAPI(
         title="rag",
         description="对自己的文档提问：OpenAI 兼容的对话接口（带引用）与 Dify 外部知识库接口。",
@@ -432,6 +484,7 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
                     "authentication_error",
                 )
             return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        request.state.caller = name
         response = await call_next(request)
         _log_request(request, name, response.status_code, started)
         return response
@@ -470,32 +523,30 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
         return {"status": "ok", "documents": len(system.index.docs)}
 
     @app.get("/v1/models", summary="可用的知识库（每个知识库一个模型）")
-    def models() -> dict:
+    def models(request: Request) -> dict:
+        names = service.models(request.state.caller)
         return {
             "object": "list",
-            "data": [{"id": KNOWLEDGE_BASE, "object": "model", "created": 0, "owned_by": "rag"}],
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "rag"} for n in names],
         }
 
     # ----------------------------------------------------------------- chat
     @app.post("/v1/chat/completions", summary="OpenAI 兼容的对话：回答带 [n] 引用与 references")
     def chat_completions(req: ChatRequest, request: Request):
-        if req.model != KNOWLEDGE_BASE:
-            return JSONResponse(
-                _openai_error(
-                    f"没有名为 {req.model!r} 的知识库；可用的是 {KNOWLEDGE_BASE!r}。",
-                    "model_not_found",
-                ),
-                status_code=404,
-            )
+        caller = request.state.caller
+        try:
+            system = service.system_for(req.model, caller)
+        except NotFoundError as e:
+            return JSONResponse(_openai_error(str(e), "model_not_found"), status_code=404)
         conv = read_conversation(system, req.messages)
         cid, created = _completion_id(), int(time.time())
         if not req.stream:
-            ans = service.answer(conv)
+            ans = service.answer(conv, system, caller)
             return {
                 "id": cid,
                 "object": "chat.completion",
                 "created": created,
-                "model": KNOWLEDGE_BASE,
+                "model": req.model,
                 "choices": [
                     {
                         "index": 0,
@@ -507,21 +558,18 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
             }
         check_question(conv.question, system.settings)  # refused before the stream starts
         return StreamingResponse(
-            _sse(service, conv, cid, created),
+            _sse(service, conv, cid, created, system, caller),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     # ----------------------------------------------------------------- Dify
     @app.post("/retrieval", summary="Dify 外部知识库检索")
-    def retrieval(req: RetrievalRequest):
-        if req.knowledge_id != KNOWLEDGE_BASE:
-            return JSONResponse(
-                _dify_error(
-                    2001, f"知识库 {req.knowledge_id!r} 不存在；可用的是 {KNOWLEDGE_BASE!r}。"
-                ),
-                status_code=404,
-            )
+    def retrieval(req: RetrievalRequest, request: Request):
+        try:
+            system = service.system_for(req.knowledge_id, request.state.caller)
+        except NotFoundError as e:
+            return JSONResponse(_dify_error(2001, str(e)), status_code=404)
         check_question(req.query, system.settings)
         with service.slots:
             hits = system.retriever.search(req.query, top_k=req.retrieval_setting.top_k).hits
@@ -567,7 +615,8 @@ def _chunk(cid: str, created: int, delta: dict, finish: str | None = None, **ext
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-def _sse(service: Service, conv: Conversation, cid: str, created: int) -> Iterator[str]:
+def _sse(service: Service, conv: Conversation, cid: str, created: int, system=None,
+         caller=None) -> Iterator[str]:  # fmt: skip
     """The answer as server-sent events: text pieces, then `references` and `refused` on
     the last chunk, then `data: [DONE]`. When the checked answer differs from what was
     streamed (sentences marked, an extractive answer after a failure), it follows in full,
@@ -575,7 +624,7 @@ def _sse(service: Service, conv: Conversation, cid: str, created: int) -> Iterat
     yield _chunk(cid, created, {"role": "assistant", "content": ""})
     shown: list[str] = []
     try:
-        for item in service.stream(conv):
+        for item in service.stream(conv, system, caller):
             if isinstance(item, str):
                 shown.append(item)
                 yield _chunk(cid, created, {"content": item})
@@ -584,7 +633,7 @@ def _sse(service: Service, conv: Conversation, cid: str, created: int) -> Iterat
             if streamed != item.text.strip():
                 lead = "\n\n——核查后——\n" if streamed else ""
                 yield _chunk(cid, created, {"content": lead + item.text})
-            yield _chunk(cid, created, {}, "stop", **_answer_extras(service.system, item))
+            yield _chunk(cid, created, {}, "stop", **_answer_extras(system or service.system, item))
     except Exception as e:  # the status line is sent: say it in the stream, never a traceback
         err = _openai_error(public_error(e), "internal_error", "server_error")
         yield f"data: {json.dumps(err, ensure_ascii=False)}\n\n"
@@ -619,6 +668,11 @@ def serve(opts: ServeOptions, settings) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
 
+    if not settings.index_dir and not opts.api_keys and not opts.no_auth:
+        from rag.org.accounts import Accounts
+
+        if Accounts(settings).list():  # accounts' keys let callers in: no service key needed
+            opts = dataclasses.replace(opts, account_keys=True)
     check_serve_options(opts)
     temp_dir = None
     if opts.ui:  # before Gradio is imported: it reads $GRADIO_TEMP_DIR then
@@ -626,11 +680,27 @@ def serve(opts: ServeOptions, settings) -> int:
 
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         temp_dir = use_upload_temp_dir(settings)
-    system = load_system(settings)
+    systems = accounts = audit = None
+    if settings.index_dir:  # one bare index (--index, $RAG_INDEX), served as `default`
+        system = load_system(settings)
+    else:  # the home's knowledge bases, its accounts' keys, its audit log
+        from rag.org.accounts import Accounts
+        from rag.org.audit import AuditLog
+        from rag.system import KbSystems
+
+        systems, accounts = KbSystems(settings), Accounts(settings)
+        audit = AuditLog(settings.home_path / "audit.db")
+        names = systems.names()
+        if not names:
+            raise ConfigError(
+                f"{settings.home_path}：还没有建好的知识库，请先 rag ingest PATH --kb NAME。"
+            )
+        system = systems.get(KNOWLEDGE_BASE if KNOWLEDGE_BASE in names else names[0])
     print("Loading the embedding model ...", file=sys.stderr, flush=True)
     system.embedder.embed_query("预热")
     app = create_app(system, opts.api_keys, no_auth=opts.no_auth, ui=opts.ui,
-                     ui_auth=opts.ui_auth, ui_temp_dir=temp_dir)  # fmt: skip
+                     ui_auth=opts.ui_auth, ui_temp_dir=temp_dir, systems=systems,
+                     accounts=accounts, audit=audit)  # fmt: skip
     where = f"[{opts.host}]:{opts.port}" if ":" in opts.host else f"{opts.host}:{opts.port}"
     auth = (
         "no key needed (this machine only)"

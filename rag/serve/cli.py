@@ -217,11 +217,34 @@ def _read_batch(path: str):
             yield no, line
 
 
+def _audited(args, system):
+    """Record each answer in the home's audit log when knowledge bases are asked (--kb,
+    --user); returns record(answer, started) -> the row's number, or None."""
+    if not system.kbs:
+        return lambda ans, started: None
+    import time
+
+    from rag.org.cli import audit_log
+
+    log = audit_log(system.settings)
+    user = getattr(args, "user", None) or "operator"
+
+    def record(ans, started: float) -> int:
+        return log.record(user, system.kbs, ans, (time.perf_counter() - started) * 1e3, "cli")
+
+    return record
+
+
 def cmd_ask(args) -> int:
+    import time
+
     system = _system(args)
+    record = _audited(args, system)
     if args.batch:
         for qid, q in _read_batch(args.batch):
+            started = time.perf_counter()
             ans = system.ask(q, top_k=args.top_k, filters=_filters(args))
+            record(ans, started)
             row = {"id": qid, **ans.to_json()}
             print(json.dumps(row, ensure_ascii=False), flush=True)
         return 0
@@ -229,12 +252,17 @@ def cmd_ask(args) -> int:
         raise RagError(
             'give a question, e.g. rag ask "威海精致城市建设有哪些做法？", or --batch FILE'
         )
+    started = time.perf_counter()
     if args.json:
-        print_answer(system.ask(args.question, top_k=args.top_k, filters=_filters(args)), True)
+        ans = system.ask(args.question, top_k=args.top_k, filters=_filters(args))
+        print_answer(ans, True)
     else:
-        print_streamed(
+        ans = print_streamed(
             system.answerer.stream(args.question, top_k=args.top_k, filters=_filters(args))
         )
+    n = record(ans, started)
+    if n is not None:
+        print(f"（记录编号 #{n}；评价：rag feedback {n} up|down）", file=sys.stderr)
     return 0
 
 
