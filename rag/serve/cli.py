@@ -42,9 +42,13 @@ def cmd_ingest(args) -> int:
     if args.explain:
         return _explain(args.explain)
     if args.kb:
+        from rag.errors import NotFoundError
         from rag.org.kbs import KnowledgeBases
 
-        s = KnowledgeBases(s).get_or_default(args.kb).settings(s)
+        try:
+            s = KnowledgeBases(s).get_or_default(args.kb).settings(s)
+        except NotFoundError as e:
+            raise NotFoundError(f"{e} 先运行 rag kb create {args.kb}") from None
     with _ocr_progress(not args.quiet):
         report = ingest(
             args.paths, s, prune=args.prune, rebuild=args.rebuild, progress=not args.quiet
