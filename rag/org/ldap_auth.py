@@ -7,6 +7,8 @@ knowledge bases; an admin grants them (`rag user grant`). The password is never 
 
 from __future__ import annotations
 
+import math
+
 from rag.config import Settings
 from rag.errors import AuthError, NotFoundError
 from rag.org.accounts import Accounts, Caller
@@ -25,11 +27,10 @@ def ldap_bind(settings: Settings, name: str, password: str) -> bool:
     if not name or not password:  # an empty password would be an anonymous bind: refuse
         return False
     dn = settings.ldap_user_dn.format(name=escape_rdn(name))
-    server = Server(settings.ldap_url, connect_timeout=settings.ldap_timeout_s)
+    timeout = max(1, math.ceil(settings.ldap_timeout_s))  # ldap3 packs it as an integer
+    server = Server(settings.ldap_url, connect_timeout=timeout)
     try:
-        conn = Connection(
-            server, user=dn, password=password, receive_timeout=settings.ldap_timeout_s
-        )
+        conn = Connection(server, user=dn, password=password, receive_timeout=timeout)
         if settings.ldap_start_tls:
             conn.open()
             conn.start_tls()
