@@ -1,0 +1,215 @@
+"""Permissions enforced where the data is read: through `rag ask --user` and every HTTP
+route of `rag serve` over a real socket with real account keys, a knowledge base the
+caller may not read behaves as if it did not exist. The audit log records each answer."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import free_port
+from org_home import HANGZHOU, HR_DOCS, LAOSHAN, PLAN_DOCS, make_home
+
+from rag.org.accounts import Accounts
+from rag.org.audit import AuditLog, eval_records
+from rag.serve.cli import main
+
+SERVICE_KEY = "service-key-1"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, embedder):
+    s = make_home(tmp_path_factory.mktemp("org-access"), embedder)
+    a = Accounts(s)
+    keys = {
+        "li": a.add("li", "reader", ["hr"]),
+        "boss": a.add("boss", "admin"),
+        "nobody": a.add("nobody", "reader"),
+    }
+    return s, keys
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ------------------------------------------------------------------ CLI --user
+def test_ask_as_a_user_searches_only_what_they_may_read(home, capsys):
+    s, _ = home
+    code, out, err = _run(capsys, "ask", LAOSHAN, "--user", "li", "--home", s.home, "--json")
+    assert code == 0, err
+    ans = json.loads(out)
+    # plan holds the answer, but li reads hr only: no passage of plan anywhere
+    assert {c["kb"] for c in ans["citations"]} <= {"hr"}
+    assert {h["kb"] for h in ans["retrieved"]} == {"hr"}
+    assert all(d not in out for d in PLAN_DOCS)
+    code, out, err = _run(capsys, "ask", LAOSHAN, "--user", "boss", "--home", s.home, "--json")
+    assert code == 0 and "plan" in {c["kb"] for c in json.loads(out)["citations"]}
+
+
+def test_a_knowledge_base_a_user_may_not_read_is_refused_as_missing(home, capsys):
+    s, _ = home
+    denied = _run(capsys, "ask", LAOSHAN, "--user", "li", "--kb", "plan", "--home", s.home)
+    missing = _run(capsys, "ask", LAOSHAN, "--user", "li", "--kb", "plan2", "--home", s.home)
+    assert denied[0] == missing[0] == 2
+    assert denied[2].replace("plan", "X") == missing[2].replace("plan2", "X")
+    assert denied[2] == "rag: 没有名为“plan”的知识库：该知识库不存在。\n"
+    code, _, err = _run(capsys, "ask", LAOSHAN, "--user", "ghost", "--home", s.home)
+    assert code == 2 and "没有名为“ghost”的用户" in err
+
+
+# ------------------------------------------------------------------ HTTP
+@pytest.fixture(scope="module")
+def server(home, embedder):
+    from rag.serve.api import create_app, make_server
+    from rag.system import Embedders, KbSystems
+
+    s, _ = home
+    systems = KbSystems(s, Embedders(s, {s.embed_model: embedder}))
+    audit = AuditLog(Path(s.home) / "audit.db")
+    app = create_app(systems.get("plan"), [SERVICE_KEY], systems=systems,
+                     accounts=Accounts(s), audit=audit)  # fmt: skip
+    port = free_port()
+    srv = make_server(app, "127.0.0.1", port)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(15)
+
+
+def _h(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_models_lists_only_the_readable_knowledge_bases(server, home):
+    _, keys = home
+    ids = lambda k: [
+        m["id"] for m in httpx.get(server + "/v1/models", headers=_h(k)).json()["data"]
+    ]  # noqa: E731
+    assert ids(keys["li"]) == ["hr"]
+    assert ids(keys["boss"]) == ["hr", "plan"]
+    assert ids(SERVICE_KEY) == ["hr", "plan"]
+    assert ids(keys["nobody"]) == []
+    assert httpx.get(server + "/v1/models", headers=_h("rag-not-a-key")).status_code == 401
+
+
+def test_chat_as_a_user_answers_from_their_knowledge_base_only(server, home):
+    from openai import NotFoundError, OpenAI
+
+    _, keys = home
+    li = OpenAI(base_url=server + "/v1", api_key=keys["li"], max_retries=0, timeout=120)
+    r = li.chat.completions.create(model="hr", messages=[{"role": "user", "content": HANGZHOU}])
+    refs = r.model_extra["references"]
+    assert refs and {ref["doc_id"] for ref in refs} <= set(HR_DOCS)
+    errors = []
+    for model in ("plan", "no-such-kb"):
+        with pytest.raises(NotFoundError) as e:
+            li.chat.completions.create(model=model, messages=[{"role": "user", "content": LAOSHAN}])
+        errors.append(e.value.body["message"].replace(model, "X"))
+    assert errors[0] == errors[1] == "没有名为“X”的知识库：该知识库不存在。"
+    # streamed too: the refusal comes before any passage
+    with pytest.raises(NotFoundError):
+        li.chat.completions.create(model="plan", stream=True,
+                                   messages=[{"role": "user", "content": LAOSHAN}])  # fmt: skip
+    boss = OpenAI(base_url=server + "/v1", api_key=keys["boss"], max_retries=0, timeout=120)
+    r = boss.chat.completions.create(model="plan", messages=[{"role": "user", "content": LAOSHAN}])
+    assert "156" in r.choices[0].message.content
+    assert {ref["doc_id"] for ref in r.model_extra["references"]} <= set(PLAN_DOCS)
+
+
+def _retrieve(server, key, kb, query=LAOSHAN):
+    body = {"knowledge_id": kb, "query": query, "retrieval_setting": {"top_k": 5}}
+    return httpx.post(server + "/retrieval", json=body, headers=_h(key), timeout=120)
+
+
+def test_dify_retrieval_of_an_unreadable_knowledge_base_is_2001_like_a_missing_one(server, home):
+    _, keys = home
+    denied, missing = _retrieve(server, keys["li"], "plan"), _retrieve(server, keys["li"], "zzz")
+    assert denied.status_code == missing.status_code == 404
+    assert denied.json()["error_code"] == missing.json()["error_code"] == 2001
+    assert denied.json()["error_msg"].replace("plan", "X") == missing.json()["error_msg"].replace(
+        "zzz", "X"
+    )
+    ok = _retrieve(server, keys["li"], "hr", HANGZHOU)
+    assert ok.status_code == 200
+    records = ok.json()["records"]
+    assert records and {r["metadata"]["doc_id"] for r in records} <= set(HR_DOCS)
+    assert _retrieve(server, keys["boss"], "plan").json()["records"]
+
+
+def test_every_api_answer_is_in_the_audit_log_under_its_caller(server, home):
+    s, keys = home
+    from openai import OpenAI
+
+    li = OpenAI(base_url=server + "/v1", api_key=keys["li"], max_retries=0, timeout=120)
+    li.chat.completions.create(model="hr", messages=[{"role": "user", "content": "杭州的工匠精神"}])
+    rows = AuditLog(Path(s.home) / "audit.db").rows(user="li")
+    row = rows[-1]
+    assert (row.question, row.kbs, row.channel) == ("杭州的工匠精神", ("hr",), "api")
+    assert row.latency_ms > 0 and row.answer
+    assert all(c["kb"] == "hr" for c in row.citations)
+
+
+# ------------------------------------------------------------------ the audit log
+def test_the_audit_log_is_append_only_filters_exports_and_feeds_the_eval_set(
+    home, capsys, tmp_path
+):
+    from rag.eval.questions import load_questions
+
+    s, _ = home
+    code, _, err = _run(capsys, "ask", HANGZHOU, "--user", "li", "--home", s.home)
+    assert code == 0
+    n = int(err.split("#")[1].split("；")[0])
+    assert _run(capsys, "feedback", str(n), "up", "--user", "li", "--home", s.home)[0] == 0
+    # another's question cannot be rated: it is not there for them
+    code, _, err = _run(capsys, "feedback", str(n), "down", "--user", "boss", "--home", s.home)
+    assert code == 2 and f"没有编号为 {n} 的提问记录" in err
+    assert _run(capsys, "ask", LAOSHAN, "--user", "boss", "--kb", "plan", "--home", s.home)[0] == 0
+    log = AuditLog(Path(s.home) / "audit.db")
+    last = log.rows(user="boss")[-1]
+    log.feedback(last.id, "boss", "down", "年份不对", "156亿元")
+
+    db = Path(s.home) / "audit.db"
+    with sqlite3.connect(db) as con:
+        for sql in ("UPDATE questions SET answer = 'x'", "DELETE FROM questions",
+                    "DELETE FROM feedback", "UPDATE feedback SET rating = 'up'"):  # fmt: skip
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                con.execute(sql)
+
+    code, out, _ = _run(capsys, "audit", "--user", "li", "--home", s.home)
+    lines = out.splitlines()
+    assert code == 0 and lines and all(line.split("\t")[2] == "li" for line in lines)
+    assert any(line.startswith(f"#{n}\t") and line.endswith("👍") for line in lines)
+    code, out, _ = _run(capsys, "audit", "--since", "2999-01-01", "--home", s.home)
+    assert code == 0 and out == ""
+    code, _, err = _run(capsys, "audit", "--since", "yesterday", "--home", s.home)
+    assert code == 2 and "--since" in err
+    csv_path = tmp_path / "audit.csv"
+    assert _run(capsys, "audit", "--csv", str(csv_path), "--home", s.home)[0] == 0
+    import csv
+
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8-sig")))
+    assert rows and {"user", "kbs", "question", "answer", "citations", "refused", "confidence",
+                     "latency_ms", "rating"} <= set(rows[0])  # fmt: skip
+    assert [r["rating"] for r in rows if r["id"] == str(n)] == ["up"]
+
+    eval_path = tmp_path / "feedback.jsonl"
+    assert _run(capsys, "audit", "--eval", str(eval_path), "--home", s.home)[0] == 0
+    qs = {q.id: q for q in load_questions(eval_path)}
+    up = qs[f"audit-{n}"]
+    assert up.answerable and up.question == HANGZHOU and set(up.gold_doc_ids) <= set(HR_DOCS)
+    down = qs[f"audit-{last.id}"]
+    assert down.answers == ("156亿元",) and down.gold_doc_ids == ()
+    assert len(qs) == 2 and len(eval_records(log.rows())) == 2
