@@ -192,6 +192,46 @@ def cmd_feedback(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- history
+def history_store(settings: Settings):
+    from rag.org.history import History
+
+    return History(settings.home_path / "history.db")
+
+
+def cmd_history(args) -> int:
+    from rag.org.accounts import Accounts
+
+    s = _settings(args)
+    Accounts(s).get(args.user)  # an unknown name is said, not an empty list
+    h = history_store(s)
+    c = args.history_cmd
+    if c == "list":
+        convs = h.list(args.user)
+        if not convs:
+            print("还没有对话。")
+        for conv in convs:
+            print(f"{conv.id}\t{conv.updated_at}\t{'、'.join(conv.kbs)}\t{conv.title}")
+    elif c == "show" or c == "export":
+        text = h.markdown(args.user, args.id)
+        if c == "export" and args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"已导出：{args.out}")
+        else:
+            print(text, end="")
+    elif c == "rename":
+        h.rename(args.user, args.id, args.title)
+        print(f"已重命名对话 {args.id}。")
+    elif c == "delete":
+        h.get(args.user, args.id)
+        if not args.yes:
+            _confirm(f"确定删除对话 {args.id}？")
+        h.delete(args.user, args.id)
+        print(f"已删除对话 {args.id}。")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parsers
 def add_org_parsers(sub, common: argparse.ArgumentParser) -> None:
     """`rag kb`, `rag user` (and `rag audit`, `rag history`) on the CLI's subparsers."""
@@ -245,6 +285,23 @@ def add_org_parsers(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", metavar="FILE", help="write the rows as CSV")
     p.add_argument("--eval", metavar="FILE", help="write rated answers as an eval question set")
     p.set_defaults(func=cmd_audit)
+
+    hist = sub.add_parser("history", help="an account's conversations")
+    hs = hist.add_subparsers(dest="history_cmd", required=True)
+    for name, what in (("list", "list the conversations"), ("show", "print one as Markdown"),
+                       ("export", "write one as Markdown with its citations"),
+                       ("rename", "rename one"), ("delete", "delete one")):  # fmt: skip
+        p = hs.add_parser(name, parents=[common], help=what)
+        p.add_argument("--user", metavar="NAME", required=True)
+        if name != "list":
+            p.add_argument("id", help="the conversation's id (rag history list)")
+        if name == "rename":
+            p.add_argument("title")
+        if name == "export":
+            p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+        if name == "delete":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    hist.set_defaults(func=cmd_history)
 
     p = sub.add_parser("feedback", parents=[common], help="rate an answer by its audit number")
     p.add_argument("id", type=int, help="the number `rag ask` printed (#12)")

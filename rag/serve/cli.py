@@ -239,16 +239,31 @@ def _audited(args, system):
     return record
 
 
+def _remembered(args, system, title: str, resume: str | None = None):
+    """With --user, each answer is kept in that account's conversations; returns
+    keep(answer) (a no-op without --user) and the conversation's id."""
+    user = getattr(args, "user", None)
+    if not user:
+        return (lambda ans: None), None
+    from rag.org.cli import history_store
+
+    h = history_store(system.settings)
+    conv_id = resume or h.start(user, system.kbs, title)
+    return (lambda ans: h.append(user, conv_id, ans)), conv_id
+
+
 def cmd_ask(args) -> int:
     import time
 
     system = _system(args)
     record = _audited(args, system)
+    keep, _ = _remembered(args, system, args.question or args.batch or "")
     if args.batch:
         for qid, q in _read_batch(args.batch):
             started = time.perf_counter()
             ans = system.ask(q, top_k=args.top_k, filters=_filters(args))
             record(ans, started)
+            keep(ans)
             row = {"id": qid, **ans.to_json()}
             print(json.dumps(row, ensure_ascii=False), flush=True)
         return 0
@@ -265,12 +280,15 @@ def cmd_ask(args) -> int:
             system.answerer.stream(args.question, top_k=args.top_k, filters=_filters(args))
         )
     n = record(ans, started)
+    keep(ans)
     if n is not None:
         print(f"（记录编号 #{n}；评价：rag feedback {n} up|down）", file=sys.stderr)
     return 0
 
 
 def cmd_chat(args) -> int:
+    import time
+
     from rag.llm.answerer import LLMAnswerer
     from rag.llm.rewrite import make_rewriter
     from rag.read.followup import ChatSession, Turn
@@ -280,6 +298,15 @@ def cmd_chat(args) -> int:
     if isinstance(system.answerer, LLMAnswerer):  # follow-ups rewritten by the LLM
         rewriter = make_rewriter(system.answerer.llm, system.settings)
     session = ChatSession(system, rewriter=rewriter)
+    record = _audited(args, system)
+    keep, conv_id = None, args.resume
+    if args.resume:  # the turns so far, so that follow-ups read them
+        if not args.user:
+            raise ConfigError("--resume 需要同时给出 --user NAME")
+        from rag.org.cli import history_store
+
+        for t in history_store(system.settings).get(args.user, args.resume).turns:
+            session.history.append(Turn(t.question, t.rewritten or t.question, t.answer))
     print("输入问题，回车提问；输入 /exit 退出，/new 开始新对话。", file=sys.stderr)
     while True:
         try:
@@ -293,9 +320,17 @@ def cmd_chat(args) -> int:
             return 0
         if q == "/new":
             session.reset()
+            keep, conv_id = None, None
             continue
+        if keep is None:
+            keep, conv_id = _remembered(args, system, q, conv_id)
+            if conv_id:
+                print(f"（对话 {conv_id}；继续：rag chat --user {args.user} --resume {conv_id}）",
+                      file=sys.stderr)  # fmt: skip
+        started = time.perf_counter()
         if args.json:
-            print_answer(session.ask(q, top_k=args.top_k, filters=_filters(args)), True)
+            ans = session.ask(q, top_k=args.top_k, filters=_filters(args))
+            print_answer(ans, True)
         else:
             standalone = session.rewrite(q)
             if standalone != q:
@@ -305,6 +340,8 @@ def cmd_chat(args) -> int:
             )
             ans.question, ans.rewritten_question = q, standalone
             session.history.append(Turn(q, standalone, ans.text))
+        record(ans, started)
+        keep(ans)
         print()
 
 
@@ -385,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(func=cmd_ask)
 
     chat = sub.add_parser("chat", parents=[common], help="interactive chat in the terminal")
+    chat.add_argument("--resume", metavar="ID", help="go on with a kept conversation (--user)")
     retrieval_args(chat)
     llm_args(chat)
     chat.set_defaults(func=cmd_chat)
