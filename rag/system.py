@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.embed.embedder import Embedder
-from rag.errors import IndexStoreError
+from rag.errors import IndexStoreError, NotFoundError
 from rag.index.hybrid import HybridIndex, warm_up_segmenter
 from rag.org.accounts import OPERATOR, Caller
 from rag.org.kbs import KnowledgeBase, KnowledgeBases, kb_not_found
@@ -192,6 +192,11 @@ class KbSystems:
         caller = caller or OPERATOR
         if not caller.may_read(name):
             raise kb_not_found(name)
+        try:  # renamed or deleted since it was loaded: gone for every caller at once
+            self.registry.get(name)
+        except NotFoundError:
+            self.forget(name)
+            raise
         with self._lock:
             system = self._systems.get(name)
             if system is None:

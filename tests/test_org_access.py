@@ -95,9 +95,11 @@ def _h(key: str) -> dict:
 
 def test_models_lists_only_the_readable_knowledge_bases(server, home):
     _, keys = home
-    ids = lambda k: [
-        m["id"] for m in httpx.get(server + "/v1/models", headers=_h(k)).json()["data"]
-    ]  # noqa: E731
+
+    def ids(key: str) -> list[str]:
+        r = httpx.get(server + "/v1/models", headers=_h(key))
+        return [m["id"] for m in r.json()["data"]]
+
     assert ids(keys["li"]) == ["hr"]
     assert ids(keys["boss"]) == ["hr", "plan"]
     assert ids(SERVICE_KEY) == ["hr", "plan"]
@@ -213,3 +215,20 @@ def test_the_audit_log_is_append_only_filters_exports_and_feeds_the_eval_set(
     down = qs[f"audit-{last.id}"]
     assert down.answers == ("156亿元",) and down.gold_doc_ids == ()
     assert len(qs) == 2 and len(eval_records(log.rows())) == 2
+
+
+def test_only_an_editor_of_a_knowledge_base_may_ingest_into_it(home, capsys, tmp_path):
+    s, _ = home
+    Accounts(s).add("zhao", "editor", ["hr"])
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "note.txt").write_text("人事处通知：本周五下午组织业务培训。", encoding="utf-8")
+    code, _, err = _run(capsys, "ingest", str(src), "--kb", "hr", "--user", "li", "--home", s.home)
+    assert code == 2 and "不能加入文档" in err  # li reads hr, but is no editor
+    denied = _run(capsys, "ingest", str(src), "--kb", "plan", "--user", "zhao", "--home", s.home)
+    missing = _run(capsys, "ingest", str(src), "--kb", "plan9", "--user", "zhao", "--home", s.home)
+    assert denied[0] == missing[0] == 2
+    assert denied[2].replace("plan", "X") == missing[2].replace("plan9", "X")
+    code, out, err = _run(capsys, "ingest", str(src), "--kb", "hr", "--user", "zhao", "--home",
+                          s.home, "--quiet")  # fmt: skip
+    assert code == 0 and "added 1" in out, err

@@ -41,10 +41,17 @@ def cmd_ingest(args) -> int:
     s = _settings(args)
     if args.explain:
         return _explain(args.explain)
-    if args.kb:
-        from rag.errors import NotFoundError
-        from rag.org.kbs import KnowledgeBases
+    if args.kb or args.user:
+        from rag.errors import ForbiddenError, NotFoundError
+        from rag.org.kbs import DEFAULT_KB, KnowledgeBases, kb_not_found
 
+        args.kb = args.kb or DEFAULT_KB
+
+        caller = _caller(s, args)
+        if not caller.may_read(args.kb):  # as if it did not exist
+            raise NotFoundError(f"{kb_not_found(args.kb)} 先运行 rag kb create {args.kb}")
+        if not caller.may_edit(args.kb):
+            raise ForbiddenError(f"用户“{caller.name}”只能查询知识库“{args.kb}”，不能加入文档。")
         try:
             s = KnowledgeBases(s).get_or_default(args.kb).settings(s)
         except NotFoundError as e:
@@ -383,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
     ing.add_argument("-v", "--verbose", action="store_true", help="also list unchanged files")
     ing.add_argument("--kb", metavar="NAME", help="into this knowledge base (rag kb create NAME)")
+    ing.add_argument("--user", metavar="NAME", help="as this account (an editor of --kb)")
     ing.set_defaults(func=cmd_ingest)
 
     def retrieval_args(sp):
