@@ -163,10 +163,13 @@ def load_kb_system(
         s = kb.settings(settings)
         embedder = embedders.get(kb.embed_model)
         parts.append((kb.name, HybridRetriever(_open_index(s, embedder), embedder, s)))
-    retriever = MultiRetriever(parts, settings)
+    # one knowledge base: its own settings, so what writes through the system (the chat
+    # UI's uploads, reload) writes its folder
+    own = parts[0][1].settings if len(parts) == 1 else settings
+    retriever = MultiRetriever(parts, own)
     embedder = parts[0][1].embedder
-    answerer = make_answerer(settings, retriever, embedder)
-    return RagSystem(settings, retriever.index, embedder, retriever, answerer,
+    answerer = make_answerer(own, retriever, embedder)
+    return RagSystem(own, retriever.index, embedder, retriever, answerer,
                      tuple(kb.name for kb in kbs))  # fmt: skip
 
 

@@ -195,3 +195,11 @@ def test_rag_ask_with_two_kbs_prints_each_citations_knowledge_base(home, capsys)
                           home.home)  # fmt: skip
     assert code == 0 and "〔知识库 hr〕" in out and "〔知识库 plan〕" not in out
     assert "记录编号" in err
+
+
+def test_a_one_knowledge_base_system_reads_and_writes_its_own_folder(home, embedder):
+    system = _system(home, ["hr"], embedder)
+    assert system.settings.index_path == KnowledgeBases(home).get("hr").folder
+    system.reload()  # after an ingest: the same knowledge base, opened again
+    assert system.index.folder.parent == KnowledgeBases(home).get("hr").folder
+    assert {h.kb for h in system.retriever.search(HANGZHOU).hits} == {"hr"}
