@@ -97,7 +97,7 @@ class Accounts:
         self.kbs = KnowledgeBases(settings)
 
     def _con(self) -> sqlite3.Connection:
-        return self.kbs._con()
+        return self.kbs.connect()
 
     # -- reading -----------------------------------------------------------------------
     def get(self, name: str) -> User:

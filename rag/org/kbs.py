@@ -63,7 +63,8 @@ class KnowledgeBases:
         self.settings = settings
         self.home = settings.home_path
 
-    def _con(self) -> sqlite3.Connection:
+    def connect(self) -> sqlite3.Connection:
+        """A connection to HOME/org.db, an old HOME/index adopted as `default` first."""
         con = org_db(self.home)
         self._adopt_legacy(con)
         return con
@@ -92,7 +93,7 @@ class KnowledgeBases:
         )
 
     def list(self) -> list[KnowledgeBase]:
-        with closing(self._con()) as con:
+        with closing(self.connect()) as con:
             rows = con.execute("SELECT * FROM kbs ORDER BY name").fetchall()
         return [self._kb(r) for r in rows]
 
@@ -100,7 +101,7 @@ class KnowledgeBases:
         return [kb.name for kb in self.list()]
 
     def get(self, name: str) -> KnowledgeBase:
-        with closing(self._con()) as con:
+        with closing(self.connect()) as con:
             row = con.execute("SELECT * FROM kbs WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise kb_not_found(name)
@@ -120,7 +121,7 @@ class KnowledgeBases:
         check_name(name)
         folder = LEGACY_FOLDER if name == DEFAULT_KB else f"kb/{name}"
         model = embed_model or self.settings.embed_model
-        with closing(self._con()) as con:
+        with closing(self.connect()) as con:
             try:
                 con.execute(
                     "INSERT INTO kbs (name, folder, embed_model, created_at) VALUES (?, ?, ?, ?)",
@@ -140,7 +141,7 @@ class KnowledgeBases:
         target = self.home / "kb" / new
         if target.exists():
             raise ConfigError(f"{target} 已存在，不能重命名为“{new}”。")
-        with closing(self._con()) as con:
+        with closing(self.connect()) as con:
             con.execute("BEGIN IMMEDIATE")
             try:
                 con.execute(
@@ -158,6 +159,6 @@ class KnowledgeBases:
     def delete(self, name: str) -> None:
         """Remove the knowledge base, its index folder and every grant of it."""
         kb = self.get(name)
-        with closing(self._con()) as con:
+        with closing(self.connect()) as con:
             con.execute("DELETE FROM kbs WHERE name = ?", (name,))
         shutil.rmtree(kb.folder, ignore_errors=True)

@@ -1,8 +1,13 @@
 import sys
 
 # `python -m rag.eval.bench [options]`: the speed and scale benchmark (bench/run.py);
-# `python -m rag.eval.bench ocr|formats [options]`: reading scans, reading each file type.
-SUBCOMMANDS = {"ocr": "rag.eval.bench.ocr", "formats": "rag.eval.bench.formats"}
+# `python -m rag.eval.bench ocr|formats [options]`: reading scans, reading each file type;
+# `python -m rag.eval.bench org [options]`: many accounts asking knowledge bases at once.
+SUBCOMMANDS = {
+    "ocr": "rag.eval.bench.ocr",
+    "formats": "rag.eval.bench.formats",
+    "org": "rag.eval.bench.org",
+}
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
     import importlib
