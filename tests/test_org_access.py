@@ -232,3 +232,42 @@ def test_only_an_editor_of_a_knowledge_base_may_ingest_into_it(home, capsys, tmp
     code, out, err = _run(capsys, "ingest", str(src), "--kb", "hr", "--user", "zhao", "--home",
                           s.home, "--quiet")  # fmt: skip
     assert code == 0 and "added 1" in out, err
+
+
+def test_the_chat_ui_logs_in_editors_of_its_knowledge_base_with_their_account(home, embedder):
+    from rag.serve.api import create_app, make_server
+    from rag.serve.api_ui import account_login
+    from rag.system import Embedders, KbSystems
+
+    s, _ = home
+    a = Accounts(s)
+    a.add("qian", "editor", ["hr"], password="qian-password")
+    a.add("sun", "reader", ["hr"], password="sun-password")
+    a.add("zhou", "editor", ["plan"], password="zhou-password")
+    systems = KbSystems(s, Embedders(s, {s.embed_model: embedder}))
+    app = create_app(systems.get("hr"), [SERVICE_KEY], ui=True,
+                     ui_auth=account_login(s, "hr", 0.0), systems=systems, accounts=a)  # fmt: skip
+    port = free_port()
+    srv = make_server(app, "127.0.0.1", port)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not srv.started:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(url + "/config").status_code == 401
+
+        def status(name: str, pw: str) -> int:
+            data = {"username": name, "password": pw}
+            return httpx.post(url + "/login", data=data, timeout=60).status_code
+
+        assert status("qian", "qian-password") == 200  # an editor of hr, the UI's
+        assert status("qian", "wrong-password") == 400
+        assert status("sun", "sun-password") == 400  # a reader: the UI changes documents
+        assert status("zhou", "zhou-password") == 400  # an editor of another knowledge base
+        assert status("ghost", "qian-password") == 400
+    finally:
+        srv.should_exit = True
+        thread.join(15)

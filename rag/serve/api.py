@@ -94,7 +94,12 @@ def check_serve_options(opts: ServeOptions) -> None:
             f"拒绝在 {opts.host} 上不设密钥提供服务：能访问该地址的任何人都能读取知识库。"
             f"请用 --api-key KEY（或设置 RAG_API_KEYS），或改用 --host {DEFAULT_HOST}。"
         )
-    if opts.ui and opts.ui_auth is None and opts.host not in LOOPBACK_HOSTS:
+    if (
+        opts.ui
+        and opts.ui_auth is None
+        and not opts.account_keys
+        and opts.host not in LOOPBACK_HOSTS
+    ):
         raise ConfigError(
             f"拒绝在 {opts.host} 上提供无需登录的网页界面：能访问该地址的任何人都能读取和修改知识库。"
             "请用 --auth 用户名:密码（或设置 RAG_AUTH），或加 --no-ui 只提供 API。"
@@ -668,10 +673,10 @@ def serve(opts: ServeOptions, settings) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
 
-    if not settings.index_dir and not opts.api_keys and not opts.no_auth:
+    if not settings.index_dir and not opts.no_auth:
         from rag.org.accounts import Accounts
 
-        if Accounts(settings).list():  # accounts' keys let callers in: no service key needed
+        if Accounts(settings).list():  # accounts' keys and logins let callers in
             opts = dataclasses.replace(opts, account_keys=True)
     check_serve_options(opts)
     temp_dir = None
@@ -681,6 +686,7 @@ def serve(opts: ServeOptions, settings) -> int:
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         temp_dir = use_upload_temp_dir(settings)
     systems = accounts = audit = None
+    ui_auth = opts.ui_auth
     if settings.index_dir:  # one bare index (--index, $RAG_INDEX), served as `default`
         system = load_system(settings)
     else:  # the home's knowledge bases, its accounts' keys, its audit log
@@ -696,10 +702,14 @@ def serve(opts: ServeOptions, settings) -> int:
                 f"{settings.home_path}：还没有建好的知识库，请先 rag ingest PATH --kb NAME。"
             )
         system = systems.get(KNOWLEDGE_BASE if KNOWLEDGE_BASE in names else names[0])
+        if opts.ui and opts.ui_auth is None and opts.account_keys:  # the accounts log in
+            from rag.serve.api_ui import account_login
+
+            ui_auth = account_login(settings, system.kbs[0], settings.login_delay_s)
     print("Loading the embedding model ...", file=sys.stderr, flush=True)
     system.embedder.embed_query("预热")
     app = create_app(system, opts.api_keys, no_auth=opts.no_auth, ui=opts.ui,
-                     ui_auth=opts.ui_auth, ui_temp_dir=temp_dir, systems=systems,
+                     ui_auth=ui_auth, ui_temp_dir=temp_dir, systems=systems,
                      accounts=accounts, audit=audit)  # fmt: skip
     where = f"[{opts.host}]:{opts.port}" if ":" in opts.host else f"{opts.host}:{opts.port}"
     auth = (
@@ -709,7 +719,7 @@ def serve(opts: ServeOptions, settings) -> int:
     )
     ui = "no chat UI"
     if opts.ui:
-        ui = "chat UI at / " + ("(login required)" if opts.ui_auth else "(no login)")
+        ui = "chat UI at / " + ("(login required)" if ui_auth else "(no login)")
     print(f"Serving {settings.index_path} on http://{where}/ ; {auth}; {ui}; docs at /docs",
           file=sys.stderr, flush=True)  # fmt: skip
     make_server(app, opts.host, opts.port).run()
