@@ -465,11 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_org_parsers(sub, common)
 
     try:
+        from rag.eval.audit_report import add_audit_report_parser
         from rag.eval.cli import add_eval_parser
     except ImportError:
         pass
     else:
         add_eval_parser(sub, common)
+        add_audit_report_parser(sub, common)
     return p
 
 
