@@ -203,3 +203,39 @@ def test_a_one_knowledge_base_system_reads_and_writes_its_own_folder(home, embed
     system.reload()  # after an ingest: the same knowledge base, opened again
     assert system.index.folder.parent == KnowledgeBases(home).get("hr").folder
     assert {h.kb for h in system.retriever.search(HANGZHOU).hits} == {"hr"}
+
+
+def test_an_llm_answer_over_two_knowledge_bases_cites_each_passage_with_its_own(home, embedder):
+    """The LLM answerer reads passages of both knowledge bases through the fused view
+    (titles, planted-text checks, citations) and its citations name theirs."""
+    import re
+
+    pytest.importorskip("llama_index.llms.openai_like")
+    from fake_openai import FakeOpenAI, Reply
+
+    from rag.ingest.chunking import split_sentences
+    from rag.system import Embedders, load_kb_system
+
+    passage = re.compile(r'<passage id="(\d+)"[^>]*>\n(.*?)\n</passage>', re.S)
+
+    def quote_all(body: dict) -> str:  # the first sentence of every passage, cited
+        out = []
+        for n, text in passage.findall(body["messages"][-1]["content"]):
+            s, e = max(split_sentences(text), key=lambda sp: sp[1] - sp[0])
+            out.append(f"{text[s:e].rstrip('。！？')}[{n}]。")
+        return "".join(out)
+
+    with FakeOpenAI() as srv:
+        srv.script(Reply(quote_all))
+        s = home.replace(llm="openai", llm_model="fake", llm_base_url=srv.base_url,
+                         llm_timeout_s=30.0, llm_retries=0)  # fmt: skip
+        system = load_kb_system(
+            s, ["plan", "hr"], embedders=Embedders(s, {s.embed_model: embedder})
+        )
+        ans = system.ask("城市建设有哪些经验和做法？", top_k=4)
+    assert ans.generator == "openai:fake" and not ans.refused, ans.notice
+    assert {c.kb for c in ans.citations} == {"plan", "hr"}
+    for c in ans.citations:
+        assert c.doc_id.startswith(c.kb + "/")
+        docs = PLAN_DOCS if c.kb == "plan" else HR_DOCS
+        assert c.doc_id.split("/", 1)[1] in docs and c.title
