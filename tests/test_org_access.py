@@ -194,6 +194,8 @@ def test_the_audit_log_is_append_only_filters_exports_and_feeds_the_eval_set(
     lines = out.splitlines()
     assert code == 0 and lines and all(line.split("\t")[2] == "li" for line in lines)
     assert any(line.startswith(f"#{n}\t") and line.endswith("👍") for line in lines)
+    code, out, _ = _run(capsys, "audit", "--user", "boss", "--home", s.home)
+    assert out.splitlines()[-1].endswith("👎 年份不对（更正：156亿元）")
     code, out, _ = _run(capsys, "audit", "--since", "2999-01-01", "--home", s.home)
     assert code == 0 and out == ""
     code, _, err = _run(capsys, "audit", "--since", "yesterday", "--home", s.home)

@@ -178,6 +178,8 @@ def cmd_audit(args) -> int:
     for r in rows:
         state = "拒答" if r.refused else f"可信度 {r.confidence:.2f}"
         rating = {"up": "👍", "down": "👎"}.get(r.rating, "")
+        rating += f" {r.comment}" if r.comment else ""
+        rating += f"（更正：{r.correction}）" if r.correction else ""
         cited = "、".join(f"{c['kb']}/{c['doc_id']}" for c in r.citations) or "无引用"
         print(f"#{r.id}\t{r.at}\t{r.user}\t{'、'.join(r.kbs)}\t{r.question}\t{state}\t"
               f"{r.latency_ms:.0f} ms\t{cited}\t{rating}")  # fmt: skip
