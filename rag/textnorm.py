@@ -160,19 +160,3 @@ def iso_date(value: object) -> str | None:
 
 
 _FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９－／．：", "0123456789-/.:")
-
-
-# A pinyin reading some web pages print after a character: 嶗山區(qū). At least one tone
-# mark, right after a Chinese character, so "(a)", "附件(b)" and "Python(3)" stay.
-_TONED = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜ"
-_PINYIN_GLOSS = re.compile(
-    rf"(?<=[\u4e00-\u9fff])[(（](?=[a-zü]*[{_TONED}])[a-zü{_TONED}]{{1,7}}[)）]"
-)
-
-
-def without_glosses(text: str) -> str:
-    """`text` as shown to a reader: without pinyin glosses (嶗山區(qū) -> 嶗山區).
-
-    Display only: indexes and citation offsets keep the document's text as it is.
-    """
-    return _PINYIN_GLOSS.sub("", text)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from rag.config import LLM_KINDS, Settings
 from rag.errors import ConfigError, RagError
-from rag.textnorm import without_glosses
 from rag.types import Filters
 
 
@@ -160,11 +159,10 @@ def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
             print(f"（理解为：{ans.rewritten_question}）", file=out)
         if ans.notice and not ans.refused:
             print(ans.notice, file=out)
-        print(without_glosses(ans.text), file=out)
+        print(ans.text, file=out)
     if ans.short_answer and not ans.refused:
         bold = getattr(out, "isatty", lambda: False)()
-        short = without_glosses(ans.short_answer)
-        print(f"简答：{BOLD if bold else ''}{short}{PLAIN if bold else ''}", file=out)
+        print(f"简答：{BOLD if bold else ''}{ans.short_answer}{PLAIN if bold else ''}", file=out)
     if ans.confidence_level:
         reason = f"（{ans.confidence_reason}）" if ans.confidence_reason else ""
         print(f"可信度：{ans.confidence_level}{reason}", file=out)
@@ -174,8 +172,7 @@ def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
             date = f"，{c.date}" if c.date else ""
             where = c.location or f"第 {c.start}–{c.end} 字"
             where += "（扫描件识别）" if c.ocr else ""
-            text = without_glosses(c.text)
-            snippet = text if len(text) <= 120 else text[:120] + "……"
+            snippet = c.text if len(c.text) <= 120 else c.text[:120] + "……"
             kb = f"〔知识库 {c.kb}〕" if c.kb else ""
             print(f"[{c.n}] {kb}《{c.title}》{date}，{where}：{snippet}", file=out)
 
@@ -191,7 +188,6 @@ def print_streamed(items, out=None):
     final = None
     for item in items:
         if isinstance(item, str):
-            item = without_glosses(item)
             out.write(item)
             out.flush()
             shown.append(item)
@@ -200,7 +196,7 @@ def print_streamed(items, out=None):
     streamed = "".join(shown).strip()
     if streamed:
         print(file=out)
-    if streamed == without_glosses(final.text).strip() and not (final.notice and not final.refused):
+    if streamed == final.text.strip() and not (final.notice and not final.refused):
         if final.citations:
             print_answer(final, False, out, with_text=False)
         return final

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 
 from rag.read.extractive import CONFLICT, provenance
 from rag.serve.public import hide_paths
-from rag.textnorm import without_glosses
 
 MAX_DOC_VIEW_CHARS = 200_000  # a longer document is shown as a window around the passage
 
@@ -31,9 +30,7 @@ class UploadResult(NamedTuple):
 
 
 def esc(text: str) -> str:
-    """HTML-escaped text with line breaks kept (as <br>, so no blank line ends an HTML block),
-    without the pinyin glosses some documents carry (嶗山區(qū): `without_glosses`)."""
-    text = without_glosses(text)
+    """HTML-escaped text with line breaks kept (as <br>, so no blank line ends an HTML block)."""
     return html.escape(text, quote=True).replace("\r", "").replace("\n", "<br>")
 
 
@@ -190,7 +187,7 @@ def _linked_text(answer, turn: int) -> str:
 
 
 def render_confidence(answer) -> str:
-    """ "可信度：高 · 引用的句子包含问题的关键词和所问的数值"."""
+    """"可信度：高 · 引用的句子包含问题的关键词和所问的数值"."""
     if not answer.confidence_level:
         return ""
     level = {"高": "high", "中": "mid", "低": "low"}.get(answer.confidence_level, "low")
