@@ -239,3 +239,11 @@ def test_an_llm_answer_over_two_knowledge_bases_cites_each_passage_with_its_own(
         assert c.doc_id.startswith(c.kb + "/")
         docs = PLAN_DOCS if c.kb == "plan" else HR_DOCS
         assert c.doc_id.split("/", 1)[1] in docs and c.title
+
+
+def test_asking_a_home_without_default_names_its_knowledge_bases(home, capsys):
+    code, _, err = _run(capsys, "ask", LAOSHAN, "--home", home.home)
+    assert (
+        code == 2
+        and err == f"rag: {home.home} 没有知识库“default”；请用 --kb NAME 选择：hr、plan\n"
+    )

@@ -114,6 +114,14 @@ def _system(args):
 
     s = _settings(args)
     if not (getattr(args, "kb", None) or getattr(args, "user", None)):
+        if not s.index_dir and not (s.index_path / "CURRENT").is_file():
+            from rag.org.kbs import KnowledgeBases
+
+            names = KnowledgeBases(s).names()
+            if names:  # a home without `default`: say which there are
+                raise ConfigError(
+                    f"{s.home_path} 没有知识库“default”；请用 --kb NAME 选择：{'、'.join(names)}"
+                )
         return load_system(s)
     return load_kb_system(s, args.kb or (), _caller(s, args))
 
