@@ -27,8 +27,16 @@ def _default_cache_dir() -> str:
     return os.environ.get("RAG_CACHE_DIR", str(Path.home() / ".cache" / "rag"))
 
 
+def _default_home() -> str:
+    return os.environ.get("RAG_HOME", ".rag")
+
+
 def _default_index_dir() -> str:
-    return os.environ.get("RAG_INDEX", ".rag/index")
+    # "" means the knowledge base `default` of the home: HOME/index (`Settings.index_path`)
+    return os.environ.get("RAG_INDEX", "")
+
+
+ROLES = ("reader", "editor", "admin")
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,11 @@ def check_base_url(url: str | None, where: str) -> None:
 
 @dataclass(frozen=True)
 class Settings:
-    # where things live
+    # where things live: one home (--home, $RAG_HOME) holds the knowledge bases (HOME/index
+    # is `default`, others HOME/kb/NAME), the accounts (HOME/org.db), the conversations
+    # (HOME/history.db) and the audit log (HOME/audit.db); `index_dir` (--index, $RAG_INDEX)
+    # names one index folder outside it
+    home: str = field(default_factory=_default_home)
     index_dir: str = field(default_factory=_default_index_dir)
     cache_dir: str = field(default_factory=_default_cache_dir)
     # loading
@@ -168,6 +180,22 @@ class Settings:
     api_requests_per_minute: int = 120
     api_upload_max_mb: float = 200.0
     cors_origins: tuple[str, ...] = ()
+    # accounts (rag/org/, docs/accounts.md). LDAP: a login binds as the DN `ldap_user_dn`
+    # with {name} filled in; an account that binds is created with `ldap_default_role`
+    ldap_url: str | None = None  # ldap://host:389 or ldaps://host:636
+    ldap_user_dn: str = "uid={name},ou=people,dc=example,dc=org"
+    ldap_start_tls: bool = False
+    ldap_timeout_s: float = 5.0
+    ldap_default_role: str = "reader"
+    # OIDC (Keycloak, Authing, ...): the issuer's discovery document is at
+    # {oidc_issuer}/.well-known/openid-configuration; the secret is read from the
+    # environment variable `oidc_client_secret_env`, never written in the file
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret_env: str = "RAG_OIDC_CLIENT_SECRET"
+    oidc_redirect_uri: str | None = None
+    oidc_scope: str = "openid profile email"
+    oidc_username_claim: str = "preferred_username"
 
     def __post_init__(self) -> None:
         if isinstance(self.generators, dict):
@@ -209,6 +237,8 @@ class Settings:
             )
         if self.chunk_overlap < 0:
             raise ConfigError(f"chunk_overlap must be 0 or more, got {self.chunk_overlap}")
+        if self.ldap_default_role not in ROLES:
+            raise ConfigError(f"ldap_default_role must be one of {', '.join(ROLES)}")
         if self.evidence_depth < 0:
             raise ConfigError(
                 f"evidence_depth must be 0 or more (0 turns the answer rerank off), "
@@ -287,8 +317,15 @@ class Settings:
         return s.replace(**overrides)
 
     @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser()
+
+    @property
     def index_path(self) -> Path:
-        return Path(self.index_dir).expanduser()
+        """The index folder: `index_dir` when set, else the home's knowledge base `default`."""
+        if self.index_dir:
+            return Path(self.index_dir).expanduser()
+        return self.home_path / "index"
 
     @property
     def cache_path(self) -> Path:

@@ -30,3 +30,16 @@ class IndexSchemaError(IndexStoreError):
 
 class ModelError(RagError):
     """An embedding model or LLM could not be loaded or called."""
+
+
+class NotFoundError(RagError):
+    """A knowledge base, account or conversation that does not exist, or that the caller
+    may not see: both answer alike, so a name reveals nothing (HTTP 404, Dify 2001)."""
+
+
+class ForbiddenError(RagError):
+    """The caller is known but its role does not allow the action (HTTP 403)."""
+
+
+class AuthError(RagError):
+    """A login or key that is wrong: which part was wrong is never said."""

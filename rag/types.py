@@ -166,6 +166,7 @@ class Hit:
     dense_score: float | None
     bm25_rank: int | None
     bm25_score: float | None
+    kb: str = ""  # the knowledge base it came from (rag.search.multi); "" for a bare index
 
     @property
     def chunk(self) -> Chunk:
@@ -201,6 +202,7 @@ class Citation:
     # "表2 第5行"; empty for plain text
     location: str = ""
     ocr: bool = False  # the cited text was read from a scan by OCR
+    kb: str = ""  # the knowledge base the passage is from; "" for a bare index
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,7 @@ class Answer:
                     "flags": list(c.flags),
                     "location": c.location,
                     "ocr": c.ocr,
+                    "kb": c.kb,
                 }
                 for c in self.citations
             ],
@@ -266,6 +269,7 @@ class Answer:
                 {
                     "chunk_id": h.chunk_id,
                     "doc_id": h.doc_id,
+                    "kb": h.kb,
                     "score": round(h.score, 6),
                     "dense_rank": h.dense_rank,
                     "bm25_rank": h.bm25_rank,

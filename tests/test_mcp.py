@@ -140,7 +140,7 @@ def test_every_tool_asks_the_service_seam_with_the_callers_key_name(corpus_syste
     original = service.knowledge_base
 
     def recording(name, caller=None):
-        seen.append((name, caller))
+        seen.append((name, str(caller)))
         return original(name, caller)
 
     service.knowledge_base = recording

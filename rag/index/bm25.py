@@ -48,6 +48,13 @@ def _bm25_weights(tf: sp.csr_matrix, k1: float, b: float) -> sp.csc_matrix:
     return sp.csr_matrix((w.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape).tocsc()
 
 
+def bm25_idf(n_docs: int, df: np.ndarray) -> np.ndarray:
+    """BM25's IDF of terms with document frequencies `df` among `n_docs` passages; also
+    pooled over several indexes' counts (rag.search.multi)."""
+    n = max(n_docs, 1)
+    return np.log1p((n - df + 0.5) / (df + 0.5))
+
+
 class BM25Index:
     """Okapi BM25 over a (chunks x vocabulary) term-frequency matrix.
 
@@ -166,10 +173,9 @@ class BM25Index:
 
     def idf(self, terms: Sequence[str]) -> np.ndarray:
         """BM25's IDF of each term; a term outside the vocabulary has document frequency 0."""
-        n = max(len(self), 1)
         cols = (self.vocab.get(t) for t in terms)
         df = np.array([0 if j is None else self.df[j] for j in cols], float)
-        return np.log1p((n - df + 0.5) / (df + 0.5))
+        return bm25_idf(len(self), df)
 
     @property
     def weights(self) -> sp.csc_matrix:

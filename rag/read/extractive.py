@@ -89,6 +89,7 @@ def make_citation(index, n: int, h: Hit, quotes=()) -> Citation:
         # the quoted sentence's place when there is one: a passage may span rows or pages
         location=index.location(h.doc_id, *(quotes[0] if quotes else (h.start, h.end))),
         ocr=index.is_ocr(h.doc_id, h.start, h.end),
+        kb=h.kb,
     )
 
 

@@ -21,6 +21,7 @@ passages of one query, the cosine means the same across queries.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import ConfigError, RagError
+from rag.errors import ConfigError, ForbiddenError, RagError
 from rag.serve.api_docs import FilterSpec
 from rag.serve.limits import check_question
 from rag.serve.passages import passages, references
@@ -82,6 +83,7 @@ class ServeOptions:
     no_auth: bool = False
     ui: bool = True  # the chat UI at /
     ui_auth: tuple[str, str] | None = None  # its login, USER:PASSWORD as `app.py --auth`
+    account_keys: bool = False  # the home has accounts, whose keys are accepted too
 
 
 def ui_login(value: str | None) -> tuple[str, str] | None:
@@ -108,12 +110,17 @@ def check_serve_options(opts: ServeOptions) -> None:
             f"拒绝在 {opts.host} 上不设密钥提供服务：能访问该地址的任何人都能读取知识库。"
             f"请用 --api-key KEY（或设置 RAG_API_KEYS），或改用 --host {DEFAULT_HOST}。"
         )
-    if opts.ui and opts.ui_auth is None and opts.host not in LOOPBACK_HOSTS:
+    if (
+        opts.ui
+        and opts.ui_auth is None
+        and not opts.account_keys
+        and opts.host not in LOOPBACK_HOSTS
+    ):
         raise ConfigError(
             f"拒绝在 {opts.host} 上提供无需登录的网页界面：能访问该地址的任何人都能读取和修改知识库。"
             "请用 --auth 用户名:密码（或设置 RAG_AUTH），或加 --no-ui 只提供 API。"
         )
-    if not opts.no_auth and not opts.api_keys:
+    if not opts.no_auth and not opts.api_keys and not opts.account_keys:
         raise ConfigError(
             "没有可用的 API 密钥：请用 --api-key KEY（可重复）或环境变量 RAG_API_KEYS"
             f"（逗号分隔）设置；只在本机（--host {DEFAULT_HOST}）使用时可加 --no-auth。"
@@ -312,9 +319,11 @@ class RetrievalRequest(BaseModel):
 # =========================================================================== the app
 def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
                max_body_bytes: int = MAX_BODY_BYTES, ui: bool = False,
-               ui_auth: tuple[str, str] | None = None, ui_temp_dir=None,
-               host: str = DEFAULT_HOST):  # fmt: skip
-    """The FastAPI app serving `system` as the knowledge base `default`.
+               ui_auth=None, ui_temp_dir=None, host: str = DEFAULT_HOST,
+               systems=None, accounts=None, audit=None):  # fmt: skip
+    """The FastAPI app serving `system` as the knowledge base `default`, or with `systems`
+    a home's knowledge bases, each a model (`Service` says who may read which; `accounts`
+    let account keys in, `audit` records every answer).
 
     `keys` are the accepted bearer keys; `no_auth` lets every caller in (the caller of
     this function checks that only loopback is served so, see `check_serve_options`).
@@ -325,7 +334,8 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
     from rag.serve.mcp_server import mount_mcp
 
     settings = system.settings
-    service = Service(system, keys, no_auth, temp_dir=ui_temp_dir if ui else None)
+    service = Service(system, keys, no_auth, temp_dir=ui_temp_dir if ui else None,
+                      systems=systems, accounts=accounts, audit=audit)  # fmt: skip
     app = FastAPI(
         title="rag",
         description="对自己的文档提问：OpenAI 兼容的对话接口（带引用）、Dify 外部知识库接口、"
@@ -419,6 +429,10 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
     async def unknown_knowledge_base(request: Request, exc: UnknownKnowledgeBase):
         return error_response(request, 404, public_error(exc), "not_found", 2001)
 
+    @app.exception_handler(ForbiddenError)
+    async def forbidden(request: Request, exc: ForbiddenError):
+        return error_response(request, 403, public_error(exc), "permission_denied", 1002)
+
     @app.exception_handler(RagError)
     async def rag_error(request: Request, exc: RagError):
         return error_response(request, 400, public_error(exc), "invalid_request")
@@ -457,7 +471,7 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
         conv = await run_in_threadpool(read_conversation, kb.system, req.messages)
         cid, created = _completion_id(), int(time.time())
         if not req.stream:
-            ans = await service.answer(conv, filters, kb.system)
+            ans = await service.answer(conv, filters, kb.system, request.state.caller)
             return {
                 "id": cid,
                 "object": "chat.completion",
@@ -474,7 +488,7 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
             }
         check_question(conv.question, kb.system.settings)  # refused before the stream starts
         return StreamingResponse(
-            _sse(service, kb, conv, filters, cid, created),
+            _sse(service, kb, conv, filters, cid, created, request.state.caller),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -508,17 +522,18 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
     if ui:
         from rag.serve.api_ui import mount_ui
 
-        library = service.knowledge_base(KNOWLEDGE_BASE).library  # one write lock for both
+        library = service.knowledge_base(None).library  # one write lock for both
         app = mount_ui(app, system, ui_auth, ui_temp_dir, library=library)
     return app
 
 
-def _chunk(cid: str, created: int, delta: dict, finish: str | None = None, **extra) -> str:
+def _chunk(cid: str, created: int, delta: dict, finish: str | None = None,
+           model: str = KNOWLEDGE_BASE, **extra) -> str:  # fmt: skip
     body = {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": created,
-        "model": KNOWLEDGE_BASE,
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         **extra,
     }
@@ -526,24 +541,24 @@ def _chunk(cid: str, created: int, delta: dict, finish: str | None = None, **ext
 
 
 async def _sse(service: Service, kb, conv: Conversation, filters, cid: str,
-               created: int) -> AsyncIterator[str]:  # fmt: skip
+               created: int, caller=None) -> AsyncIterator[str]:  # fmt: skip
     """The answer as server-sent events: text pieces, then `references` and `refused` on
     the last chunk, then `data: [DONE]`. When the checked answer differs from what was
     streamed (sentences marked, an extractive answer after a failure), it follows in full,
     as `rag ask` prints it."""
-    yield _chunk(cid, created, {"role": "assistant", "content": ""})
+    yield _chunk(cid, created, {"role": "assistant", "content": ""}, model=kb.name)
     shown: list[str] = []
     try:
-        async for item in service.stream(conv, filters, kb.system):
+        async for item in service.stream(conv, filters, kb.system, caller):
             if isinstance(item, str):
                 shown.append(item)
-                yield _chunk(cid, created, {"content": item})
+                yield _chunk(cid, created, {"content": item}, model=kb.name)
                 continue
             streamed = "".join(shown).strip()
             if streamed != item.text.strip():
                 lead = "\n\n——核查后——\n" if streamed else ""
-                yield _chunk(cid, created, {"content": lead + item.text})
-            yield _chunk(cid, created, {}, "stop", **_answer_extras(kb.system, item))
+                yield _chunk(cid, created, {"content": lead + item.text}, model=kb.name)
+            yield _chunk(cid, created, {}, "stop", kb.name, **_answer_extras(kb.system, item))
     except Exception as e:  # the status line is sent: say it in the stream, never a traceback
         err = _openai_error(public_error(e), "internal_error", "server_error")
         yield f"data: {json.dumps(err, ensure_ascii=False)}\n\n"
@@ -578,6 +593,11 @@ def serve(opts: ServeOptions, settings) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
 
+    if not settings.index_dir and not opts.no_auth:
+        from rag.org.accounts import Accounts
+
+        if Accounts(settings).list():  # accounts' keys and logins let callers in
+            opts = dataclasses.replace(opts, account_keys=True)
     check_serve_options(opts)
     temp_dir = None
     if opts.ui:  # before Gradio is imported: it reads $GRADIO_TEMP_DIR then
@@ -585,11 +605,32 @@ def serve(opts: ServeOptions, settings) -> int:
 
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         temp_dir = use_upload_temp_dir(settings)
-    system = load_system(settings)
+    systems = accounts = audit = None
+    ui_auth = opts.ui_auth
+    if settings.index_dir:  # one bare index (--index, $RAG_INDEX), served as `default`
+        system = load_system(settings)
+    else:  # the home's knowledge bases, its accounts' keys, its audit log
+        from rag.org.accounts import Accounts
+        from rag.org.audit import AuditLog
+        from rag.system import KbSystems
+
+        systems, accounts = KbSystems(settings), Accounts(settings)
+        audit = AuditLog(settings.home_path / "audit.db")
+        names = systems.names()
+        if not names:
+            raise ConfigError(
+                f"{settings.home_path}：还没有建好的知识库，请先 rag ingest PATH --kb NAME。"
+            )
+        system = systems.get(KNOWLEDGE_BASE if KNOWLEDGE_BASE in names else names[0])
+        if opts.ui and opts.ui_auth is None and opts.account_keys:  # the accounts log in
+            from rag.serve.api_ui import account_login
+
+            ui_auth = account_login(settings, system.kbs[0], settings.login_delay_s)
     print("Loading the embedding model ...", file=sys.stderr, flush=True)
     system.embedder.embed_query("预热")
     app = create_app(system, opts.api_keys, no_auth=opts.no_auth, ui=opts.ui,
-                     ui_auth=opts.ui_auth, ui_temp_dir=temp_dir, host=opts.host)  # fmt: skip
+                     ui_auth=ui_auth, ui_temp_dir=temp_dir, host=opts.host,
+                     systems=systems, accounts=accounts, audit=audit)  # fmt: skip
     where = f"[{opts.host}]:{opts.port}" if ":" in opts.host else f"{opts.host}:{opts.port}"
     auth = (
         "no key needed (this machine only)"
@@ -598,7 +639,7 @@ def serve(opts: ServeOptions, settings) -> int:
     )
     ui = "no chat UI"
     if opts.ui:
-        ui = "chat UI at / " + ("(login required)" if opts.ui_auth else "(no login)")
+        ui = "chat UI at / " + ("(login required)" if ui_auth else "(no login)")
     print(f"Serving {settings.index_path} on http://{where}/ ; {auth}; {ui}; MCP at /mcp; docs at /docs",
           file=sys.stderr, flush=True)  # fmt: skip
     make_server(app, opts.host, opts.port).run()

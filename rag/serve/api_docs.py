@@ -98,7 +98,7 @@ async def upload_documents(
 ):
     service = _service(request)
     caller = request.state.caller
-    kb = service.knowledge_base(knowledge_base, caller)
+    kb = service.knowledge_base(knowledge_base, caller, edit=True)  # 403 for a reader
     mb = sum(f.size or 0 for f in files) / 2**20
     if not service.uploads.allow(f"key:{caller}", len(files), mb):
         wait = max(math.ceil(service.uploads.retry_after(f"key:{caller}")), 1)
@@ -109,7 +109,7 @@ async def upload_documents(
     return {"knowledge_base": kb.name, "results": results}
 
 
-def _ingest_uploads(kb, files: list[UploadFile], caller: str) -> list[dict]:
+def _ingest_uploads(kb, files: list[UploadFile], caller) -> list[dict]:
     """Copy the request's files beside the index (not the system temp folder) and ingest
     them through the knowledge base's `Library`, as the chat UI does."""
     from rag.serve.ui.library import data_dir
@@ -124,7 +124,7 @@ def _ingest_uploads(kb, files: list[UploadFile], caller: str) -> list[dict]:
                 f.file.seek(0)
                 shutil.copyfileobj(f.file, out)
             pairs.append((path, f.filename or "file"))
-        done = kb.library.add_files(pairs, log=lambda m: None, user=caller)
+        done = kb.library.add_files(pairs, log=lambda m: None, user=str(caller))
     return [
         {
             "file": r.name,
@@ -143,7 +143,7 @@ def delete_documents(
     doc_id: list[str] = Query(..., min_length=1, description="要删除的文档 doc_id，可重复"),
     knowledge_base: str | None = None,
 ) -> dict:
-    kb = _service(request).knowledge_base(knowledge_base, request.state.caller)
+    kb = _service(request).knowledge_base(knowledge_base, request.state.caller, edit=True)
     order = {d: i for i, d in reversed(list(enumerate(doc_id)))}
     done = sorted(kb.library.remove(doc_id), key=lambda r: order.get(r.doc_id, len(order)))
     return {

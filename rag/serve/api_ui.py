@@ -7,14 +7,47 @@ keys do not replace: a browser cannot send a bearer key.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
+MAX_LOGIN_LOCKS = 1024  # one per name tried; forgotten past this many (any name can be tried)
 
-def mount_ui(app, system, auth: tuple[str, str] | None = None, temp_dir: Path | None = None,
-             library=None):  # fmt: skip
+
+def account_login(settings, kb: str, delay_s: float) -> Callable[[str, str], object]:
+    """Gradio's `auth` over a home's accounts: a local password (argon2), else LDAP when
+    configured (rag.org.ldap_auth.login), of an editor or admin of `kb` -- the UI adds
+    and removes its documents, which a reader may not. One try at a time per name and
+    `delay_s` after each failure, as `rag.serve.limits.login_checker`."""
+    from rag.errors import AuthError, NotFoundError
+    from rag.org.ldap_auth import login
+
+    locks: dict[str, asyncio.Lock] = {}
+
+    def allowed(username: str, password: str) -> bool:
+        try:
+            return login(settings, username, password).may_edit(kb)
+        except (AuthError, NotFoundError):
+            return False
+
+    async def check(username: str, password: str) -> bool:
+        if len(locks) > MAX_LOGIN_LOCKS:
+            locks.clear()
+        async with locks.setdefault(username, asyncio.Lock()):
+            ok = await asyncio.to_thread(allowed, username, password)  # argon2 takes ~50 ms
+            if not ok:
+                await asyncio.sleep(delay_s)
+            return ok
+
+    return check
+
+
+def mount_ui(app, system, auth: tuple[str, str] | Callable | None = None,
+             temp_dir: Path | None = None, library=None):  # fmt: skip
     """Mount the chat UI over `system` at `/` of `app` (after the API routes: they match
-    first). `temp_dir` is where Gradio keeps uploads (see `use_upload_temp_dir`); `library`
-    the one the APIs upload through (so both write under one lock), else a new one."""
+    first). `auth` is one USER:PASSWORD login or a checker (`account_login`); `temp_dir`
+    is where Gradio keeps uploads (see `use_upload_temp_dir`); `library` the one the APIs
+    upload through (so both write under one lock), else a new one."""
     import gradio as gr
 
     from rag.serve.limits import UploadRouteLimit, login_checker, upload_limiter
@@ -37,7 +70,13 @@ def mount_ui(app, system, auth: tuple[str, str] | None = None, temp_dir: Path | 
         app,
         demo,
         path="/",
-        auth=login_checker(dict([auth]), settings.login_delay_s) if auth else None,
+        auth=(
+            auth
+            if callable(auth)
+            else login_checker(dict([auth]), settings.login_delay_s)
+            if auth
+            else None
+        ),
         max_file_size=int(settings.max_file_mb * 2**20),
         css=CSS,
         footer_links=[],

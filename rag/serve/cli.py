@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rag.config import LLM_KINDS, Settings
-from rag.errors import RagError
+from rag.errors import ConfigError, RagError
 from rag.types import Filters
 
 
@@ -22,6 +22,7 @@ def _err(msg: str) -> None:
 def _settings(args) -> Settings:
     return Settings.load(
         getattr(args, "config", None),
+        home=getattr(args, "home", None),
         index_dir=getattr(args, "index", None),
         top_k=getattr(args, "top_k", None),
         embed_model=getattr(args, "embed_model", None),
@@ -40,6 +41,21 @@ def cmd_ingest(args) -> int:
     s = _settings(args)
     if args.explain:
         return _explain(args.explain)
+    if args.kb or args.user:
+        from rag.errors import ForbiddenError, NotFoundError
+        from rag.org.kbs import DEFAULT_KB, KnowledgeBases, kb_not_found
+
+        args.kb = args.kb or DEFAULT_KB
+
+        caller = _caller(s, args)
+        if not caller.may_read(args.kb):  # as if it did not exist
+            raise NotFoundError(f"{kb_not_found(args.kb)} 先运行 rag kb create {args.kb}")
+        if not caller.may_edit(args.kb):
+            raise ForbiddenError(f"用户“{caller.name}”只能查询知识库“{args.kb}”，不能加入文档。")
+        try:
+            s = KnowledgeBases(s).get_or_default(args.kb).settings(s)
+        except NotFoundError as e:
+            raise NotFoundError(f"{e} 先运行 rag kb create {args.kb}") from None
     with _ocr_progress(not args.quiet):
         report = ingest(
             args.paths, s, prune=args.prune, rebuild=args.rebuild, progress=not args.quiet
@@ -92,9 +108,29 @@ def _explain(path: str) -> int:
 
 # ---------------------------------------------------------------------------- ask / chat
 def _system(args):
-    from rag.system import load_system
+    """The system `rag ask`/`rag chat` answer with: the bare index (--index, or the home's
+    `default`), or with --kb/--user the knowledge bases the user may read."""
+    from rag.system import load_kb_system, load_system
 
-    return load_system(_settings(args))
+    s = _settings(args)
+    if not (getattr(args, "kb", None) or getattr(args, "user", None)):
+        if not s.index_dir and not (s.index_path / "CURRENT").is_file():
+            from rag.org.kbs import KnowledgeBases
+
+            names = KnowledgeBases(s).names()
+            if names:  # a home without `default`: say which there are
+                raise ConfigError(
+                    f"{s.home_path} 没有知识库“default”；请用 --kb NAME 选择：{'、'.join(names)}"
+                )
+        return load_system(s)
+    return load_kb_system(s, args.kb or (), _caller(s, args))
+
+
+def _caller(settings: Settings, args):
+    from rag.org.accounts import OPERATOR, Accounts
+
+    name = getattr(args, "user", None)
+    return Accounts(settings).caller(name) if name else OPERATOR
 
 
 def _filters(args) -> Filters:
@@ -138,7 +174,8 @@ def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
             where = c.location or f"第 {c.start}–{c.end} 字"
             where += "（扫描件识别）" if c.ocr else ""
             snippet = c.text if len(c.text) <= 120 else c.text[:120] + "……"
-            print(f"[{c.n}] 《{c.title}》{date}，{where}：{snippet}", file=out)
+            kb = f"〔知识库 {c.kb}〕" if c.kb else ""
+            print(f"[{c.n}] {kb}《{c.title}》{date}，{where}：{snippet}", file=out)
 
 
 def print_streamed(items, out=None):
@@ -192,11 +229,49 @@ def _read_batch(path: str):
             yield no, line
 
 
+def _audited(args, system):
+    """Record each answer in the home's audit log when knowledge bases are asked (--kb,
+    --user); returns record(answer, started) -> the row's number, or None."""
+    if not system.kbs:
+        return lambda ans, started: None
+    import time
+
+    from rag.org.cli import audit_log
+
+    log = audit_log(system.settings)
+    user = getattr(args, "user", None) or "operator"
+
+    def record(ans, started: float) -> int:
+        return log.record(user, system.kbs, ans, (time.perf_counter() - started) * 1e3, "cli")
+
+    return record
+
+
+def _remembered(args, system, title: str, resume: str | None = None):
+    """With --user, each answer is kept in that account's conversations; returns
+    keep(answer) (a no-op without --user) and the conversation's id."""
+    user = getattr(args, "user", None)
+    if not user:
+        return (lambda ans: None), None
+    from rag.org.cli import history_store
+
+    h = history_store(system.settings)
+    conv_id = resume or h.start(user, system.kbs, title)
+    return (lambda ans: h.append(user, conv_id, ans)), conv_id
+
+
 def cmd_ask(args) -> int:
+    import time
+
     system = _system(args)
+    record = _audited(args, system)
+    keep, _ = _remembered(args, system, args.question or args.batch or "")
     if args.batch:
         for qid, q in _read_batch(args.batch):
+            started = time.perf_counter()
             ans = system.ask(q, top_k=args.top_k, filters=_filters(args))
+            record(ans, started)
+            keep(ans)
             row = {"id": qid, **ans.to_json()}
             print(json.dumps(row, ensure_ascii=False), flush=True)
         return 0
@@ -204,16 +279,24 @@ def cmd_ask(args) -> int:
         raise RagError(
             'give a question, e.g. rag ask "威海精致城市建设有哪些做法？", or --batch FILE'
         )
+    started = time.perf_counter()
     if args.json:
-        print_answer(system.ask(args.question, top_k=args.top_k, filters=_filters(args)), True)
+        ans = system.ask(args.question, top_k=args.top_k, filters=_filters(args))
+        print_answer(ans, True)
     else:
-        print_streamed(
+        ans = print_streamed(
             system.answerer.stream(args.question, top_k=args.top_k, filters=_filters(args))
         )
+    n = record(ans, started)
+    keep(ans)
+    if n is not None:
+        print(f"（记录编号 #{n}；评价：rag feedback {n} up|down）", file=sys.stderr)
     return 0
 
 
 def cmd_chat(args) -> int:
+    import time
+
     from rag.llm.answerer import LLMAnswerer
     from rag.llm.rewrite import make_rewriter
     from rag.read.followup import ChatSession, Turn
@@ -223,6 +306,15 @@ def cmd_chat(args) -> int:
     if isinstance(system.answerer, LLMAnswerer):  # follow-ups rewritten by the LLM
         rewriter = make_rewriter(system.answerer.llm, system.settings)
     session = ChatSession(system, rewriter=rewriter)
+    record = _audited(args, system)
+    keep, conv_id = None, args.resume
+    if args.resume:  # the turns so far, so that follow-ups read them
+        if not args.user:
+            raise ConfigError("--resume 需要同时给出 --user NAME")
+        from rag.org.cli import history_store
+
+        for t in history_store(system.settings).get(args.user, args.resume).turns:
+            session.history.append(Turn(t.question, t.rewritten or t.question, t.answer))
     print("输入问题，回车提问；输入 /exit 退出，/new 开始新对话。", file=sys.stderr)
     while True:
         try:
@@ -236,9 +328,17 @@ def cmd_chat(args) -> int:
             return 0
         if q == "/new":
             session.reset()
+            keep, conv_id = None, None
             continue
+        if keep is None:
+            keep, conv_id = _remembered(args, system, q, conv_id)
+            if conv_id:
+                print(f"（对话 {conv_id}；继续：rag chat --user {args.user} --resume {conv_id}）",
+                      file=sys.stderr)  # fmt: skip
+        started = time.perf_counter()
         if args.json:
-            print_answer(session.ask(q, top_k=args.top_k, filters=_filters(args)), True)
+            ans = session.ask(q, top_k=args.top_k, filters=_filters(args))
+            print_answer(ans, True)
         else:
             standalone = session.rewrite(q)
             if standalone != q:
@@ -248,6 +348,8 @@ def cmd_chat(args) -> int:
             )
             ans.question, ans.rewritten_question = q, standalone
             session.history.append(Turn(q, standalone, ans.text))
+        record(ans, started)
+        keep(ans)
         print()
 
 
@@ -272,7 +374,11 @@ def cmd_serve(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description="Ask questions about your own documents.")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--index", help="index directory (default .rag/index or $RAG_INDEX)")
+    common.add_argument(
+        "--home",
+        help="folder of all state: knowledge bases, accounts, logs (default .rag or $RAG_HOME)",
+    )
+    common.add_argument("--index", help="one index folder (default HOME/index or $RAG_INDEX)")
     common.add_argument("--config", help="settings file (TOML)")
     common.add_argument("--embed-model", help="sentence-transformers model name or local folder")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -284,9 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--explain", metavar="FILE", help="show what cleaning drops from FILE")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
     ing.add_argument("-v", "--verbose", action="store_true", help="also list unchanged files")
+    ing.add_argument("--kb", metavar="NAME", help="into this knowledge base (rag kb create NAME)")
+    ing.add_argument("--user", metavar="NAME", help="as this account (an editor of --kb)")
     ing.set_defaults(func=cmd_ingest)
 
     def retrieval_args(sp):
+        sp.add_argument(
+            "--kb", action="append", metavar="NAME",
+            help="search this knowledge base (repeatable: several at once)",
+        )  # fmt: skip
+        sp.add_argument("--user", metavar="NAME", help="ask as this account: only what it may read")
         sp.add_argument("--top-k", type=int, help="passages to retrieve")
         sp.add_argument("--json", action="store_true", help="one JSON object per answer")
         sp.add_argument("--doc", action="append", help="only this document id (repeatable)")
@@ -318,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(func=cmd_ask)
 
     chat = sub.add_parser("chat", parents=[common], help="interactive chat in the terminal")
+    chat.add_argument("--resume", metavar="ID", help="go on with a kept conversation (--user)")
     retrieval_args(chat)
     llm_args(chat)
     chat.set_defaults(func=cmd_chat)
@@ -346,17 +460,21 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(func=cmd_serve)
 
     from rag.llm.models import add_models_parser
+    from rag.org.cli import add_org_parsers
     from rag.serve.mcp_server import add_mcp_parser
 
     add_models_parser(sub, common)
+    add_org_parsers(sub, common)
     add_mcp_parser(sub, common)
 
     try:
+        from rag.eval.audit_report import add_audit_report_parser
         from rag.eval.cli import add_eval_parser
     except ImportError:
         pass
     else:
         add_eval_parser(sub, common)
+        add_audit_report_parser(sub, common)
     return p
 
 

@@ -53,7 +53,7 @@ class DocumentsOutput(BaseModel):
     documents: list[DocumentInfo]
 
 
-def _caller(ctx: Context | None) -> str:
+def _caller(ctx: Context | None):
     """Who calls: over HTTP the key's name the API's key check left on the request;
     over stdio the local user."""
     try:
@@ -107,8 +107,10 @@ def build_server(service) -> MCPServer:
         """根据知识库回答 question：answer 带 [n] 引用标记，citations 是被引用的段落；
         refused 为 true 表示文档中没有依据。"""
         with _tool_errors():
-            kb = service.knowledge_base(knowledge_base, _caller(ctx))
-            ans = await service.answer(Conversation(question, question), system=kb.system)
+            caller = _caller(ctx)
+            kb = service.knowledge_base(knowledge_base, caller)
+            conv = Conversation(question, question)
+            ans = await service.answer(conv, system=kb.system, caller=caller)
             return AskOutput(knowledge_base=kb.name, **answer_json(kb.system, ans))
 
     @server.tool(annotations=read_only)

@@ -5,9 +5,12 @@ knowledge bases it may see (`Service.knowledge_bases`) and the one it asked for
 exist or that it may not read). Every route (OpenAI, Dify, /api, MCP) goes through it,
 so accounts and permissions change only this module.
 
-Until knowledge bases and accounts exist, the served index is the knowledge base
-`default`, every key reads it, and a caller is the name of its key ("key1", "key2" ...
-in the order given), never the key itself.
+A caller is a `rag.org.accounts.Caller`: a service key (`--api-key`, named "key1",
+"key2" ... in the order given, never the key itself) reads every knowledge base; an
+account's key (`rag user add`) reads those it was granted and edits them as its role
+allows. One bare index (`--index`) is served as the knowledge base `default`; a home
+(`--home`) serves each of its knowledge bases (`rag.system.KbSystems`) and records every
+answer in its audit log.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import functools
 import hmac
 import math
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +28,8 @@ from typing import Any
 
 import anyio
 
-from rag.errors import RagError
+from rag.errors import ForbiddenError, NotFoundError
+from rag.org.accounts import Caller
 from rag.serve.limits import RateLimiter, check_question, upload_limiter
 from rag.types import Filters
 
@@ -40,7 +45,7 @@ class AuthError(Exception):
         self.malformed = malformed
 
 
-class UnknownKnowledgeBase(RagError):
+class UnknownKnowledgeBase(NotFoundError):
     """A knowledge base that does not exist, or that the caller may not read (the same
     answer for both: a caller learns nothing of what it cannot read)."""
 
@@ -103,17 +108,37 @@ class KnowledgeBase:
             return self._library
 
 
+def as_caller(caller: Caller | str | None) -> Caller:
+    """A caller named by a string (a service key's name, "stdio", "no-auth") reads and
+    edits everything, as the operator at the terminal does."""
+    if isinstance(caller, Caller):
+        return caller
+    return Caller(str(caller or "operator"), "admin", None)
+
+
 class Service:
-    """The loaded system behind the APIs: callers, knowledge bases, limits, answers."""
+    """The loaded system behind the APIs: callers, knowledge bases, limits, answers.
+
+    `systems` (a home's knowledge bases, rag.system.KbSystems) is None when one bare index
+    is served as `default`; `accounts` (rag.org.accounts.Accounts) lets account keys in;
+    `audit` (rag.org.audit.AuditLog) records every answer."""
 
     def __init__(
-        self, system, keys: Sequence[str] = (), no_auth: bool = False, temp_dir=None
-    ) -> None:
+        self, system, keys: Sequence[str] = (), no_auth: bool = False, temp_dir=None,
+        systems=None, accounts=None, audit=None,
+    ) -> None:  # fmt: skip
         self.system = system
         self.keys = tuple(keys)
         self.no_auth = no_auth
+        self.systems = systems
+        self.accounts = accounts
+        self.audit = audit
+        self.temp_dir = temp_dir
         self._gate: asyncio.Semaphore | None = None
-        self._bases = {KNOWLEDGE_BASE: KnowledgeBase(KNOWLEDGE_BASE, system, temp_dir)}
+        first = (
+            (getattr(system, "kbs", None) or (KNOWLEDGE_BASE,))[0] if systems else KNOWLEDGE_BASE
+        )
+        self._bases = {first: KnowledgeBase(first, system, temp_dir)}  # the chat UI's
         s = system.settings
         self.requests = (  # None: no limit (0 in the settings)
             RateLimiter(s.api_requests_per_minute, math.inf, 60.0)
@@ -123,43 +148,74 @@ class Service:
         self.uploads = upload_limiter(s)
 
     # ----------------------------------------------------------------- callers
-    def authorize(self, header: str | None) -> str:
-        """The caller of a request with this Authorization header (its key's name;
-        "no-auth" when none is needed). Raises AuthError."""
+    def authorize(self, header: str | None) -> Caller:
+        """The caller of a request with this Authorization header: a service key (by its
+        name), an account (by its key), or "no-auth" when none is needed. Raises AuthError."""
         if self.no_auth:
-            return NO_AUTH_CALLER
+            return as_caller(NO_AUTH_CALLER)
         key = bearer(header)
         if key is None:
             raise AuthError(malformed=True)
         name = key_name(key, self.keys)
-        if name is None:
+        if name is not None:
+            return as_caller(name)
+        caller = self.accounts.caller_for_key(key) if self.accounts is not None else None
+        if caller is None:
             raise AuthError(malformed=False)
-        return name
+        return caller
 
-    def admit(self, caller: str) -> float | None:
+    def admit(self, caller: Caller | str) -> float | None:
         """Count one request of `caller`; None if it is within the per-minute limit, else
         the seconds until it would be (nothing counted)."""
-        if self.requests is None or self.requests.allow(caller):
+        who = str(caller)
+        if self.requests is None or self.requests.allow(who):
             return None
-        return self.requests.retry_after(caller)
+        return self.requests.retry_after(who)
 
     # ----------------------------------------------------------------- knowledge bases
-    def knowledge_bases(self, caller: str | None = None) -> list[str]:
+    def knowledge_bases(self, caller: Caller | str | None = None) -> list[str]:
         """The names of the knowledge bases `caller` may read."""
-        return list(self._bases)
+        caller = as_caller(caller)
+        if self.systems is None:
+            return caller.readable(self._bases)
+        return self.systems.names(caller)
 
-    def knowledge_base(self, name: str | None, caller: str | None = None) -> KnowledgeBase:
-        """The knowledge base `name` (None: the default one) if `caller` may read it;
-        raises UnknownKnowledgeBase otherwise."""
-        name = KNOWLEDGE_BASE if name is None or not str(name).strip() else str(name).strip()
+    def knowledge_base(
+        self, name: str | None, caller: Caller | str | None = None, edit: bool = False
+    ) -> KnowledgeBase:
+        """The knowledge base `name` (None: the default one, else the caller's first) if
+        `caller` may read it, raising UnknownKnowledgeBase otherwise; with `edit`, one it
+        may also change (ForbiddenError for a reader)."""
+        caller = as_caller(caller)
         readable = self.knowledge_bases(caller)
+        if name is None or not str(name).strip():
+            name = KNOWLEDGE_BASE if KNOWLEDGE_BASE in readable or not readable else readable[0]
+        name = str(name).strip()
         if name not in readable:
             raise UnknownKnowledgeBase(name, readable)
+        if edit and not caller.may_edit(name):
+            raise ForbiddenError(f"没有修改知识库 {name!r} 的权限：请联系管理员授予编辑权限。")
+        if self.systems is not None:
+            try:
+                system = self.systems.get(name, caller)
+            except NotFoundError:  # renamed or deleted since the list was read
+                raise UnknownKnowledgeBase(name, readable) from None
+            kb = self._bases.get(name)
+            if kb is None or kb.system is not system:  # a knowledge base reloaded: a new lock
+                kb = self._bases[name] = KnowledgeBase(name, system, self.temp_dir)
+            return kb
         return self._bases[name]
 
-    def system_for(self, name: str | None, caller: str | None = None):
+    def system_for(self, name: str | None, caller: Caller | str | None = None):
         """The loaded system of the knowledge base `name` (see `knowledge_base`)."""
         return self.knowledge_base(name, caller).system
+
+    def record(self, caller, system, ans, started: float, via: str = "api") -> None:
+        """The answer into the home's audit log (none for a bare index)."""
+        if self.audit is not None and ans is not None:
+            latency = (time.perf_counter() - started) * 1e3
+            kbs = getattr(system, "kbs", None) or (KNOWLEDGE_BASE,)
+            self.audit.record(str(as_caller(caller)), kbs, ans, latency, via)
 
     # ----------------------------------------------------------------- answers
     @property
@@ -178,21 +234,27 @@ class Service:
         async with self.gate:
             return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
-    async def answer(self, conv: Conversation, filters: Filters | None = None, system=None):
-        """The answer to `conv`."""
+    async def answer(
+        self, conv: Conversation, filters: Filters | None = None, system=None, caller=None
+    ):
+        """The answer to `conv`, recorded in the audit log."""
         system = system or self.system
         check_question(conv.question, system.settings)
+        started = time.perf_counter()
         ans = await self.run(system.ask, conv.standalone, filters=filters)
         ans.question, ans.rewritten_question = conv.question, conv.standalone
+        self.record(caller, system, ans, started)
         return ans
 
     async def stream(
-        self, conv: Conversation, filters: Filters | None = None, system=None
+        self, conv: Conversation, filters: Filters | None = None, system=None, caller=None
     ) -> AsyncIterator[str | Any]:
-        """The answer's text pieces as they come, then the checked `Answer`; the turn is
-        held until the stream ends, each piece read in a worker thread."""
+        """The answer's text pieces as they come, then the checked `Answer` (recorded in
+        the audit log); the turn is held until the stream ends, each piece read in a
+        worker thread."""
         system = system or self.system
         check_question(conv.question, system.settings)
+        started = time.perf_counter()
         async with self.gate:
             pieces = iter(system.answerer.stream(conv.standalone, filters=filters))
             final = None
@@ -202,6 +264,7 @@ class Service:
                 else:
                     final = item
         final.question, final.rewritten_question = conv.question, conv.standalone
+        self.record(caller, system, final, started)
         yield final
 
     async def search(self, system, query: str, top_k: int, filters: Filters | None = None):

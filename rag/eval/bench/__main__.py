@@ -3,12 +3,14 @@ import sys
 # `python -m rag.eval.bench [options]`: the speed and scale benchmark (bench/run.py);
 # `python -m rag.eval.bench ocr|formats|injection [options]`: reading scans, reading each file
 # type, planted instructions against a real local model;
-# `python -m rag.eval.bench serve_load [options]`: concurrent streamed chats on `rag serve`.
+# `python -m rag.eval.bench serve_load [options]`: concurrent streamed chats on `rag serve`;
+# `python -m rag.eval.bench org [options]`: many accounts asking knowledge bases at once.
 SUBCOMMANDS = {
     "ocr": "rag.eval.bench.ocr",
     "formats": "rag.eval.bench.formats",
     "injection": "rag.eval.bench.injection",
     "serve_load": "rag.eval.bench.serve_load",
+    "org": "rag.eval.bench.org",
 }
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:

@@ -80,7 +80,7 @@ def ensure_index(
     if not have_corpus:
         raise IndexStoreError(
             f"{settings.index_path}: no index here yet and no corpus folder to build it from "
-            f"({corpus_dir}); run `rag ingest PATH --index {settings.index_dir}` or pass --corpus DIR"
+            f"({corpus_dir}); run `rag ingest PATH --index {settings.index_path}` or pass --corpus DIR"
         )
     if not exists:
         log(f"No index in {settings.index_path} yet: building it from {corpus_dir} ...")
