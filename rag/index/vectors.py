@@ -44,6 +44,8 @@ def build_faiss(vectors: np.ndarray, ann_min: int, hnsw_m: int = 32, ef_search: 
 class FaissStore:
     """A FAISS index plus the row -> (chunk id, doc id) maps; text lives in the chunk table."""
 
+    kind = "faiss"  # rag/index/store.py: the embedded store
+
     def __init__(
         self,
         dim: int,
