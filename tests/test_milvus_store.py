@@ -256,6 +256,27 @@ def test_the_cli_copies_and_asks(stores, capsys):
     assert "store" in capsys.readouterr().err
 
 
+def test_a_milvus_lite_file_another_process_holds_is_refused_clearly(tmp_path):
+    import subprocess
+    import sys
+
+    from rag.index.milvus import client
+
+    db = tmp_path / "held.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pymilvus import MilvusClient; "
+         f"MilvusClient({str(db)!r}); print('open', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(IndexStoreError, match="只能由一个进程打开"):
+            client(str(db))
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_the_store_setting_is_checked():
     assert Settings(store="x.db").store == "x.db"
     assert Settings(store="http://milvus:19530").store.startswith("http")

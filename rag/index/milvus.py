@@ -74,7 +74,13 @@ def client(uri: str) -> Any:
             try:
                 _clients[key] = _pymilvus().MilvusClient(key)
             except Exception as e:  # a server that is down, a file another process holds
-                raise IndexStoreError(f"无法连接 Milvus 存储 {uri}：{e}") from None
+                why = (
+                    "milvus-lite 文件同一时间只能由一个进程打开，可能另一个进程（rag serve 或 "
+                    "rag ingest）正在使用它；请等它结束，或改用 Milvus 服务器（http://主机:19530）"
+                    if key.endswith(".db")
+                    else f"{type(e).__name__}: {e}"
+                )
+                raise IndexStoreError(f"无法打开 Milvus 存储 {uri}：{why}") from None
         return _clients[key]
 
 
