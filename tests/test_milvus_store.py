@@ -237,6 +237,9 @@ def test_the_cli_copies_and_asks(stores, capsys):
         main(["index", "copy", "--from", str(root / "faiss"), "--to", db, "--index", str(out)]) == 0
     )
     assert "未重新计算向量" in capsys.readouterr().out
+    assert main(["info", "--index", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["store"]["kind"] == "milvus" and info["store"]["collection"].startswith("rag_cli_copy_")
     q = "威海建成地下综合管廊多少公里？"
     assert main(["ask", q, "--index", str(out), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
@@ -275,6 +278,17 @@ def test_a_milvus_lite_file_another_process_holds_is_refused_clearly(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_every_knowledge_base_name_makes_a_valid_collection_name():
+    import re
+
+    from rag.index.milvus import collection_name
+
+    assert collection_name("idx_cmrc") == "rag_idx_cmrc"
+    names = {collection_name(kb) for kb in ("cli-copy", "cli_copy", "青岛", "青岛市", "a b")}
+    assert len(names) == 5 and all(re.fullmatch(r"rag_[A-Za-z0-9_]+", n) for n in names)
+    assert collection_name("cli-copy").startswith("rag_cli_copy_")
 
 
 def test_the_store_setting_is_checked():

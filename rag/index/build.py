@@ -372,6 +372,7 @@ def index_info(index_dir: str | Path) -> dict[str, Any]:
         "embedding": m["embedding"],
         "chunker": m["chunker"],
         "vector_index": m["vector_index"],
+        "store": m.get("store", {"kind": FAISS}),
         "n_docs": m["n_docs"],
         "n_chunks": m["n_chunks"],
     }

@@ -85,11 +85,13 @@ def client(uri: str) -> Any:
 
 
 def collection_name(kb: str) -> str:
-    """The collection of knowledge base `kb`: rag_<kb>, or a hash for names that Milvus
-    does not accept (it allows letters, digits and underscores)."""
+    """The collection of knowledge base `kb`: rag_<kb>. Milvus allows only letters, digits
+    and underscores, so another name keeps what it can and gains a hash of itself
+    ("cli-copy" -> "rag_cli_copy_5b1c0d2e", "青岛" -> "rag_kb_...")."""
     if re.fullmatch(r"[A-Za-z0-9_]{1,200}", kb):
         return f"rag_{kb}"
-    return "rag_kb_" + hashlib.sha1(kb.encode("utf-8")).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9_]+", "_", kb).strip("_")[:60] or "kb"
+    return f"rag_{readable}_{hashlib.sha1(kb.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _literal(value: str) -> str:

@@ -2,7 +2,11 @@ import sys
 
 # `python -m rag.eval.bench [options]`: the speed and scale benchmark (bench/run.py);
 # `python -m rag.eval.bench ocr|formats [options]`: reading scans, reading each file type.
-SUBCOMMANDS = {"ocr": "rag.eval.bench.ocr", "formats": "rag.eval.bench.formats"}
+SUBCOMMANDS = {
+    "ocr": "rag.eval.bench.ocr",
+    "formats": "rag.eval.bench.formats",
+    "stores": "rag.eval.bench.stores",  # FAISS vs milvus-lite query latency
+}
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
     import importlib
