@@ -214,6 +214,33 @@ def test_updates_and_removals_leave_no_stale_rows(tmp_path, embedder):
     assert idx.vectors.count() == len(idx) and "a" not in idx.vectors.doc_ids()
 
 
+def test_a_crash_before_the_swap_leaves_the_old_version_answering(tmp_path, embedder):
+    docs = _docs(tmp_path)
+    s = Settings(index_dir=str(tmp_path / "kb"), store=str(tmp_path / "crash.db"))
+    ingest([docs], s, embedder=embedder, progress=False, log=_quiet)
+    (docs / "b.txt").write_text(
+        _notice("青政发〔2024〕2号", "2024年全市计划改造老旧小区480个，惠及居民6万户。"),
+        encoding="utf-8",
+    )
+
+    def killed(stage: str) -> None:
+        if stage == "manifest":  # Milvus has the new rows, CURRENT still the old version
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        ingest([docs], s, embedder=embedder, progress=False, log=_quiet, crash_hook=killed)
+    idx = HybridIndex.open(s.index_path, s)
+    assert idx.vectors.count() > len(idx)  # b's new rows are there, unknown to this version
+    top = HybridRetriever(idx, embedder, Settings()).search("全市计划改造老旧小区多少个？", 10).hits
+    assert any("420个" in h.text for h in top) and not any("480个" in h.text for h in top)
+    assert {h.chunk_id for h in top} <= set(idx.ids)
+
+    report = ingest([docs], s, embedder=embedder, progress=False, log=_quiet)
+    assert report.count("updated") == 1
+    idx = HybridIndex.open(s.index_path, s)
+    assert idx.vectors.count() == len(idx)
+
+
 def test_a_new_index_does_not_take_over_another_ones_collection(tmp_path, embedder):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "n.txt").write_text("一段新的文字。", encoding="utf-8")
@@ -239,7 +266,9 @@ def test_the_cli_copies_and_asks(stores, capsys):
     assert "未重新计算向量" in capsys.readouterr().out
     assert main(["info", "--index", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["store"]["kind"] == "milvus" and info["store"]["collection"].startswith("rag_cli_copy_")
+    assert info["store"]["kind"] == "milvus" and info["store"]["collection"].startswith(
+        "rag_cli_copy_"
+    )
     q = "威海建成地下综合管廊多少公里？"
     assert main(["ask", q, "--index", str(out), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
