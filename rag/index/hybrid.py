@@ -7,6 +7,9 @@ Layout of an index directory::
     DIR/v-<stamp>/         manifest.json, texts.jsonl, vectors.faiss, bm25_tf.npz,
                            bm25_vocab.json and the chunk table (rag/index/table.py)
 
+With the Milvus store the vectors are not in the folder: the manifest's "store" names
+the collection that holds them (rag/index/milvus.py); everything else is as above.
+
 An ingest writes a complete new version folder, fsyncs it, then swaps CURRENT with
 os.replace: a crash at any point leaves the previous version loadable. Nothing is pickled.
 
