@@ -325,3 +325,13 @@ def test_the_store_setting_is_checked():
     assert Settings(store="http://milvus:19530").store.startswith("http")
     with pytest.raises(ConfigError, match="store"):
         Settings(store="milvus.sqlite")
+
+
+def test_the_store_benchmark_asks_both_stores_the_same_and_they_agree(tmp_path):
+    from rag.eval.bench.stores import measure_size
+
+    r = measure_size(400, 6, tmp_path, ann_min=200_000)
+    assert r["n_chunks"] == 400 and r["n_docs"] == 20
+    for call in ("dense", "bm25", "dense_filtered"):
+        assert r[call]["faiss"]["n"] == r[call]["milvus"]["n"] == 6
+        assert r[call]["same_top10"] == 1.0, call

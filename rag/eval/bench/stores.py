@@ -165,7 +165,7 @@ def render(results: dict[str, Any]) -> str:
             f"| {r['n_chunks']:,} | {r['faiss_build_s']} | {r['milvus_write_s']} | "
             f"{r['milvus_rows_per_s']:,} |"
         )
-    notes = Path(results["out"]) / "notes.md"
+    notes = Path(results["out"]) / "latency_notes.md"  # what a person read off the figures
     if notes.is_file():
         lines += ["", notes.read_text(encoding="utf-8").strip()]
     return "\n".join(lines) + "\n"
