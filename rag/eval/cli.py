@@ -261,7 +261,13 @@ def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -
     tune.set_defaults(func=cmd_tune)
 
 
-TUNING_SCRIPTS = ("calibrate_refusal", "calibrate_grounding", "tune_rerank", "make_nearmiss", "tradeoff")
+TUNING_SCRIPTS = (
+    "calibrate_refusal",
+    "calibrate_grounding",
+    "tune_rerank",
+    "make_nearmiss",
+    "tradeoff",
+)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

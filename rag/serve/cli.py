@@ -302,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--top-k", type=int, help="passages to retrieve")
         sp.add_argument("--json", action="store_true", help="one JSON object per answer")
         sp.add_argument("--doc", action="append", help="only this document id (repeatable)")
-        sp.add_argument("--doc-number", help="only the document with this 发文字号 (青政发〔2023〕5号)")
+        sp.add_argument(
+            "--doc-number", help="only the document with this 发文字号 (青政发〔2023〕5号)"
+        )
         sp.add_argument("--issuer", help="only documents of this issuing body (发文机关)")
         sp.add_argument(
             "--where", action="append", metavar="FIELD=VALUE",
