@@ -39,6 +39,20 @@ def _default_index_dir() -> str:
 ROLES = ("reader", "editor", "admin")
 
 
+def check_store(uri: str) -> None:
+    """`store` is "faiss" (the index folder's own files), a milvus-lite file (a path
+    ending in .db) or a Milvus server (http://host:19530, https://..., milvus://host:port)."""
+    if uri == "faiss" or uri.endswith(".db"):
+        return
+    u = urlsplit(uri)
+    if u.scheme in ("http", "https", "milvus") and u.hostname:
+        return
+    raise ConfigError(
+        f"store must be faiss, a milvus-lite file ending in .db, or a Milvus server address "
+        f"such as http://localhost:19530, got {uri!r}"
+    )
+
+
 @dataclass(frozen=True)
 class GeneratorSpec:
     """One generator the operator offers, by name: `[generators.NAME]` in the settings file.
@@ -100,6 +114,10 @@ class Settings:
     home: str = field(default_factory=_default_home)
     index_dir: str = field(default_factory=_default_index_dir)
     cache_dir: str = field(default_factory=_default_cache_dir)
+    # where the chunk vectors and BM25 postings are searched (rag/index/store.py): "faiss",
+    # the index folder's own files; a path ending in .db, a milvus-lite file; or a Milvus
+    # server, http://host:19530. The index folder keeps the catalogue either way.
+    store: str = "faiss"
     # loading
     max_file_mb: float = 50.0
     clean: bool = True  # remove web clutter from .txt/.md/.html (rag/ingest/clean.py)
@@ -229,6 +247,7 @@ class Settings:
         if self.llm not in LLM_KINDS:
             raise ConfigError(f"unknown llm {self.llm!r}; choose one of {', '.join(LLM_KINDS)}")
         check_base_url(self.llm_base_url, "llm_base_url")
+        check_store(self.store)
         if self.fusion not in ("score", "rrf"):
             raise ConfigError(f"fusion must be 'score' or 'rrf', got {self.fusion!r}")
         if self.chunk_size < MIN_CHUNK_SIZE:

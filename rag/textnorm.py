@@ -124,6 +124,17 @@ def norm(text: str) -> str:
     return _SPACES.sub(" ", simp).strip()
 
 
+# --------------------------------------------------------------------------- metadata
+# brackets of every style fold to one, so "青政发[2023]5号" finds "青政发〔2023〕5号"
+_BRACKETS = str.maketrans("〔【［[（〕】］]）", "((((()))))")
+
+
+def meta_key(value: object) -> str:
+    """A metadata value as filters compare it (`Filters.where`): normalised (`norm`),
+    without blanks, one bracket style. Stores keep this form of the fields they filter on."""
+    return norm(str(value)).translate(_BRACKETS).replace(" ", "")
+
+
 # --------------------------------------------------------------------------- dates
 _DATE = re.compile(
     r"(\d{4})(?:\s*[-/.年]\s*(\d{1,2})(?:\s*[-/.月]\s*(\d{1,2})\s*日?|\s*月)?)?\s*年?"

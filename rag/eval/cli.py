@@ -23,6 +23,7 @@ def _command_line(args: argparse.Namespace, out: Path) -> str:
         ("--config", args.config),
         ("--index", args.index),
         ("--embed-model", args.embed_model),
+        ("--store", args.store),
         ("--top-k", args.top_k),
         ("--limit", args.limit),
         ("--distractors", args.distractors_arg),
@@ -80,7 +81,9 @@ def _judge(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from rag.eval.runner import run_eval
 
-    settings = Settings.load(args.config, embed_model=args.embed_model, top_k=args.top_k)
+    settings = Settings.load(
+        args.config, embed_model=args.embed_model, top_k=args.top_k, store=args.store
+    )
     if args.generator:  # a [generators.NAME] of the settings file answers every question
         settings = settings.with_generator(args.generator)
     out = Path(args.out) if args.out else _default_out(args.questions)

@@ -85,6 +85,8 @@ def index_cache_key(corpus: Path, settings: Settings, embed_model_id: str) -> st
         "embed_model": embed_model_id,
         "schema": SCHEMA_VERSION,
         **{k: getattr(settings, k) for k in _INDEX_SETTINGS},
+        # a Milvus index is another cached index; FAISS ones keep the keys they had
+        **({"store": settings.store} if settings.store != "faiss" else {}),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 

@@ -177,6 +177,31 @@ class BM25Index:
         df = np.array([0 if j is None else self.df[j] for j in cols], float)
         return bm25_idf(len(self), df)
 
+    @functools.cached_property
+    def column_idf(self) -> np.ndarray:
+        """BM25's IDF of every vocabulary column (as `idf`, by column number)."""
+        n = max(len(self), 1)
+        df = self.df.astype(float)
+        return np.log1p((n - df + 0.5) / (df + 0.5))
+
+    def term_part(self, rows: np.ndarray) -> sp.csr_matrix:
+        """The weights of `rows` without their IDF factor: what a store that takes the
+        IDF from the query side keeps per chunk (rag/index/milvus.py), so that
+        sum(idf(t) * term_part(t)) over the query's terms is this index's BM25 score."""
+        w = self.weights.tocsr()[np.asarray(rows, np.int64)]
+        idf = self.column_idf
+        return sp.csr_matrix(
+            ((w.data / idf[w.indices]).astype(np.float32), w.indices, w.indptr), shape=w.shape
+        )
+
+    def query_weights(self, query_tokens: list[str]) -> dict[int, float]:
+        """The query side of that sparse product: IDF of each distinct known term."""
+        cols = sorted({self.vocab[w] for w in query_tokens if w in self.vocab})
+        if not cols or len(self) == 0:
+            return {}
+        idf = self.column_idf
+        return {c: float(idf[c]) for c in cols}
+
     @property
     def weights(self) -> sp.csc_matrix:
         if self._weights is None:

@@ -20,6 +20,7 @@ from rag.index.bm25 import BM25Index
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 from rag.index.hybrid import HybridIndex
 from rag.index.segment import LEGACY_SEGMENTER, TermRows, available_segmenter, segmenter_record
+from rag.index.store import FAISS, store_kind
 from rag.index.table import ChunkTable
 from rag.index.vectors import FaissStore
 from rag.index.versions import (
@@ -128,6 +129,8 @@ def ingest(
                 old = HybridIndex.open(index_dir, settings)
             except IndexSchemaError:
                 log(f"{index_dir}: written by another version of rag; re-indexing every document.")
+        # a Milvus index stays in its collection, even when every document is re-indexed
+        milvus = old.vectors if old is not None and old.store.kind != FAISS else None
         if embedder is None:
             from rag.embed.embedder import Embedder  # heavy: only when none is given
 
@@ -270,7 +273,13 @@ def ingest(
         if old is not None:
             table = old.table.take(keep).extend(table)
         tv, cv = time.perf_counter(), time.process_time()
-        if old is not None and len(keep) == len(old) and _same_ann(old.vectors, settings):
+        if milvus is not None or store_kind(settings.store) != FAISS:
+            fresh = old is None
+            store = milvus if milvus is not None and not fresh else None
+            store = store or _new_collection(settings, index_dir, embedder.dim, len(table), milvus)
+            new_rows = np.arange(len(table) - len(ids), len(table))
+            store.write(ids, doc_ids, new_vecs, bm25.term_part(new_rows), new_docs, fresh=fresh)
+        elif old is not None and len(keep) == len(old) and _same_ann(old.vectors, settings):
             # nothing removed: the loaded FAISS index (this ingest's own copy) grows in place
             store = old.vectors
             store.add_vectors(new_vecs, ids, doc_ids)
@@ -304,15 +313,40 @@ def ingest(
             "chunker": {"size": settings.chunk_size, "overlap": settings.chunk_overlap},
             "tokenizer": segmenter_record(segmenter),
             "vector_index": "hnsw" if store.is_approximate else "flat",
+            **_store_record(store),
             "n_chunks": len(table),
             "n_docs": len(docs),
             "settings": settings.to_dict(),
             "docs": docs,
         }
         _write_version(index_dir, old, manifest, table, bm25, store, new_texts, crash_hook)
+        if store.kind != FAISS and old is not None:  # now unreachable from the live version
+            store.delete_docs(drop, keep_ids=ids)
         report.total_chunks, report.total_docs = len(table), len(docs)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _new_collection(settings: Settings, index_dir: Path, dim: int, n_rows: int, old=None):
+    """The Milvus collection a new index writes to: the old index's (re-indexed), else
+    the knowledge base named after the index folder at `settings.store`."""
+    from rag.index.milvus import MilvusStore, collection_name
+
+    return MilvusStore.create(
+        old.uri if old is not None else settings.store,
+        old.collection if old is not None else collection_name(index_dir.resolve().name),
+        dim,
+        n_rows=n_rows,
+        ann_min=settings.ann_min_chunks,
+        hnsw_m=settings.hnsw_m,
+        ef_search=settings.hnsw_ef_search,
+        replace=old is not None or current_version(index_dir) is not None,
+    )
+
+
+def _store_record(store) -> dict[str, Any]:
+    """The manifest's "store" entry: none for FAISS files (so their manifests are as before)."""
+    return {} if store.kind == FAISS else {"store": store.record()}
 
 
 def _same_ann(store: FaissStore, settings: Settings) -> bool:
@@ -338,6 +372,7 @@ def index_info(index_dir: str | Path) -> dict[str, Any]:
         "embedding": m["embedding"],
         "chunker": m["chunker"],
         "vector_index": m["vector_index"],
+        "store": m.get("store", {"kind": FAISS}),
         "n_docs": m["n_docs"],
         "n_chunks": m["n_chunks"],
     }
@@ -372,13 +407,16 @@ def remove_documents(
             raise ConfigError("不能删除全部文档：知识库至少要保留一个文档。")
         keep = np.asarray([i for i, d in enumerate(old.doc_ids) if d not in drop], np.int64)
         table = old.table.take(keep)
-        store = FaissStore(
-            dim=old.manifest["embedding"]["dim"],
-            ann_min=settings.ann_min_chunks,
-            hnsw_m=settings.hnsw_m,
-            ef_search=settings.hnsw_ef_search,
-        )
-        store.add_vectors(old.vectors.vectors(keep), table.ids, table.doc_ids)
+        if old.store.kind != FAISS:  # the kept rows stay where they are
+            store = old.vectors
+        else:
+            store = FaissStore(
+                dim=old.manifest["embedding"]["dim"],
+                ann_min=settings.ann_min_chunks,
+                hnsw_m=settings.hnsw_m,
+                ef_search=settings.hnsw_ef_search,
+            )
+            store.add_vectors(old.vectors.vectors(keep), table.ids, table.doc_ids)
         # copies: _write_version records new text offsets in these dicts
         docs = {k: dict(v) for k, v in old.docs.items() if k not in drop}
         manifest = {
@@ -390,6 +428,8 @@ def remove_documents(
             "docs": docs,
         }
         _write_version(index_dir, old, manifest, table, old.bm25.select(keep), store, {}, None)
+        if store.kind != FAISS:
+            store.delete_docs(drop)
         for d in sorted(drop):
             report.results.append(FileResult(old.docs[d]["source"], "removed", d))
         report.total_chunks, report.total_docs = len(table), len(docs)

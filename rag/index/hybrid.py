@@ -7,6 +7,9 @@ Layout of an index directory::
     DIR/v-<stamp>/         manifest.json, texts.jsonl, vectors.faiss, bm25_tf.npz,
                            bm25_vocab.json and the chunk table (rag/index/table.py)
 
+With the Milvus store the vectors are not in the folder: the manifest's "store" names
+the collection that holds them (rag/index/milvus.py); everything else is as above.
+
 An ingest writes a complete new version folder, fsyncs it, then swaps CURRENT with
 os.replace: a crash at any point leaves the previous version loadable. Nothing is pickled.
 
@@ -33,6 +36,7 @@ from rag.config import Settings
 from rag.errors import IndexSchemaError, IndexStoreError
 from rag.index.bm25 import BM25Index
 from rag.index.segment import LEGACY_SEGMENTER, SEGMENTERS, get_segmenter
+from rag.index.store import FAISS, ChunkStore, LocalStore, store_kind
 from rag.index.table import ChunkTable
 from rag.index.vectors import FaissStore
 
@@ -59,8 +63,16 @@ class HybridIndex:
         self.ends: list[int] = table.ends
         self.texts: Sequence[str] = table.texts
         self.bm25 = bm25
-        self.vectors: FaissStore = vectors
+        # the dense vectors: a FaissStore of this folder, or the Milvus collection
+        self.vectors = vectors
         self._doc_rows: dict[str, list[int]] | None = None
+        # what retrieval searches (rag/index/store.py): both answer in rows of this table
+        self.store: ChunkStore
+        if vectors.kind == FAISS:
+            self.store = LocalStore(vectors, bm25, self.doc_rows)
+        else:
+            vectors.bind(self.ids, self.row_of, bm25)
+            self.store = vectors
         # the few documents the answerers are reading now: a question reads the same
         # ones for its candidates' paragraphs, speakers and subjects (this version never
         # changes, so nothing goes stale)
@@ -123,15 +135,7 @@ class HybridIndex:
                     "`rag ingest PATH --rebuild`)"
                 )
             bm25 = BM25Index.load(folder, settings.bm25_k1, settings.bm25_b, segmenter)
-            vectors = FaissStore.load(
-                folder,
-                table.ids,
-                table.doc_ids,
-                manifest["embedding"]["dim"],
-                ann_min=settings.ann_min_chunks,
-                hnsw_m=settings.hnsw_m,
-                ef_search=settings.hnsw_ef_search,
-            )
+            vectors = _open_vectors(folder, manifest, table, settings)
         except IndexStoreError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -275,6 +279,33 @@ class HybridIndex:
                 f"{path}: cannot read the text of {doc_id!r} ({type(e).__name__}: {e}); "
                 "rebuild it with `rag ingest PATH --rebuild`"
             ) from None
+
+
+def _open_vectors(folder: Path, manifest: dict, table: ChunkTable, settings: Settings):
+    """The version's vectors where its manifest says they are: vectors.faiss in the
+    folder, or a Milvus collection (at `settings.store` when that names one)."""
+    record = manifest.get("store") or {"kind": FAISS}
+    dim = manifest["embedding"]["dim"]
+    wanted = store_kind(settings.store)
+    if record["kind"] == FAISS:
+        if wanted != FAISS:
+            raise IndexStoreError(
+                f"{folder.parent}：这个索引的向量在本地 FAISS 文件中，不在 {settings.store}；"
+                f"请先搬过去：rag index copy --from {folder.parent} --to {settings.store}"
+            )
+        return FaissStore.load(
+            folder,
+            table.ids,
+            table.doc_ids,
+            dim,
+            ann_min=settings.ann_min_chunks,
+            hnsw_m=settings.hnsw_m,
+            ef_search=settings.hnsw_ef_search,
+        )
+    from rag.index.milvus import MilvusStore  # pymilvus only for an index that uses it
+
+    uri = settings.store if wanted != FAISS else None
+    return MilvusStore.open(record, uri, dim, ef_search=settings.hnsw_ef_search)
 
 
 def warm_up_segmenter(index_dir: Path, background: bool = False) -> threading.Thread | None:

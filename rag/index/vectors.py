@@ -1,9 +1,9 @@
 """FAISS vectors: rows of the chunk table, searched by inner product.
 
 Our own rather than llama-index-vector-stores-faiss: that store cannot delete by
-document, keeps no row->node map on disk, and has no exact->HNSW switch. Retrieval only
-calls `search(query_vector, k, doc_ids)`, so another store (Milvus, for users who
-outgrow one machine) can take this one's place without touching retrieval.
+document, keeps no row->node map on disk, and has no exact->HNSW switch. Retrieval
+reaches it through rag/index/store.py's `LocalStore`, the default implementation of the
+store interface that the Milvus store (rag/index/milvus.py) also implements.
 
 Row i of the FAISS index is row i of the index's chunk table; the store keeps the
 row -> node id and row -> document id maps. Adding rows appends to the FAISS index
@@ -43,6 +43,8 @@ def build_faiss(vectors: np.ndarray, ann_min: int, hnsw_m: int = 32, ef_search: 
 
 class FaissStore:
     """A FAISS index plus the row -> (chunk id, doc id) maps; text lives in the chunk table."""
+
+    kind = "faiss"  # rag/index/store.py: the embedded store
 
     def __init__(
         self,

@@ -1,5 +1,6 @@
-"""Hybrid retrieval: dense (FAISS) and BM25 (jieba) candidates, fused by normalised score
-(default) or by reciprocal rank.
+"""Hybrid retrieval: dense and BM25 (jieba) candidates from the index's store (FAISS
+files or Milvus, rag/index/store.py), fused by normalised score (default) or by
+reciprocal rank.
 
 `HybridRetriever.search()` is the typed entry point our answerers use; to put it in a
 llama-index query engine, wrap it with `rag.integrations.llama_index.as_retriever`.
@@ -14,21 +15,12 @@ import numpy as np
 
 from rag.config import Settings
 from rag.index.hybrid import HybridIndex
+from rag.index.store import Scope
 from rag.read.reader import Reader
-from rag.textnorm import norm
+from rag.textnorm import meta_key as _meta_key
 from rag.types import NO_FILTERS, Filters, Hit, Query, SearchResult
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-# brackets of every style fold to one, so "青政发[2023]5号" finds "青政发〔2023〕5号"
-_BRACKETS = str.maketrans("〔【［[（〕】］]）", "((((()))))")
-
-
-def _meta_key(value: object) -> str:
-    """A metadata value as `where` compares it: normalised (rag.textnorm.norm), without
-    blanks, one bracket style."""
-    return norm(str(value)).translate(_BRACKETS).replace(" ", "")
 
 
 def _meta_matches(doc: dict, where: tuple[tuple[str, str], ...]) -> bool:
@@ -100,19 +92,14 @@ class HybridRetriever:
         qv = self.embedder.embed_query(q)
         timings["embed_ms"] = (time.perf_counter() - t) * 1e3
 
+        scope = Scope(filters or NO_FILTERS, allowed)
         t = time.perf_counter()
-        d_rows, d_scores = self.index.vectors.search(qv, depth, doc_ids=allowed)
+        d_rows, d_scores = self.index.store.dense(qv, depth, scope)
         timings["dense_ms"] = (time.perf_counter() - t) * 1e3
 
         t = time.perf_counter()
         toks = self.index.tokenize(q, normalized=True)  # as the index was segmented
-        if allowed is None:
-            b_rows, b_scores = self.index.bm25.search(toks, depth)
-        else:
-            allowed_rows = {r for d in allowed for r in self.index.doc_rows(d)}
-            b_rows, b_scores = self.index.bm25.search(toks, len(self.index))
-            keep = np.asarray([r in allowed_rows for r in b_rows], bool)
-            b_rows, b_scores = b_rows[keep][:depth], b_scores[keep][:depth]
+        b_rows, b_scores = self.index.store.sparse(toks, depth, scope)
         timings["bm25_ms"] = (time.perf_counter() - t) * 1e3
 
         drank: dict[str, float] = {}

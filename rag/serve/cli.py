@@ -24,6 +24,7 @@ def _settings(args) -> Settings:
         getattr(args, "config", None),
         home=getattr(args, "home", None),
         index_dir=getattr(args, "index", None),
+        store=getattr(args, "store", None),
         top_k=getattr(args, "top_k", None),
         embed_model=getattr(args, "embed_model", None),
         llm=getattr(args, "llm", None),
@@ -381,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--index", help="one index folder (default HOME/index or $RAG_INDEX)")
     common.add_argument("--config", help="settings file (TOML)")
     common.add_argument("--embed-model", help="sentence-transformers model name or local folder")
+    common.add_argument(
+        "--store", metavar="URI",
+        help="where vectors are searched: faiss (default), a milvus-lite x.db, http://host:19530",
+    )  # fmt: skip
     sub = p.add_subparsers(dest="cmd", required=True)
 
     ing = sub.add_parser("ingest", parents=[common], help="add or update documents in the index")
@@ -466,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(sub, common)
     add_org_parsers(sub, common)
     add_mcp_parser(sub, common)
+
+    from rag.index.copy import add_index_parser
+
+    add_index_parser(sub, common)
 
     try:
         from rag.eval.audit_report import add_audit_report_parser

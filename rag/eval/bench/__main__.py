@@ -4,13 +4,15 @@ import sys
 # `python -m rag.eval.bench ocr|formats|injection [options]`: reading scans, reading each file
 # type, planted instructions against a real local model;
 # `python -m rag.eval.bench serve_load [options]`: concurrent streamed chats on `rag serve`;
-# `python -m rag.eval.bench org [options]`: many accounts asking knowledge bases at once.
+# `python -m rag.eval.bench org [options]`: many accounts asking knowledge bases at once;
+# `python -m rag.eval.bench stores [options]`: FAISS against milvus-lite query latency.
 SUBCOMMANDS = {
     "ocr": "rag.eval.bench.ocr",
     "formats": "rag.eval.bench.formats",
     "injection": "rag.eval.bench.injection",
     "serve_load": "rag.eval.bench.serve_load",
     "org": "rag.eval.bench.org",
+    "stores": "rag.eval.bench.stores",  # FAISS vs milvus-lite query latency
 }
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
