@@ -300,7 +300,11 @@ def ingest(
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "created": now,
-            "embedding": {"model": embedder.model_id, "dim": embedder.dim},
+            "embedding": {
+                "model": embedder.model_id,
+                "dim": embedder.dim,
+                "backends": _backends(old.manifest if old is not None else None, embedder),
+            },
             "chunker": {"size": settings.chunk_size, "overlap": settings.chunk_overlap},
             "tokenizer": segmenter_record(segmenter),
             "vector_index": "hnsw" if store.is_approximate else "flat",
@@ -313,6 +317,19 @@ def ingest(
         report.total_chunks, report.total_docs = len(table), len(docs)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _backends(old_manifest: dict | None, embedder) -> list[str]:
+    """Which backends embedded the index's vectors ("onnx-int8", "torch").
+
+    Both are the same model's vectors: int8 ONNX agrees with float32 torch to cosine
+    >= 0.99 and gives the same recall@1 (eval/reports/onnx/), so an index built with one
+    is searched with the other, and a later ingest may add to it. The record says what
+    happened, for reports and for anyone who wants one backend throughout.
+    """
+    had = (old_manifest or {}).get("embedding", {}).get("backends", [])
+    this = getattr(embedder, "backend_id", None)
+    return sorted(set(had) | ({this} if this else set()))
 
 
 def _same_ann(store: FaissStore, settings: Settings) -> bool:
