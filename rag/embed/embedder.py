@@ -178,6 +178,20 @@ class Embedder:
             query_threads=settings.embed_query_threads,
         )
 
+    def worker_spec(self, workers: int) -> dict[str, Any]:
+        """Arguments that make this embedder again in one of `workers` processes, each
+        on its share of the cores (the model as resolved here: nothing is rebuilt)."""
+        return {
+            "model": self.model_path,
+            "cache_dir": str(self.cache_dir),
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "query_prefix": self.query_prefix,
+            "passage_prefix": self.passage_prefix,
+            "backend": self.backend,
+            "threads": max(1, (os.cpu_count() or 1) // max(1, workers)),
+        }
+
     def __repr__(self) -> str:
         return f"Embedder(model={self.model_name!r}, device={self.device_setting!r}, backend={self.backend_setting!r})"
 
@@ -279,7 +293,7 @@ class Embedder:
                 "pip install sentence-transformers torch"
             ) from e
         if self.device == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(self.threads or os.cpu_count() or 1)
         try:
             with _quiet_transformers():
                 return SentenceTransformer(path, device=self.device, local_files_only=local_only)
@@ -373,13 +387,16 @@ class Embedder:
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def _embed(
-        self, texts: list[str], prefix: str, show_progress: bool = False, threads: int = 0
+        self, texts: list[str], prefix: str, show_progress: bool = False, threads: int | None = None
     ) -> np.ndarray:
         """Unit vectors of `prefix + text`, in batches of similar token counts (little
-        padding, as sentence-transformers sorts too); torch runs on `threads` (0: all)."""
+        padding, as sentence-transformers sorts too); torch runs on `threads` (None: the
+        embedder's own; 0: every core)."""
         enc = self._onnx_model()
         if enc is None:
-            return self._encode(texts, prefix, show_progress, threads)
+            return self._encode(
+                texts, prefix, show_progress, self.threads if threads is None else threads
+            )
         try:
             seqs = enc.token_ids([prefix + t for t in texts])
         except Exception as e:

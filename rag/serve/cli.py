@@ -30,6 +30,8 @@ def _settings(args) -> Settings:
         llm_base_url=getattr(args, "llm_base_url", None),
         llm_model_path=getattr(args, "llm_model_path", None),
         llm_timeout_s=getattr(args, "llm_timeout", None),
+        ingest_workers=getattr(args, "workers", None),
+        embed_backend=getattr(args, "embed_backend", None),
     )
 
 
@@ -37,6 +39,8 @@ def _settings(args) -> Settings:
 def cmd_ingest(args) -> int:
     from rag.index.build import ingest
 
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers 必须是正整数，收到 {args.workers}")
     s = _settings(args)
     if args.explain:
         return _explain(args.explain)
@@ -55,6 +59,8 @@ def cmd_ingest(args) -> int:
         print(
             f"embedded {report.embedded_chunks} chunks in {report.embed_seconds:.1f} s ({rate:.1f} chunks/s)"
         )
+        if report.resumed_chunks:
+            print(f"resumed {report.resumed_chunks} chunks embedded by an interrupted run")
     return 0 if report.ingested_anything else 2
 
 
@@ -282,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--index", help="index directory (default .rag/index or $RAG_INDEX)")
     common.add_argument("--config", help="settings file (TOML)")
     common.add_argument("--embed-model", help="sentence-transformers model name or local folder")
+    common.add_argument(
+        "--embed-backend",
+        choices=("auto", "onnx", "torch"),
+        help="auto: int8 ONNX on CPU where the model allows it, else sentence-transformers",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     ing = sub.add_parser("ingest", parents=[common], help="add or update documents in the index")
@@ -291,13 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--explain", metavar="FILE", help="show what cleaning drops from FILE")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
     ing.add_argument("-v", "--verbose", action="store_true", help="also list unchanged files")
+    ing.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes that load, chunk and embed (default: loading on every idle core, "
+        "embedding in this process)",
+    )
     ing.set_defaults(func=cmd_ingest)
 
     def retrieval_args(sp):
         sp.add_argument("--top-k", type=int, help="passages to retrieve")
         sp.add_argument("--json", action="store_true", help="one JSON object per answer")
         sp.add_argument("--doc", action="append", help="only this document id (repeatable)")
-        sp.add_argument("--doc-number", help="only the document with this 发文字号 (青政发〔2023〕5号)")
+        sp.add_argument(
+            "--doc-number", help="only the document with this 发文字号 (青政发〔2023〕5号)"
+        )
         sp.add_argument("--issuer", help="only documents of this issuing body (发文机关)")
         sp.add_argument(
             "--where", action="append", metavar="FIELD=VALUE",

@@ -2,7 +2,12 @@ import sys
 
 # `python -m rag.eval.bench [options]`: the speed and scale benchmark (bench/run.py);
 # `python -m rag.eval.bench ocr|formats [options]`: reading scans, reading each file type.
-SUBCOMMANDS = {"ocr": "rag.eval.bench.ocr", "formats": "rag.eval.bench.formats"}
+SUBCOMMANDS = {
+    "ocr": "rag.eval.bench.ocr",
+    "formats": "rag.eval.bench.formats",
+    "agreement": "rag.eval.bench.agreement",  # int8 ONNX vectors against float32 torch
+    "ingest_speed": "rag.eval.bench.ingest_speed",  # articles/s, torch against ONNX
+}
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
     import importlib
