@@ -7,6 +7,7 @@ SUBCOMMANDS = {
     "formats": "rag.eval.bench.formats",
     "agreement": "rag.eval.bench.agreement",  # int8 ONNX vectors against float32 torch
     "ingest_speed": "rag.eval.bench.ingest_speed",  # articles/s, torch against ONNX
+    "query_embed": "rag.eval.bench.query_embed",  # warm query embedding, ONNX against torch
 }
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             "questions_one_by_one": np.stack([e._embed([q], e.query_prefix)[0] for q in questions]),
         }
     result: dict = {
-        "command": "python -m rag.eval.bench agreement " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m rag.eval.bench agreement "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "sets": {k: str(v) for k, v in sets.items()},
         "per_set": args.per_set,
         "model": torch_e.model_id,

@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     result = {
-        "command": "python -m rag.eval.bench ingest_speed " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m rag.eval.bench ingest_speed "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "started": started,
         "machine": measure.machine(),
         "load_average_start": load_at_start,
