@@ -11,8 +11,9 @@ Heavy libraries (torch, sentence-transformers, llama-index) are imported only wh
 model is first used, so `import rag` stays fast.
 
 On CPU, mean-pooled BERT models (the default is one) run as an int8 ONNX export with
-onnxruntime (rag/embed/onnx_export.py, rag/embed/onnx_encoder.py): 2.4x torch's tokens
-per CPU-second here, cosine >= 0.99 to the float32 vectors and the same recall@1 on CMRC
+onnxruntime (rag/embed/onnx_export.py, rag/embed/onnx_encoder.py): about 1.45x the
+previous torch encoder's articles per CPU-second in `rag ingest` (2x sentence-transformers'),
+cosine >= 0.99 to the float32 vectors and the same recall@1 on CMRC
 and DRCD (eval/reports/onnx/); queries load neither torch nor transformers, so they start
 fast. Other models, and every model on a GPU, use sentence-transformers (`embed_backend`
 chooses; "auto" is ONNX on CPU where the model allows it).

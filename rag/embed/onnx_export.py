@@ -31,7 +31,8 @@ OPSET = 17
 # Signed int8 weights with one scale per output column: on 96 CMRC passages the lowest
 # cosine to the float32 vectors was 0.9962, against 0.9911 with one scale per matrix
 # (unsigned) and 0.9822 (signed), and it took the fewest CPU-seconds of the four
-# (eval/reports/onnx/). MatMul and Gather (the 250k-token embedding table: 384 MB as
+# (a quick comparison made when choosing; eval/reports/onnx/ measures the chosen one).
+# MatMul and Gather (the 250k-token embedding table: 384 MB as
 # float32, 96 MB as int8; quantising it moved no cosine) are quantised.
 QUANT = {"weight_type": "QInt8", "per_channel": True, "ops": ["MatMul", "Gather"]}
 ONNX_NAME = "model.int8.onnx"
