@@ -20,6 +20,8 @@ from rag.errors import ConfigError
 DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
 API_KEY_ENV = ("RAG_LLM_API_KEY", "OPENAI_API_KEY")
 LLM_KINDS = ("extractive", "openai", "ollama", "llamacpp")
+EMBED_BACKENDS = ("auto", "onnx", "torch")  # rag/embed/embedder.py
+EMBED_DEVICES = ("auto", "cpu", "cuda")
 MIN_CHUNK_SIZE = 20  # below it a chunk cannot hold one Chinese sentence
 
 
@@ -128,7 +130,10 @@ class Settings:
     # embeddings
     embed_model: str = DEFAULT_EMBED_MODEL
     embed_batch_size: int = 32
-    embed_device: str = "cpu"
+    embed_device: str = "auto"  # auto: cuda when a GPU is present, else cpu
+    # auto: int8 ONNX (onnxruntime) on CPU for a model the export reproduces (the default
+    # e5 is one), sentence-transformers on a GPU and for every other model
+    embed_backend: str = "auto"
     query_prefix: str | None = None  # None: chosen from the model name (e5 -> "query: ")
     passage_prefix: str | None = None
     embed_query_threads: int = 0  # torch threads for one query; 0: auto (rag/embed/embedder.py)
@@ -248,6 +253,14 @@ class Settings:
             raise ConfigError(f"unknown llm {self.llm!r}; choose one of {', '.join(LLM_KINDS)}")
         check_base_url(self.llm_base_url, "llm_base_url")
         check_store(self.store)
+        if self.embed_backend not in EMBED_BACKENDS:
+            raise ConfigError(
+                f"embed_backend must be one of {', '.join(EMBED_BACKENDS)}, got {self.embed_backend!r}"
+            )
+        if self.embed_device not in EMBED_DEVICES and not self.embed_device.startswith("cuda:"):
+            raise ConfigError(
+                f"embed_device must be auto, cpu, cuda or cuda:N, got {self.embed_device!r}"
+            )
         if self.fusion not in ("score", "rrf"):
             raise ConfigError(f"fusion must be 'score' or 'rrf', got {self.fusion!r}")
         if self.chunk_size < MIN_CHUNK_SIZE:

@@ -160,7 +160,7 @@ def test_bench_runs_end_to_end(tmp_path):
     ours, li = res["embedding"]["ours"], res["embedding"]["llama_index"]
     assert ours["docs"] == 2 and ours["chunks"] >= 2 and ours["embed_tokens_per_s"] > 0
     assert ours["tokens"]["tokens"] > 0 and ours["query_embed_ms"]["n"] == 3
-    assert ours["query_encoder"] == "LightBert" and ours["query_embed_1_thread_ms"]["n"] == 3
+    assert ours["query_encoder"] == "onnx-int8" and ours["query_embed_1_thread_ms"]["n"] == 3
     assert li["docs"] == 2 and li["chunks"] >= 2
     # two alternated rounds, each side keeping its fastest, against the largest peak
     assert res["embedding"]["rounds"] == 2

@@ -397,9 +397,11 @@ def test_sigkill_at_random_points_never_leaves_a_broken_index(zygote, tmp_path, 
             vectors.setdefault(state["passages"][cid], []).append(v)
     passages = sorted(vectors)
     fresh = embedder.embed_passages(passages)
+    # int8 ONNX (the CPU default) quantises activations with one scale per batch, so a
+    # text's vector moves a little with its batch-mates: same model, cosine >= 0.99
     for passage, v in zip(passages, fresh, strict=True):
         for got in vectors[passage]:
-            assert float(got @ v) > 0.9995, passage
+            assert float(got @ v) > 0.99, passage
 
     kills = [ln for ln in log if "killed=True" in ln]
     print(f"\n{len(kills)} SIGKILLs survived in {len(log)} runs:\n  " + "\n  ".join(log))

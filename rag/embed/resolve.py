@@ -92,6 +92,23 @@ def resolve_model(name_or_path: str, cache_dir: Path | str) -> str:
     return str(folder)
 
 
+def resolve_device(device: str) -> str:
+    """`device`, with "auto" meaning "cuda" when torch sees a GPU, else "cpu".
+
+    Torch is imported only where an NVIDIA driver is present, so a CPU machine keeps
+    its fast start (the ONNX backend needs no torch).
+    """
+    if device != "auto":
+        return device
+    if not (Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()):
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def default_prefixes(model: str) -> tuple[str, str]:
     """(query prefix, passage prefix) that `model` was trained with, guessed from its name."""
     low = model.lower()

@@ -77,12 +77,16 @@ class IndexInfo:
     failed: int  # corpus records the loader rejected
 
 
-def index_cache_key(corpus: Path, settings: Settings, embed_model_id: str) -> str:
+def index_cache_key(
+    corpus: Path, settings: Settings, embed_model_id: str, embed_backend: str | None = None
+) -> str:
     from rag.index.versions import SCHEMA_VERSION
 
     parts = {
         "corpus": corpus_fingerprint(corpus),
         "embed_model": embed_model_id,
+        # an evaluation measures one backend's vectors: ONNX and torch indexes are not shared
+        **({"embed_backend": embed_backend} if embed_backend else {}),
         "schema": SCHEMA_VERSION,
         **{k: getattr(settings, k) for k in _INDEX_SETTINGS},
         # a Milvus index is another cached index; FAISS ones keep the keys they had
@@ -114,7 +118,9 @@ def ensure_index(
 
     key = None
     if index_dir is None:
-        key = index_cache_key(corpus, settings, embedder.model_id)
+        key = index_cache_key(
+            corpus, settings, embedder.model_id, getattr(embedder, "backend_id", None)
+        )
         root = Path(index_root) if index_root is not None else settings.cache_path / "eval-index"
         target = root / key
     else:

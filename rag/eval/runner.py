@@ -234,6 +234,7 @@ def run_eval(
         else {**sample.to_json(), "source": _shown(corpus_source), "path": _shown(sample.path)},
         "models": {
             "embed": embedder.model_id,
+            "embed_backend": getattr(embedder, "backend_id", None),
             "generator": settings.llm
             if settings.llm == "extractive"
             else f"{settings.llm}:{settings.llm_model or settings.llm_model_path}",

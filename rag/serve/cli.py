@@ -32,6 +32,8 @@ def _settings(args) -> Settings:
         llm_base_url=getattr(args, "llm_base_url", None),
         llm_model_path=getattr(args, "llm_model_path", None),
         llm_timeout_s=getattr(args, "llm_timeout", None),
+        ingest_workers=getattr(args, "workers", None),
+        embed_backend=getattr(args, "embed_backend", None),
     )
 
 
@@ -39,6 +41,8 @@ def _settings(args) -> Settings:
 def cmd_ingest(args) -> int:
     from rag.index.build import ingest
 
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers 必须是正整数，收到 {args.workers}")
     s = _settings(args)
     if args.explain:
         return _explain(args.explain)
@@ -72,6 +76,8 @@ def cmd_ingest(args) -> int:
         print(
             f"embedded {report.embedded_chunks} chunks in {report.embed_seconds:.1f} s ({rate:.1f} chunks/s)"
         )
+        if report.resumed_chunks:
+            print(f"resumed {report.resumed_chunks} chunks embedded by an interrupted run")
     return 0 if report.ingested_anything else 2
 
 
@@ -386,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", metavar="URI",
         help="where vectors are searched: faiss (default), a milvus-lite x.db, http://host:19530",
     )  # fmt: skip
+    common.add_argument(
+        "--embed-backend",
+        choices=("auto", "onnx", "torch"),
+        help="auto: int8 ONNX on CPU where the model allows it, else sentence-transformers",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     ing = sub.add_parser("ingest", parents=[common], help="add or update documents in the index")
@@ -397,6 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("-v", "--verbose", action="store_true", help="also list unchanged files")
     ing.add_argument("--kb", metavar="NAME", help="into this knowledge base (rag kb create NAME)")
     ing.add_argument("--user", metavar="NAME", help="as this account (an editor of --kb)")
+    ing.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes that load, chunk and embed (default: loading on every idle core, "
+        "embedding in this process)",
+    )
     ing.set_defaults(func=cmd_ingest)
 
     def retrieval_args(sp):

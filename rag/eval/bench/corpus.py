@@ -16,9 +16,18 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-DEFAULT_SOURCE = (
-    Path(__file__).resolve().parents[4] / "shared" / "data" / "crud_news" / "documents.txt.gz"
-)
+
+def shared_data() -> Path:
+    """The shared data sets: `shared/data` beside the nearest folder above this checkout
+    that has one (/work/shared/data for /work/main and for worktrees in /work/wt/NAME)."""
+    here = Path(__file__).resolve()
+    for up in here.parents[3:]:
+        if (up / "shared" / "data").is_dir():
+            return up / "shared" / "data"
+    return here.parents[4] / "shared" / "data"
+
+
+DEFAULT_SOURCE = shared_data() / "crud_news" / "documents.txt.gz"
 SHARD = 5000
 SEED = 7
 _SENT = re.compile(r"[^。！？!?]+[。！？!?]")

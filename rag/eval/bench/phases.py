@@ -190,7 +190,7 @@ def phase_embed(p: dict) -> dict:
         "tokens": toks,
         "query_embed_ms": measure.summary(q_ms),
         "query_embed_threads": threads,
-        "query_encoder": "LightBert" if emb._light_model() is not None else "sentence-transformers",
+        "query_encoder": emb.backend_id,
         "query_embed_1_thread_ms": measure.summary(fixed[1]),
         "query_embed_all_threads_ms": measure.summary(fixed[os.cpu_count() or 1]),
         "peak_rss": measure.peak_rss(),

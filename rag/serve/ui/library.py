@@ -188,6 +188,8 @@ class _Remembering:
     """The embedder, remembering each passage's vector: an upload is embedded once, into
     a scratch index outside the write lock, and the real index is written from memory."""
 
+    worker_spec = None  # embedding stays in this process, where it is remembered
+
     def __init__(self, embedder):
         self.embedder = embedder
         self._memo: dict[str, np.ndarray] = {}
