@@ -180,7 +180,9 @@ class ChatState:
         final.question = question
         final.rewritten_question = standalone
         if final.refused and not final.citations and not self.filters.empty:
-            final.notice = "所选检索范围内没有找到相关内容；可以在“检索范围”中放宽或清除条件后再问。"
+            final.notice = (
+                "所选检索范围内没有找到相关内容；可以在“检索范围”中放宽或清除条件后再问。"
+            )
         self._chat.history.append(Turn(question, standalone, final.text))
         yield final
 
