@@ -469,7 +469,10 @@ document.addEventListener('click', onCite);
 const onCopy = (e) => {
   const b = e.target.closest('#rag-chat .message-buttons button');
   if (!b || !COPY_LABELS.includes(b.getAttribute('aria-label'))) return;
-  const plain = b.closest('.message-row')?.querySelector('.rag-plain');
+  // a message's buttons follow its row (Gradio draws them as the row's next sibling)
+  let row = b.closest('.message-buttons')?.previousElementSibling;
+  while (row && !row.classList.contains('message-row')) row = row.previousElementSibling;
+  const plain = row?.querySelector('.rag-plain');
   if (!plain) return;
   e.preventDefault();
   e.stopImmediatePropagation();
