@@ -683,3 +683,44 @@ def test_the_list_shows_official_numbers_and_the_chat_can_be_scoped_to_them(libr
 
     assert state.scope(None, "  ") == "检索范围：全部文档。"
     assert state.filters.empty
+
+
+def test_a_logged_in_users_conversation_survives_a_reload(built, tmp_path):
+    """A logged-in user's answers go to HOME/history.db; a new session of the same user
+    (a reload, another browser) lists and resumes them, citations and follow-ups working;
+    another user sees none, and without login nothing is kept."""
+    from rag.errors import NotFoundError
+    from rag.system import load_system
+
+    settings, embedder = built
+    home = tmp_path / "home"
+    system = load_system(settings.replace(home=str(home)), embedder=embedder)
+    lib = Library(system, tmp_path / "uploads", tmp_path / "feedback.jsonl")
+    first = ChatState(lib, lib.settings, user="alice")
+    list(first.respond("青岚湖水质监测站共设有多少个监测点位？"))
+    assert first.conv_id and (home / "history.db").is_file()
+    assert [i for _, i in first.conversations()] == [first.conv_id]
+    assert first.conversations()[0][0].startswith("青岚湖水质监测站共设有多少个监测点位？（")
+
+    again = ChatState(lib, lib.settings, user="alice")  # the page reloaded
+    again.resume(first.conv_id)
+    assert [m["role"] for m in again.messages] == ["user", "assistant"]
+    assert "17个" in again.messages[1]["content"] and "rag-at-0-1" in again.messages[1]["content"]
+    assert "rag-target" in lib.document_view(again.citation(0, 1))  # the passage is found
+    list(again.respond("总投资多少？"))
+    kept = again._history().get("alice", first.conv_id)
+    assert [t.question for t in kept.turns] == [
+        "青岚湖水质监测站共设有多少个监测点位？",
+        "总投资多少？",
+    ]
+    assert len(again.conversations()) == 1
+
+    bob = ChatState(lib, lib.settings, user="bob")
+    assert bob.conversations() == []
+    with pytest.raises(NotFoundError):
+        bob.resume(first.conv_id)
+    anonymous = ChatState(lib, lib.settings)
+    list(anonymous.respond("青岚湖治理工程总投资多少？"))
+    assert anonymous.conv_id == "" and anonymous.conversations() == []
+    with pytest.raises(ConfigError, match="登录"):
+        anonymous.resume(first.conv_id)

@@ -27,6 +27,9 @@ def ui_i18n():
     return gr.I18n(**{locale: dict(UI_STRINGS) for locale in ("en", "zh-CN", "zh-TW", "zh")})
 
 
+NO_LOGIN_NOTE = "未登录：对话只保留在本页，刷新页面后会清空。登录后对话会自动保存，可在这里继续。"
+
+
 def _info_markdown(library: Library, state: ChatState | None) -> str:
     i = library.info()
     s = state.settings if state else library.settings
@@ -68,6 +71,11 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
     keep = max(1, base.upload_temp_keep_s)
     with gr.Blocks(title="文档问答", delete_cache=(min(keep, 60), keep)) as demo:
         state = gr.State(None)
+        with gr.Sidebar(label="我的对话", open=False, elem_id="rag-history"):
+            history_note = gr.Markdown(NO_LOGIN_NOTE, elem_id="rag-history-note")
+            history_pick = gr.Radio(
+                choices=[], label="我的对话", elem_id="rag-history-pick", visible=False
+            )
         gr.Markdown(
             "## 文档问答\n基于知识库中的文档回答问题，每个回答都标明出处 [n]；点击引用可查看原文。",
             elem_id="rag-header",
@@ -205,16 +213,46 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
                 info = gr.Markdown(_info_markdown(library, None), elem_id="rag-info")
 
         # ------------------------------------------------------------------ events
-        def on_load(st):
+        def history_list(st):
+            """The sidebar's list of this user's conversations, the current one chosen."""
+            if not st.user:
+                return gr.update(choices=[], value=None, visible=False)
+            return gr.update(choices=st.conversations(), value=st.conv_id or None, visible=True)
+
+        def on_load(st, request: gr.Request):
             st = st or new_state()
+            st.user = getattr(request, "username", None) or ""
+            note = NO_LOGIN_NOTE
+            if st.user:
+                note = f"已登录为 **{esc(st.user)}**：对话自动保存，刷新页面或换一台电脑后可在这里继续。"
+                kept = st.conversations()
+                if kept and not st.messages:  # a reload: continue the latest conversation
+                    st.resume(kept[0][1])
             table, picks, about = (
                 doc_table(),
                 gr.update(choices=doc_choices()),
                 _info_markdown(library, st),
             )
-            return (st, table, picks, about, *scope_choices())
+            chat = (st.messages, note, history_list(st))
+            return (st, table, picks, about, *scope_choices(), *chat)
 
-        demo.load(on_load, [state], [state, docs, remove_pick, info, scope_issuer, scope_number])
+        demo.load(
+            on_load,
+            [state],
+            [state, docs, remove_pick, info, scope_issuer, scope_number]
+            + [chatbot, history_note, history_pick],
+        )
+
+        def on_resume(conv_id, st):
+            if st is None or not conv_id or conv_id == st.conv_id:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            try:
+                st.resume(conv_id)
+            except RagError as e:
+                return gr.skip(), f"无法打开这个对话：{public_error(e)}", gr.skip(), st
+            return st.messages, gr.skip(), VIEWER_EMPTY, st
+
+        history_pick.input(on_resume, [history_pick, state], [chatbot, history_note, viewer, state])
 
         def on_ask(text, st):
             st = st or new_state()
@@ -224,7 +262,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             for messages in st.respond(text):
                 yield messages, "", st
 
-        gr.on(
+        asked = gr.on(
             [question.submit, send.click],
             on_ask,
             [question, state],
@@ -232,6 +270,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             concurrency_limit=4,
             concurrency_id="ask",
         )
+        asked.then(history_list, [state], [history_pick])
 
         def on_example(st, evt: gr.SelectData):
             st = st or new_state()
@@ -244,7 +283,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             [chatbot, question, state],
             concurrency_limit=4,
             concurrency_id="ask",
-        )
+        ).then(history_list, [state], [history_pick])
 
         def on_scope(issuer, number, st):
             st = st or new_state()
@@ -270,8 +309,8 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             return [], st, VIEWER_EMPTY, gr.update(visible=False), "", gr.update(visible=False)
 
         cleared = [chatbot, state, viewer, fb_row, fb_status, page_image]
-        new_chat.click(on_new, [state], cleared)
-        chatbot.clear(on_new, [state], cleared)
+        new_chat.click(on_new, [state], cleared).then(history_list, [state], [history_pick])
+        chatbot.clear(on_new, [state], cleared).then(history_list, [state], [history_pick])
 
         def on_open(st, evt: gr.EventData):
             data = getattr(evt, "_data", None) or {}
