@@ -455,3 +455,48 @@ def test_scope_the_chat_to_one_issuer(page, tmp_path):
     answer = ask(page, question, nth=2)
     assert "26套" in answer.locator(".rag-text").inner_text()
     shot(page, "13_scoped_to_issuer")
+
+
+@pytest.fixture(scope="module")
+def login_server(tmp_path_factory):
+    """The app under a login, its home (history.db) in a tmp folder."""
+    root = tmp_path_factory.mktemp("login")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for suffix in (".txt", ".meta.json"):
+        shutil.copy(REPO / "corpus" / f"{DOCS[0]}{suffix}", corpus)
+    args = ["--index", str(root / "index"), "--corpus", str(corpus),
+            "--feedback", str(root / "feedback.jsonl"), "--auth", "alice:s3cret-pw"]  # fmt: skip
+    with running_app(args, root / "app.log", env={"RAG_HOME": str(root / "home")}) as app:
+        yield Server(app.url, root, app.proc, app.log)
+
+
+def test_a_reload_keeps_a_logged_in_users_conversation(browser, login_server, page):
+    page.wait_for_function(
+        "() => document.querySelector('#rag-history-note').textContent.includes('未登录：')"
+    )
+    own = browser.new_page()
+    try:
+        own.set_default_timeout(30_000)
+        own.goto(login_server.url)
+        own.locator("input[type=text], input:not([type])").first.fill("alice")
+        own.locator("input[type=password]").fill("s3cret-pw")
+        own.locator("input[type=password]").press("Enter")
+        own.wait_for_selector("#rag-question textarea")
+        own.wait_for_function(  # the sidebar is closed: its text is there, not visible
+            "() => document.querySelector('#rag-history-note').textContent.includes('已登录为 alice')"
+        )
+        ask(own, ANSWERABLE)
+        own.reload()
+        own.wait_for_selector("#rag-chat .rag-answer .rag-card", timeout=ANSWER_MS)
+        chat = own.locator("#rag-chat").inner_text()
+        assert ANSWERABLE in chat and "2019" in chat
+        assert "2022-08-29" in own.locator("#rag-chat .rag-card .rag-meta").first.inner_text()
+        own.locator("#rag-chat .rag-card").first.click()  # its citations still open
+        own.locator("#rag-viewer .rag-target").wait_for()
+        kept = own.locator("#rag-history-pick label").all_inner_texts()
+        assert len(kept) == 1 and kept[0].startswith(ANSWERABLE[:10]), kept
+        shot(own, "16_resumed_after_reload")
+    finally:
+        own.close()
+    assert (login_server.root / "home" / "history.db").is_file()

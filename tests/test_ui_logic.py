@@ -707,6 +707,7 @@ def test_a_logged_in_users_conversation_survives_a_reload(built, tmp_path):
     assert [m["role"] for m in again.messages] == ["user", "assistant"]
     assert "17个" in again.messages[1]["content"] and "rag-at-0-1" in again.messages[1]["content"]
     assert "rag-target" in lib.document_view(again.citation(0, 1))  # the passage is found
+    assert again.citation(0, 1).date == lib.index.docs[again.citation(0, 1).doc_id].get("date")
     list(again.respond("总投资多少？"))
     kept = again._history().get("alice", first.conv_id)
     assert [t.question for t in kept.turns] == [

@@ -266,7 +266,7 @@ class ChatState:
         self.reset()
         self.conv_id = conv.id
         for t in conv.turns:
-            answer = _stored_answer(t)
+            answer = _stored_answer(t, self.library.index.docs)
             self.messages.append({"role": "user", "content": render_user(t.question)})
             turn = len(self.answers)
             self.answers.append(answer)
@@ -321,13 +321,17 @@ class ChatState:
         return rec
 
 
-def _stored_answer(t) -> Any:
-    """An Answer from a kept turn (rag.org.history.Turn): its text and citations; the
-    history keeps no sentence offsets, so its markers are linked as an LLM answer's are."""
+def _stored_answer(t, docs: dict[str, dict]) -> Any:
+    """An Answer from a kept turn (rag.org.history.Turn): its text and citations, dated
+    from the index's `docs` when the document is still there; the history keeps no
+    sentence offsets, so its markers are linked as an LLM answer's are."""
     from rag.types import Answer, Citation
 
+    def date(doc_id: str) -> str | None:
+        return (docs.get(doc_id) or {}).get("date") or None
+
     cites = [
-        Citation(c["n"], "", c["doc_id"], c.get("title") or "", "", None, 0, len(c["text"]),
+        Citation(c["n"], "", c["doc_id"], c.get("title") or "", "", date(c["doc_id"]), 0, len(c["text"]),
                  c["text"], location=c.get("location") or "", kb=c.get("kb") or "")
         for c in t.citations
     ]  # fmt: skip
