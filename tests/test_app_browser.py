@@ -392,9 +392,9 @@ def test_settings_are_per_session(browser, server):
 
 def test_feedback_is_appended_to_the_jsonl(page, server):
     ask(page, ANSWERABLE)
-    page.locator(
-        '#rag-chat button[aria-label="赞"], #rag-chat button[aria-label="Like"]'
-    ).first.click()
+    page.locator('#rag-chat button[aria-label="赞"]').first.click()
+    page.locator('#rag-chat button[aria-label="已赞"]').wait_for()  # not Gradio's "Liked"
+    assert page.locator('#rag-chat [aria-label="Liked"], #rag-chat [title="Liked"]').count() == 0
     comment = page.locator("#rag-feedback-comment textarea")
     comment.wait_for()
     comment.fill("引用准确")

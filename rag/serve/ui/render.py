@@ -389,7 +389,7 @@ def render_results(results: Sequence[UploadResult]) -> str:
 
 # =========================================================================== the app
 # Gradio's own chat strings (its i18n keys), in Chinese for every browser language;
-# "Liked"/"Disliked" (a pressed thumb) are fixed in Gradio and cannot be set here
+# "Liked"/"Disliked" (a pressed thumb) are fixed in Gradio: VIEWER_JS renames them
 UI_STRINGS = {
     "chatbot.copy_message": "复制",
     "chatbot.copied_message": "已复制",
@@ -486,6 +486,18 @@ const onCopy = (e) => {
 if (window.__ragOnCopy) document.removeEventListener('click', window.__ragOnCopy, true);
 window.__ragOnCopy = onCopy;
 document.addEventListener('click', onCopy, true);
+// A pressed thumb's tooltip is fixed English in Gradio ("Liked"), not an i18n key
+const PRESSED = {Liked: '已赞', Disliked: '已踩'};
+if (window.__ragPressed) window.__ragPressed.disconnect();
+window.__ragPressed = new MutationObserver((changes) => {
+  for (const c of changes) {
+    const zh = PRESSED[c.target.getAttribute(c.attributeName)];
+    if (zh) c.target.setAttribute(c.attributeName, zh);
+  }
+});
+window.__ragPressed.observe(document.body, {
+  subtree: true, attributes: true, attributeFilter: ['aria-label', 'title'],
+});
 watch('value', () => {
   const t = element.querySelector('.rag-target');
   if (t) t.scrollIntoView({block: 'center'});
