@@ -411,6 +411,19 @@ def test_feedback_is_appended_to_the_jsonl(page, server):
     shot(page, "11_feedback")
 
 
+def test_tooltips_and_labels_are_chinese(page):
+    """No English tooltip, label or placeholder on any tab (Gradio's own strings included)."""
+    scan = """() => [...document.querySelectorAll('[aria-label],[title],[placeholder]')]
+        .flatMap(e => ['aria-label', 'title', 'placeholder'].map(a => e.getAttribute(a)))
+        .filter(v => v && /[A-Za-z]{3,}/.test(v.replace(/top-k/g, '')))"""
+    english = set(page.evaluate(scan))
+    for tab in ("知识库", "设置"):
+        open_tab(page, tab)
+        page.wait_for_timeout(500)
+        english |= set(page.evaluate(scan))
+    assert not english, english
+
+
 def _save_docs_screenshot(src: Path) -> None:
     """docs/chat.png for the README: the chat view, palette-reduced to stay small."""
     from PIL import Image

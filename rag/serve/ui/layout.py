@@ -97,6 +97,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
                         )
                         with gr.Row():
                             question = gr.Textbox(
+                                label="问题",  # read out by screen readers ("Textbox" otherwise)
                                 show_label=False,
                                 placeholder="输入问题，按回车发送",
                                 elem_id="rag-question",

@@ -389,7 +389,7 @@ def render_results(results: Sequence[UploadResult]) -> str:
 
 # =========================================================================== the app
 # Gradio's own chat strings (its i18n keys), in Chinese for every browser language;
-# "Liked"/"Disliked" (a pressed thumb) are fixed in Gradio: VIEWER_JS renames them
+# tooltips Gradio fixes in English ("Liked", "Fullscreen") are renamed by VIEWER_JS
 UI_STRINGS = {
     "chatbot.copy_message": "复制",
     "chatbot.copied_message": "已复制",
@@ -401,6 +401,9 @@ UI_STRINGS = {
     "chatbot.edit": "编辑",
     "chatbot.submit": "提交",
     "chatbot.cancel": "取消",
+    "upload_text.click_to_upload": "点击上传",
+    "upload_text.drop_file": "将文件拖放到此处",
+    "common.or": "或",
 }
 
 CSS = """
@@ -486,18 +489,45 @@ const onCopy = (e) => {
 if (window.__ragOnCopy) document.removeEventListener('click', window.__ragOnCopy, true);
 window.__ragOnCopy = onCopy;
 document.addEventListener('click', onCopy, true);
-// A pressed thumb's tooltip is fixed English in Gradio ("Liked"), not an i18n key
-const PRESSED = {Liked: '已赞', Disliked: '已踩'};
-if (window.__ragPressed) window.__ragPressed.disconnect();
-window.__ragPressed = new MutationObserver((changes) => {
+// Tooltips Gradio writes in fixed English (no i18n key): renamed wherever they appear
+const FIXED_EN = {
+  'Liked': '已赞', 'Disliked': '已踩', 'Copy table data': '复制表格',
+  'Copied to clipboard': '已复制', 'Fullscreen': '全屏', 'Exit fullscreen': '退出全屏',
+  'Toggle Sidebar': '展开或收起侧栏', 'Click to upload or drop files': '点击上传或拖放文件',
+  'File upload': '上传文件', 'More tabs': '更多标签页', 'Open cell menu': '单元格菜单',
+  'Reset to default value': '恢复默认值', 'Table actions': '表格操作',
+  'chatbot conversation': '对话记录',
+};
+const FIXED_EN_PREFIX = [
+  ['Select example ', '选择示例 '], ['number input for ', '输入数值：'],
+  ['range slider for ', '拖动选择：'],
+];
+const zhOf = (v) => {
+  if (!v) return null;
+  if (FIXED_EN[v]) return FIXED_EN[v];
+  const p = FIXED_EN_PREFIX.find(([en]) => v.startsWith(en));
+  return p ? p[1] + v.slice(p[0].length) : null;
+};
+const renameIn = (root) => {
+  const els = root.querySelectorAll ? [root, ...root.querySelectorAll('[aria-label],[title]')] : [];
+  for (const el of els) {
+    for (const a of ['aria-label', 'title']) {
+      const zh = zhOf(el.getAttribute && el.getAttribute(a));
+      if (zh) el.setAttribute(a, zh);
+    }
+  }
+};
+if (window.__ragRename) window.__ragRename.disconnect();
+window.__ragRename = new MutationObserver((changes) => {
   for (const c of changes) {
-    const zh = PRESSED[c.target.getAttribute(c.attributeName)];
-    if (zh) c.target.setAttribute(c.attributeName, zh);
+    if (c.type === 'attributes') renameIn(c.target);
+    else c.addedNodes.forEach(renameIn);
   }
 });
-window.__ragPressed.observe(document.body, {
-  subtree: true, attributes: true, attributeFilter: ['aria-label', 'title'],
+window.__ragRename.observe(document.body, {
+  subtree: true, childList: true, attributes: true, attributeFilter: ['aria-label', 'title'],
 });
+renameIn(document.body);
 watch('value', () => {
   const t = element.querySelector('.rag-target');
   if (t) t.scrollIntoView({block: 'center'});
