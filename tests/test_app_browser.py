@@ -248,7 +248,7 @@ def test_broken_upload_shows_its_error(page, tmp_path):
     shot(page, "08_broken_upload")
 
 
-def test_remove_a_document(page, tmp_path):
+def test_remove_a_document_asks_first_and_names_it_by_title(page, tmp_path):
     doc = tmp_path / "临时通知.txt"
     doc.write_text("临时通知\n本周五下午三点在三楼会议室召开安全生产例会。\n", encoding="utf-8")
     assert "已添加" in upload(page, doc).inner_text()
@@ -256,9 +256,23 @@ def test_remove_a_document(page, tmp_path):
     docs.get_by_text("临时通知").first.wait_for()
     pick = page.locator("#rag-remove-pick input")
     pick.click()
+    options = [t.strip() for t in page.get_by_role("option").all_inner_texts()]
+    assert any(o.startswith("跳出威海") and "2022-08-29" in o for o in options), options
+    assert not [o for o in options if re.search(r"[0-9a-f]{8,}|weihai|laoshan", o)], options
     pick.fill("临时通知")
     page.get_by_role("option", name=re.compile("临时通知")).first.click()
-    page.locator("#rag-remove").click()
+    confirm = page.locator("#rag-remove-confirm")
+    for answer in ("取消", "确认删除"):
+        page.locator("#rag-remove").click()
+        confirm.get_by_text("确定从知识库删除以下 1 篇文档吗？").wait_for()
+        assert "临时通知" in confirm.locator("li").inner_text()
+        shot(page, "12_remove_asks")
+        if answer == "取消":
+            confirm.get_by_role("button", name="取消").click()
+            page.locator("#rag-remove-result").get_by_text("已取消").wait_for()
+            assert "临时通知" in docs.inner_text() and not confirm.is_visible()
+        else:
+            confirm.get_by_role("button", name="确认删除").click()
     row = page.locator("#rag-remove-result .rag-result").first
     row.wait_for(timeout=ANSWER_MS)
     assert "已删除" in row.inner_text() and "临时通知" in row.inner_text()
@@ -266,6 +280,59 @@ def test_remove_a_document(page, tmp_path):
         "() => !document.querySelector('#rag-docs').innerText.includes('临时通知')"
     )
     shot(page, "12_removed")
+
+
+def test_copy_gives_plain_text_with_the_citations(browser, server, page):
+    browser.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url.rstrip("/"))
+    ask(page, ANSWERABLE)
+    buttons = page.locator("#rag-chat .message-buttons button")
+    labels = {b.get_attribute("aria-label") for b in buttons.all()}
+    assert {"复制", "赞", "踩"} <= labels and not labels & {"Copy message", "Like", "Dislike"}
+    page.locator("#rag-chat .message-row.bot-row").last.hover()
+    page.locator('#rag-chat .message-buttons button[aria-label="复制"]').last.click()
+    page.wait_for_function("() => document.querySelector('#rag-chat [aria-label=\"已复制\"]')")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    lines = copied.splitlines()
+    assert "2019" in lines[0] and "[1]" in lines[0], copied
+    assert lines[1:3] == ["", "引用来源："], copied
+    assert lines[3].startswith("[1]《跳出威海") and "》：" in lines[3], copied
+    assert "<" not in copied and "rag-" not in copied and "&" not in copied
+    shot(page, "14_copied")
+
+
+@pytest.mark.parametrize("width", [360, 768, 1280])
+def test_the_header_never_covers_the_content(page, width):
+    page.set_viewport_size({"width": width, "height": 800})
+    page.wait_for_timeout(500)  # let the layout settle
+
+    def box(selector):
+        b = page.locator(selector).first.bounding_box()
+        assert b is not None, selector
+        return b
+
+    def overlap(a, b):
+        return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+                and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])  # fmt: skip
+
+    header, tabs, chat = box("#rag-header"), box("[role=tablist]"), box("#rag-chat")
+    assert header["y"] + header["height"] <= tabs["y"] and tabs["y"] + tabs["height"] <= chat["y"]
+    assert not overlap(header, chat)
+    ask(page, ANSWERABLE)
+    page.locator("#rag-chat .message-row").first.evaluate("e => e.scrollIntoView()")
+    page.wait_for_timeout(300)
+    view = box("#rag-chat .bubble-wrap")  # the chat scrolls inside: only this part shows
+
+    def shown(b):
+        top, bottom = max(b["y"], view["y"]), min(b["y"] + b["height"], view["y"] + view["height"])
+        return {**b, "y": top, "height": bottom - top} if bottom > top else None
+
+    messages = [shown(m.bounding_box()) for m in page.locator("#rag-chat .message-row").all()]
+    messages = [m for m in messages if m]
+    floating = [b.bounding_box() for b in page.locator(
+        "#rag-chat label, #rag-chat [data-testid=block-label]").all() if b.is_visible()]  # fmt: skip
+    assert messages and not [f for f in floating for m in messages if overlap(f, m)]
+    assert not [m for m in messages if overlap(box("#rag-header"), m)]
+    shot(page, f"15_header_{width}px")
 
 
 def test_two_pages_keep_separate_histories(browser, server):
@@ -325,9 +392,9 @@ def test_settings_are_per_session(browser, server):
 
 def test_feedback_is_appended_to_the_jsonl(page, server):
     ask(page, ANSWERABLE)
-    page.locator(
-        '#rag-chat button[aria-label="赞"], #rag-chat button[aria-label="Like"]'
-    ).first.click()
+    page.locator('#rag-chat button[aria-label="赞"]').first.click()
+    page.locator('#rag-chat button[aria-label="已赞"]').wait_for()  # not Gradio's "Liked"
+    assert page.locator('#rag-chat [aria-label="Liked"], #rag-chat [title="Liked"]').count() == 0
     comment = page.locator("#rag-feedback-comment textarea")
     comment.wait_for()
     comment.fill("引用准确")
@@ -342,6 +409,19 @@ def test_feedback_is_appended_to_the_jsonl(page, server):
     )
     assert rows[-2]["id"] == rows[-1]["id"] and rows[-2]["comment"] == ""
     shot(page, "11_feedback")
+
+
+def test_tooltips_and_labels_are_chinese(page):
+    """No English tooltip, label or placeholder on any tab (Gradio's own strings included)."""
+    scan = """() => [...document.querySelectorAll('[aria-label],[title],[placeholder]')]
+        .flatMap(e => ['aria-label', 'title', 'placeholder'].map(a => e.getAttribute(a)))
+        .filter(v => v && /[A-Za-z]{3,}/.test(v.replace(/top-k/g, '')))"""
+    english = set(page.evaluate(scan))
+    for tab in ("知识库", "设置"):
+        open_tab(page, tab)
+        page.wait_for_timeout(500)
+        english |= set(page.evaluate(scan))
+    assert not english, english
 
 
 def _save_docs_screenshot(src: Path) -> None:
@@ -388,3 +468,48 @@ def test_scope_the_chat_to_one_issuer(page, tmp_path):
     answer = ask(page, question, nth=2)
     assert "26套" in answer.locator(".rag-text").inner_text()
     shot(page, "13_scoped_to_issuer")
+
+
+@pytest.fixture(scope="module")
+def login_server(tmp_path_factory):
+    """The app under a login, its home (history.db) in a tmp folder."""
+    root = tmp_path_factory.mktemp("login")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for suffix in (".txt", ".meta.json"):
+        shutil.copy(REPO / "corpus" / f"{DOCS[0]}{suffix}", corpus)
+    args = ["--index", str(root / "index"), "--corpus", str(corpus),
+            "--feedback", str(root / "feedback.jsonl"), "--auth", "alice:s3cret-pw"]  # fmt: skip
+    with running_app(args, root / "app.log", env={"RAG_HOME": str(root / "home")}) as app:
+        yield Server(app.url, root, app.proc, app.log)
+
+
+def test_a_reload_keeps_a_logged_in_users_conversation(browser, login_server, page):
+    page.wait_for_function(
+        "() => document.querySelector('#rag-history-note').textContent.includes('未登录：')"
+    )
+    own = browser.new_page()
+    try:
+        own.set_default_timeout(30_000)
+        own.goto(login_server.url)
+        own.locator("input[type=text], input:not([type])").first.fill("alice")
+        own.locator("input[type=password]").fill("s3cret-pw")
+        own.locator("input[type=password]").press("Enter")
+        own.wait_for_selector("#rag-question textarea")
+        own.wait_for_function(  # the sidebar is closed: its text is there, not visible
+            "() => document.querySelector('#rag-history-note').textContent.includes('已登录为 alice')"
+        )
+        ask(own, ANSWERABLE)
+        own.reload()
+        own.wait_for_selector("#rag-chat .rag-answer .rag-card", timeout=ANSWER_MS)
+        chat = own.locator("#rag-chat").inner_text()
+        assert ANSWERABLE in chat and "2019" in chat
+        assert "2022-08-29" in own.locator("#rag-chat .rag-card .rag-meta").first.inner_text()
+        own.locator("#rag-chat .rag-card").first.click()  # its citations still open
+        own.locator("#rag-viewer .rag-target").wait_for()
+        kept = own.locator("#rag-history-pick label").all_inner_texts()
+        assert len(kept) == 1 and kept[0].startswith(ANSWERABLE[:10]), kept
+        shot(own, "16_resumed_after_reload")
+    finally:
+        own.close()
+    assert (login_server.root / "home" / "history.db").is_file()

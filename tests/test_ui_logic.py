@@ -15,11 +15,14 @@ from rag.errors import ConfigError, LoadError
 from rag.read.extractive import Answer, AnswerSentence, Citation
 from rag.read.followup import carry_over, is_follow_up, subject_phrase
 from rag.serve.feedback import Feedback, append_feedback, feedback_from_answer, read_feedback
+from rag.serve.public import CLI_ONLY, public_error, public_text
 from rag.serve.ui.app import check_bind, listen_message, parse_auth
 from rag.serve.ui.handlers import ChatState, example_questions
 from rag.serve.ui.library import (
+    DocRow,
     Library,
     ensure_index,
+    pick_labels,
     sanitize_filename,
     store_upload,
     use_upload_temp_dir,
@@ -28,9 +31,11 @@ from rag.serve.ui.render import (
     UploadResult,
     mark_spans,
     marker_spans,
+    plain_answer,
     render_answer,
     render_document,
     render_partial,
+    render_remove_confirm,
     render_results,
     snippet,
 )
@@ -228,6 +233,92 @@ def test_llm_answers_link_the_validated_markers():
     html = render_answer(ans, turn=4)
     assert html.count('class="rag-marker') == 3 and "据[7]与【来源】" in html
     assert '投资156亿元<sup class="rag-marker rag-cite rag-at-4-1">[1]</sup>〔未核实〕' in html
+
+
+def test_the_copy_text_is_plain_with_the_citations_listed():
+    """What the copy button copies: the answer with its markers, then each cited passage
+    by title and location, as plain text; kept hidden in the answer's HTML, a line a <div>."""
+    ans = _answer()
+    assert plain_answer(ans) == "答案[1]\n\n引用来源：\n[1]《标题<b>》：关键句"
+    paged = Citation(2, "c2", "doc2", "通知", "a.pdf", None, 0, 300, "甲" * 300, (),
+                     location="第4页")  # fmt: skip
+    ans.citations.append(paged)
+    assert plain_answer(ans).splitlines()[-1] == f"[2]《通知》第4页：{'甲' * 160}……"
+    html = render_answer(ans, turn=0)
+    hidden = html.split('<div class="rag-plain">')[1]
+    assert hidden.startswith("<div>答案[1]</div><div></div><div>引用来源：</div>")
+    assert "<div>[1]《标题&lt;b&gt;》：关键句</div>" in hidden and "\n" not in html
+    refusal = _answer(text="根据现有文档无法回答这个问题。", refused=True, quotes=())
+    assert plain_answer(refusal).splitlines()[2] == "可能相关的段落："
+
+
+def _row(title, date="", official="", source="知识库", at="2026-01-01 10:00", doc_id="x"):
+    return DocRow(title, date, official, "文本", "10字", 1, source, at, doc_id)
+
+
+def test_pick_labels_name_documents_by_title_never_by_id():
+    rows = [
+        _row("通知", "2023-03-05", "青政发〔2023〕5号", doc_id="a1b2c3"),
+        _row("通知", "2024-01-02", doc_id="d4e5f6"),
+        _row("报告", doc_id="0123456789abcdef"),
+        _row("纪要", "2023-01-01", source="张三上传", doc_id="k1"),
+        _row("纪要", "2023-01-01", source="李四上传", doc_id="k2"),
+        _row("简报", doc_id="s1"),
+        _row("简报", doc_id="s2"),
+    ]
+    assert pick_labels(rows) == [
+        ("通知（2023-03-05 · 青政发〔2023〕5号）", "a1b2c3"),
+        ("通知（2024-01-02）", "d4e5f6"),
+        ("报告", "0123456789abcdef"),
+        ("纪要（2023-01-01 · 张三上传 · 2026-01-01 10:00）", "k1"),
+        ("纪要（2023-01-01 · 李四上传 · 2026-01-01 10:00）", "k2"),
+        ("简报（知识库 · 2026-01-01 10:00）（第1份）", "s1"),
+        ("简报（知识库 · 2026-01-01 10:00）（第2份）", "s2"),
+    ]
+    html = render_remove_confirm(["通知<b>（2024-01-02）", "报告"])
+    assert (
+        "确定从知识库删除以下 2 篇文档吗？" in html
+        and "<li>通知&lt;b&gt;（2024-01-02）</li>" in html
+    )
+
+
+def test_web_messages_never_quote_cli_flags(tmp_path):
+    """Every message in rag/ that quotes a flag reads without it on the web; the hints
+    that have a web equivalent are reworded to it, the rest become one generic line."""
+    import ast
+    import re
+
+    from rag.errors import IndexStoreError
+    from rag.index.hybrid import HybridIndex
+
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    root = Path(__file__).resolve().parent.parent / "rag"
+    found = []
+    for py in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(py.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            else:
+                continue
+            if flag.search(text):
+                found.append(text)
+    assert len(found) > 20  # the scan sees the CLI's messages
+    assert not [t for t in found if flag.search(public_text(t))]
+    assert public_text("知识库“部门”还没有文档；先运行 rag ingest PATH --kb 部门") == (
+        "知识库“部门”还没有文档；请先上传文档"
+    )
+    assert (
+        public_text(
+            "/srv/x/a.html: 去掉网页杂项后没有剩下正文：请确认文件里有正文，或用 rag ingest --explain 查看清理了什么"
+        )
+        == "a.html: 去掉网页杂项后没有剩下正文：请确认文件里有正文"
+    )
+    with pytest.raises(IndexStoreError) as e:  # a real error of a missing index
+        HybridIndex.open(tmp_path / "none", Settings())
+    assert "--index" in str(e.value) and public_error(e.value) == CLI_ONLY
+    assert public_text("文件太大") == "文件太大"
 
 
 def test_streaming_text_is_escaped_and_not_linked():
@@ -592,3 +683,45 @@ def test_the_list_shows_official_numbers_and_the_chat_can_be_scoped_to_them(libr
 
     assert state.scope(None, "  ") == "检索范围：全部文档。"
     assert state.filters.empty
+
+
+def test_a_logged_in_users_conversation_survives_a_reload(built, tmp_path):
+    """A logged-in user's answers go to HOME/history.db; a new session of the same user
+    (a reload, another browser) lists and resumes them, citations and follow-ups working;
+    another user sees none, and without login nothing is kept."""
+    from rag.errors import NotFoundError
+    from rag.system import load_system
+
+    settings, embedder = built
+    home = tmp_path / "home"
+    system = load_system(settings.replace(home=str(home)), embedder=embedder)
+    lib = Library(system, tmp_path / "uploads", tmp_path / "feedback.jsonl")
+    first = ChatState(lib, lib.settings, user="alice")
+    list(first.respond("青岚湖水质监测站共设有多少个监测点位？"))
+    assert first.conv_id and (home / "history.db").is_file()
+    assert [i for _, i in first.conversations()] == [first.conv_id]
+    assert first.conversations()[0][0].startswith("青岚湖水质监测站共设有多少个监测点位？（")
+
+    again = ChatState(lib, lib.settings, user="alice")  # the page reloaded
+    again.resume(first.conv_id)
+    assert [m["role"] for m in again.messages] == ["user", "assistant"]
+    assert "17个" in again.messages[1]["content"] and "rag-at-0-1" in again.messages[1]["content"]
+    assert "rag-target" in lib.document_view(again.citation(0, 1))  # the passage is found
+    assert again.citation(0, 1).date == lib.index.docs[again.citation(0, 1).doc_id].get("date")
+    list(again.respond("总投资多少？"))
+    kept = again._history().get("alice", first.conv_id)
+    assert [t.question for t in kept.turns] == [
+        "青岚湖水质监测站共设有多少个监测点位？",
+        "总投资多少？",
+    ]
+    assert len(again.conversations()) == 1
+
+    bob = ChatState(lib, lib.settings, user="bob")
+    assert bob.conversations() == []
+    with pytest.raises(NotFoundError):
+        bob.resume(first.conv_id)
+    anonymous = ChatState(lib, lib.settings)
+    list(anonymous.respond("青岚湖治理工程总投资多少？"))
+    assert anonymous.conv_id == "" and anonymous.conversations() == []
+    with pytest.raises(ConfigError, match="登录"):
+        anonymous.resume(first.conv_id)

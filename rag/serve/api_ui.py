@@ -52,7 +52,7 @@ def mount_ui(app, system, auth: tuple[str, str] | Callable | None = None,
 
     from rag.serve.limits import UploadRouteLimit, login_checker, upload_limiter
     from rag.serve.ui.handlers import example_questions
-    from rag.serve.ui.layout import build_app
+    from rag.serve.ui.layout import build_app, ui_i18n
     from rag.serve.ui.library import Library, data_dir
     from rag.serve.ui.render import CSS
 
@@ -79,6 +79,7 @@ def mount_ui(app, system, auth: tuple[str, str] | Callable | None = None,
         ),
         max_file_size=int(settings.max_file_mb * 2**20),
         css=CSS,
+        i18n=ui_i18n(),
         footer_links=[],
         run_history=False,
         show_error=False,

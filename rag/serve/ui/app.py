@@ -20,7 +20,7 @@ from rag.config import Settings
 from rag.errors import ConfigError
 from rag.serve.limits import UploadRouteLimit, login_checker, upload_limiter
 from rag.serve.ui.handlers import example_questions
-from rag.serve.ui.layout import build_app
+from rag.serve.ui.layout import build_app, ui_i18n
 from rag.serve.ui.library import (
     DEFAULT_CORPUS,
     Library,
@@ -133,6 +133,7 @@ def run(opts: AppOptions) -> int:
         auth=login_checker(dict([auth]), settings.login_delay_s) if auth else None,
         max_file_size=int(settings.max_file_mb * 2**20),
         css=CSS,
+        i18n=ui_i18n(),
         theme=theme,
         footer_links=[],
         run_history=False,

@@ -74,6 +74,10 @@ class ChatState:
     notice: str = ""
     generator: str = ""  # the configured generator's name; "" until one is chosen
     filters: Filters = NO_FILTERS  # the search scope this session chose (发文机关, 发文字号)
+    # the login name: a logged-in user's conversations are kept in HOME/history.db and
+    # survive a reload; without login ("") a conversation lives as long as the page
+    user: str = ""
+    conv_id: str = ""  # this conversation's id in the history; "" until its first answer
     _chat: Any = None
     _answerer: Any = None
     _answerer_key: tuple | None = None
@@ -180,7 +184,9 @@ class ChatState:
         final.question = question
         final.rewritten_question = standalone
         if final.refused and not final.citations and not self.filters.empty:
-            final.notice = "所选检索范围内没有找到相关内容；可以在“检索范围”中放宽或清除条件后再问。"
+            final.notice = (
+                "所选检索范围内没有找到相关内容；可以在“检索范围”中放宽或清除条件后再问。"
+            )
         self._chat.history.append(Turn(question, standalone, final.text))
         yield final
 
@@ -213,6 +219,7 @@ class ChatState:
                     self.answers.append(item)
                     self.message_turn[at] = turn
                     self.messages[at]["content"] = render_answer(item, turn, self.library.n_chars())
+                    self._remember(item)
                     yield self.messages
         except Exception as e:  # noqa: BLE001 -- a generator bug must not take the session down
             self.messages[at]["content"] = render_error(public_error(e))
@@ -224,7 +231,52 @@ class ChatState:
             return None
         return next((c for c in self.answers[turn].citations if c.n == n), None)
 
+    def _history(self):
+        from rag.org.cli import history_store
+
+        return history_store(self.library.settings)
+
+    def _remember(self, answer) -> None:
+        """Keep a logged-in user's answered question in their conversation (a new one for
+        the first question)."""
+        if not self.user:
+            return
+        history = self._history()
+        if not self.conv_id:
+            kbs = sorted({c.kb for c in answer.citations if c.kb})
+            self.conv_id = history.start(self.user, kbs, answer.question)
+        history.append(self.user, self.conv_id, answer)
+
+    def conversations(self) -> list[tuple[str, str]]:
+        """(label, id) of this user's kept conversations, the most recent first."""
+        if not self.user:
+            return []
+        return [(f"{c.title}（{c.updated_at[:16].replace('T', ' ')}）", c.id)
+                for c in self._history().list(self.user)]  # fmt: skip
+
+    def resume(self, conv_id: str) -> None:
+        """Continue this user's conversation `conv_id`: its turns become this page's chat
+        (citations open as before) and the follow-up context. Another user's conversation
+        is not found (NotFoundError)."""
+        from rag.read.followup import Turn
+
+        conv = self._history().get(self.user, conv_id) if self.user else None
+        if conv is None:
+            raise ConfigError("登录后才能继续以前的对话。")
+        self.reset()
+        self.conv_id = conv.id
+        for t in conv.turns:
+            answer = _stored_answer(t, self.library.index.docs)
+            self.messages.append({"role": "user", "content": render_user(t.question)})
+            turn = len(self.answers)
+            self.answers.append(answer)
+            self.message_turn[len(self.messages)] = turn
+            html = render_answer(answer, turn, self.library.n_chars())
+            self.messages.append({"role": "assistant", "content": html})
+            self._chat.history.append(Turn(t.question, t.rewritten or t.question, t.answer))
+
     def reset(self) -> None:
+        self.conv_id = ""
         self._chat.reset()
         self.messages.clear()
         self.answers.clear()
@@ -267,6 +319,24 @@ class ChatState:
         self._append(rec)
         self.pending = None
         return rec
+
+
+def _stored_answer(t, docs: dict[str, dict]) -> Any:
+    """An Answer from a kept turn (rag.org.history.Turn): its text and citations, dated
+    from the index's `docs` when the document is still there; the history keeps no
+    sentence offsets, so its markers are linked as an LLM answer's are."""
+    from rag.types import Answer, Citation
+
+    def date(doc_id: str) -> str | None:
+        return (docs.get(doc_id) or {}).get("date") or None
+
+    cites = [
+        Citation(c["n"], "", c["doc_id"], c.get("title") or "", "", date(c["doc_id"]), 0, len(c["text"]),
+                 c["text"], location=c.get("location") or "", kb=c.get("kb") or "")
+        for c in t.citations
+    ]  # fmt: skip
+    return Answer(t.question, t.answer, t.refused, cites, [], [], 0.0,
+                  rewritten_question=t.rewritten, generator="history")  # fmt: skip
 
 
 def example_questions(

@@ -7,9 +7,27 @@ from rag.errors import RagError
 from rag.serve.limits import RateLimiter, upload_limiter
 from rag.serve.public import public_error
 from rag.serve.ui.handlers import ChatState, generator_label
-from rag.serve.ui.library import DOC_HEADERS, Library
+from rag.serve.ui.library import DOC_HEADERS, Library, pick_labels
 from rag.serve.ui.progress import upload_progress
-from rag.serve.ui.render import VIEWER_EMPTY, VIEWER_JS, esc, render_results
+from rag.serve.ui.render import (
+    UI_STRINGS,
+    VIEWER_EMPTY,
+    VIEWER_JS,
+    esc,
+    render_remove_confirm,
+    render_results,
+)
+
+
+def ui_i18n():
+    """Gradio's own strings (the chat's button tooltips) in Chinese, whatever the
+    browser's language: passed to `launch` / `mount_gradio_app`."""
+    import gradio as gr
+
+    return gr.I18n(**{locale: dict(UI_STRINGS) for locale in ("en", "zh-CN", "zh-TW", "zh")})
+
+
+NO_LOGIN_NOTE = "未登录：对话只保留在本页，刷新页面后会清空。登录后对话会自动保存，可在这里继续。"
 
 
 def _info_markdown(library: Library, state: ChatState | None) -> str:
@@ -45,7 +63,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
         return [r.shown() for r in library.documents()]
 
     def doc_choices():
-        return [(f"{r.title}（{r.doc_id}）", r.doc_id) for r in library.documents()]
+        return pick_labels(library.documents())
 
     # every hour, drop Gradio's copies of uploads older than a day (they are indexed by then)
     # Gradio's temporary copies of uploads (also of files posted straight to its upload
@@ -53,8 +71,14 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
     keep = max(1, base.upload_temp_keep_s)
     with gr.Blocks(title="文档问答", delete_cache=(min(keep, 60), keep)) as demo:
         state = gr.State(None)
+        with gr.Sidebar(label="我的对话", open=False, elem_id="rag-history"):
+            history_note = gr.Markdown(NO_LOGIN_NOTE, elem_id="rag-history-note")
+            history_pick = gr.Radio(
+                choices=[], label="我的对话", elem_id="rag-history-pick", visible=False
+            )
         gr.Markdown(
-            "## 文档问答\n基于知识库中的文档回答问题，每个回答都标明出处 [n]；点击引用可查看原文。"
+            "## 文档问答\n基于知识库中的文档回答问题，每个回答都标明出处 [n]；点击引用可查看原文。",
+            elem_id="rag-header",
         )
         with gr.Tabs():
             with gr.Tab("对话", id="chat", elem_id="rag-tab-chat"):
@@ -62,6 +86,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(
                             label="对话",
+                            show_label=False,  # its floating label covered the first message
                             elem_id="rag-chat",
                             height=600,
                             examples=[{"text": q} for q in examples],
@@ -72,6 +97,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
                         )
                         with gr.Row():
                             question = gr.Textbox(
+                                label="问题",  # read out by screen readers ("Textbox" otherwise)
                                 show_label=False,
                                 placeholder="输入问题，按回车发送",
                                 elem_id="rag-question",
@@ -161,6 +187,13 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
                     elem_id="rag-remove-pick",
                 )
                 remove_btn = gr.Button("删除所选文档", variant="stop", elem_id="rag-remove")
+                with gr.Group(visible=False, elem_id="rag-remove-confirm") as confirm_box:
+                    confirm_text = gr.HTML(elem_id="rag-remove-confirm-text")
+                    with gr.Row():
+                        confirm_yes = gr.Button(
+                            "确认删除", variant="stop", elem_id="rag-remove-yes", scale=1
+                        )
+                        confirm_no = gr.Button("取消", elem_id="rag-remove-no", scale=1)
                 remove_result = gr.HTML(elem_id="rag-remove-result")
             with gr.Tab("设置", id="settings", elem_id="rag-tab-settings"):
                 gr.Markdown("设置只对当前浏览器会话生效，不影响其他用户。")
@@ -181,16 +214,46 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
                 info = gr.Markdown(_info_markdown(library, None), elem_id="rag-info")
 
         # ------------------------------------------------------------------ events
-        def on_load(st):
+        def history_list(st):
+            """The sidebar's list of this user's conversations, the current one chosen."""
+            if not st.user:
+                return gr.update(choices=[], value=None, visible=False)
+            return gr.update(choices=st.conversations(), value=st.conv_id or None, visible=True)
+
+        def on_load(st, request: gr.Request):
             st = st or new_state()
+            st.user = getattr(request, "username", None) or ""
+            note = NO_LOGIN_NOTE
+            if st.user:
+                note = f"已登录为 **{esc(st.user)}**：对话自动保存，刷新页面或换一台电脑后可在这里继续。"
+                kept = st.conversations()
+                if kept and not st.messages:  # a reload: continue the latest conversation
+                    st.resume(kept[0][1])
             table, picks, about = (
                 doc_table(),
                 gr.update(choices=doc_choices()),
                 _info_markdown(library, st),
             )
-            return (st, table, picks, about, *scope_choices())
+            chat = (st.messages, note, history_list(st))
+            return (st, table, picks, about, *scope_choices(), *chat)
 
-        demo.load(on_load, [state], [state, docs, remove_pick, info, scope_issuer, scope_number])
+        demo.load(
+            on_load,
+            [state],
+            [state, docs, remove_pick, info, scope_issuer, scope_number]
+            + [chatbot, history_note, history_pick],
+        )
+
+        def on_resume(conv_id, st):
+            if st is None or not conv_id or conv_id == st.conv_id:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            try:
+                st.resume(conv_id)
+            except RagError as e:
+                return gr.skip(), f"无法打开这个对话：{public_error(e)}", gr.skip(), st
+            return st.messages, gr.skip(), VIEWER_EMPTY, st
+
+        history_pick.input(on_resume, [history_pick, state], [chatbot, history_note, viewer, state])
 
         def on_ask(text, st):
             st = st or new_state()
@@ -200,7 +263,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             for messages in st.respond(text):
                 yield messages, "", st
 
-        gr.on(
+        asked = gr.on(
             [question.submit, send.click],
             on_ask,
             [question, state],
@@ -208,6 +271,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             concurrency_limit=4,
             concurrency_id="ask",
         )
+        asked.then(history_list, [state], [history_pick])
 
         def on_example(st, evt: gr.SelectData):
             st = st or new_state()
@@ -220,7 +284,7 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             [chatbot, question, state],
             concurrency_limit=4,
             concurrency_id="ask",
-        )
+        ).then(history_list, [state], [history_pick])
 
         def on_scope(issuer, number, st):
             st = st or new_state()
@@ -246,8 +310,8 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             return [], st, VIEWER_EMPTY, gr.update(visible=False), "", gr.update(visible=False)
 
         cleared = [chatbot, state, viewer, fb_row, fb_status, page_image]
-        new_chat.click(on_new, [state], cleared)
-        chatbot.clear(on_new, [state], cleared)
+        new_chat.click(on_new, [state], cleared).then(history_list, [state], [history_pick])
+        chatbot.clear(on_new, [state], cleared).then(history_list, [state], [history_pick])
 
         def on_open(st, evt: gr.EventData):
             data = getattr(evt, "_data", None) or {}
@@ -355,34 +419,48 @@ def build_app(library: Library, examples: Sequence[str], uploads: RateLimiter | 
             concurrency_id="upload",
         )
 
-        def on_remove(doc_ids, st):
+        def on_remove_ask(doc_ids):
+            """First step: name what would be removed and ask; nothing is removed yet."""
             if not doc_ids:
-                return (
-                    '<div class="rag-doc-note">请先选择要删除的文档。</div>',
-                    gr.skip(),
-                    gr.skip(),
-                    gr.skip(),
-                )
+                note = '<div class="rag-doc-note">请先选择要删除的文档。</div>'
+                return note, gr.update(visible=False), ""
+            names = dict((v, k) for k, v in doc_choices())
+            picked = [names[d] for d in doc_ids if d in names]
+            if not picked:  # removed meanwhile (another session)
+                note = '<div class="rag-doc-note">所选文档已不在知识库中，请刷新列表。</div>'
+                return note, gr.update(visible=False), ""
+            return "", gr.update(visible=True), render_remove_confirm(picked)
+
+        remove_btn.click(on_remove_ask, [remove_pick], [remove_result, confirm_box, confirm_text])
+        confirm_no.click(
+            lambda: ('<div class="rag-doc-note">已取消，没有删除任何文档。</div>',
+                     gr.update(visible=False)),
+            None,
+            [remove_result, confirm_box],
+        )  # fmt: skip
+
+        def on_remove(doc_ids, st):
+            hide = gr.update(visible=False)
+            if not doc_ids:
+                note = '<div class="rag-doc-note">请先选择要删除的文档。</div>'
+                return note, gr.skip(), gr.skip(), gr.skip(), hide
             try:
                 results = library.remove(list(doc_ids))
             except RagError as e:
-                return (
-                    f'<div class="rag-error">{esc(public_error(e))}</div>',
-                    gr.skip(),
-                    gr.skip(),
-                    gr.skip(),
-                )
+                error = f'<div class="rag-error">{esc(public_error(e))}</div>'
+                return error, gr.skip(), gr.skip(), gr.skip(), hide
             return (
                 render_results(results),
                 doc_table(),
                 gr.update(choices=doc_choices(), value=[]),
                 _info_markdown(library, st),
+                hide,
             )
 
-        remove_btn.click(
+        confirm_yes.click(
             on_remove,
             [remove_pick, state],
-            [remove_result, docs, remove_pick, info],
+            [remove_result, docs, remove_pick, info, confirm_box],
             concurrency_limit=1,
             concurrency_id="remove",
         )

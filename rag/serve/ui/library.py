@@ -227,6 +227,26 @@ class DocRow(NamedTuple):
         return list(self[:-1])
 
 
+def pick_labels(rows: Sequence[DocRow]) -> list[tuple[str, str]]:
+    """(label, doc_id) for a pick list: the title, then the date and 发文字号 to tell
+    same-titled documents apart, then who added it and when; never an internal id."""
+
+    def label(r: DocRow, more: bool) -> str:
+        bits = [r.date, r.official] + ([r.source, r.indexed_at] if more else [])
+        extra = " · ".join(b for b in bits if b)
+        return f"{r.title}（{extra}）" if extra else r.title
+
+    plain = [label(r, False) for r in rows]
+    labels = [label(r, plain.count(p) > 1) for r, p in zip(rows, plain, strict=True)]
+    seen: dict[str, int] = {}
+    out = []
+    for r, lab in zip(rows, labels, strict=True):
+        seen[lab] = seen.get(lab, 0) + 1
+        # still the same: number them, in the order of the document list
+        out.append((f"{lab}（第{seen[lab]}份）" if labels.count(lab) > 1 else lab, r.doc_id))
+    return out
+
+
 def _kind(d: dict) -> str:
     meta = d.get("meta") or {}
     bits = [_KINDS.get(d.get("format") or "", d.get("format") or "")]

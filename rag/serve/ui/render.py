@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from rag.read.extractive import CONFLICT, provenance
-from rag.serve.public import hide_paths
+from rag.serve.public import public_text
 from rag.textnorm import without_glosses
 
 MAX_DOC_VIEW_CHARS = 200_000  # a longer document is shown as a window around the passage
@@ -194,7 +194,7 @@ def _linked_text(answer, turn: int) -> str:
 
 
 def render_confidence(answer) -> str:
-    """"可信度：高 · 引用的句子包含问题的关键词和所问的数值"."""
+    """ "可信度：高 · 引用的句子包含问题的关键词和所问的数值"."""
     if not answer.confidence_level:
         return ""
     level = {"高": "high", "中": "mid", "低": "low"}.get(answer.confidence_level, "low")
@@ -209,6 +209,28 @@ def _rewritten_html(question: str, rewritten: str | None) -> str:
     if not rewritten or rewritten.strip() == question.strip():
         return ""
     return f'<div class="rag-rewritten">↻ 理解为：{esc(rewritten)}</div>'
+
+
+def plain_answer(answer) -> str:
+    """The answer as the copy button puts it on the clipboard: its text with the [n]
+    markers, then each cited passage as "[n]《标题》第4页：引用的句子"."""
+    lines = [without_glosses(answer.text).strip()]
+    if answer.citations:
+        lines.append("")
+        lines.append("可能相关的段落：" if answer.refused else "引用来源：")
+    for c in answer.citations:
+        quoted = "……".join(c.text[s - c.start : e - c.start] for s, e in c.quotes)
+        passage = quoted or c.text[:160] + ("……" if len(c.text) > 160 else "")
+        passage = re.sub(r"\s+", " ", without_glosses(passage)).strip()
+        lines.append(f"[{c.n}]《{c.title or '无标题文档'}》{getattr(c, 'location', '')}：{passage}")
+    return "\n".join(lines)
+
+
+def _plain_html(text: str) -> str:
+    # hidden; read by the copy handler (COPY_JS) a line per <div>: a message's HTML may
+    # hold no blank line (it would end the HTML block) and the sanitiser drops attributes
+    rows = "".join(f"<div>{html.escape(line)}</div>" for line in text.split("\n"))
+    return f'<div class="rag-plain">{rows}</div>'
 
 
 def render_answer(answer, turn: int, n_chars: dict[str, int] | None = None) -> str:
@@ -247,6 +269,7 @@ def render_answer(answer, turn: int, n_chars: dict[str, int] | None = None) -> s
         )
     if answer.citations:
         parts.append("</div>")
+    parts.append(_plain_html(plain_answer(answer)))
     parts.append("</div>")
     return "".join(parts)
 
@@ -333,6 +356,15 @@ def render_document(
     )
 
 
+def render_remove_confirm(names: Sequence[str]) -> str:
+    """The question asked before documents are removed, naming each as the pick list does."""
+    items = "".join(f"<li>{esc(n)}</li>" for n in names)
+    return (
+        f'<div class="rag-confirm"><b>确定从知识库删除以下 {len(names)} 篇文档吗？</b>'
+        f"<ul>{items}</ul>删除后不能再从中检索，也无法撤销。</div>"
+    )
+
+
 def render_results(results: Sequence[UploadResult]) -> str:
     """Per-file outcome of an upload or removal, as a small table."""
     if not results:
@@ -340,7 +372,7 @@ def render_results(results: Sequence[UploadResult]) -> str:
     rows = []
     for r in results:
         detail = (
-            hide_paths(r.reason)
+            public_text(r.reason)
             if r.status == "failed"
             else (f"{r.chunks} 个片段" if r.chunks else "")
         )
@@ -356,8 +388,29 @@ def render_results(results: Sequence[UploadResult]) -> str:
 
 
 # =========================================================================== the app
+# Gradio's own chat strings (its i18n keys), in Chinese for every browser language;
+# tooltips Gradio fixes in English ("Liked", "Fullscreen") are renamed by VIEWER_JS
+UI_STRINGS = {
+    "chatbot.copy_message": "复制",
+    "chatbot.copied_message": "已复制",
+    "chatbot.like": "赞",
+    "chatbot.dislike": "踩",
+    "chatbot.clear": "清空对话",
+    "chatbot.retry": "重试",
+    "chatbot.undo": "撤销",
+    "chatbot.edit": "编辑",
+    "chatbot.submit": "提交",
+    "chatbot.cancel": "取消",
+    "upload_text.click_to_upload": "点击上传",
+    "upload_text.drop_file": "将文件拖放到此处",
+    "common.or": "或",
+}
+
 CSS = """
 .rag-answer { line-height: 1.7; }
+.rag-plain { display: none; }
+.rag-confirm { border: 1px solid #f59e0b; background: #fffbeb; border-radius: 8px;
+  padding: 0.5em 0.8em; }
 .rag-rewritten { font-size: 0.85em; color: #6b7280; margin-bottom: 0.4em; }
 .rag-notice { font-size: 0.9em; color: #92400e; margin-bottom: 0.4em; }
 .rag-text { white-space: pre-line; }
@@ -402,6 +455,7 @@ mark.rag-quote { background: #fde68a; color: inherit; padding: 0 1px; border-rad
 # [n] marker, anywhere on the page) asks the server for that document; when the viewer
 # has new content, the highlighted passage is scrolled into view.
 VIEWER_JS = """
+const COPY_LABELS = ['复制', '已复制', 'Copy message', 'Copied message'];
 const onCite = (e) => {
   const el = e.target.closest('.rag-cite');
   if (!el) return;
@@ -413,6 +467,67 @@ const onCite = (e) => {
 if (window.__ragOnCite) document.removeEventListener('click', window.__ragOnCite);
 window.__ragOnCite = onCite;
 document.addEventListener('click', onCite);
+// The chat's copy button copies a message's content, which is HTML; for an answer it
+// copies the plain text kept in its hidden .rag-plain instead (render.plain_answer).
+const onCopy = (e) => {
+  const b = e.target.closest('#rag-chat .message-buttons button');
+  if (!b || !COPY_LABELS.includes(b.getAttribute('aria-label'))) return;
+  // a message's buttons follow its row (Gradio draws them as the row's next sibling)
+  let row = b.closest('.message-buttons')?.previousElementSibling;
+  while (row && !row.classList.contains('message-row')) row = row.previousElementSibling;
+  const plain = row?.querySelector('.rag-plain');
+  if (!plain) return;
+  e.preventDefault();
+  e.stopImmediatePropagation();
+  const text = [...plain.children].map((d) => d.textContent).join('\\n');
+  navigator.clipboard.writeText(text).then(() => {
+    b.setAttribute('aria-label', '已复制');
+    b.title = '已复制';
+    setTimeout(() => { b.setAttribute('aria-label', '复制'); b.title = '复制'; }, 1500);
+  });
+};
+if (window.__ragOnCopy) document.removeEventListener('click', window.__ragOnCopy, true);
+window.__ragOnCopy = onCopy;
+document.addEventListener('click', onCopy, true);
+// Tooltips Gradio writes in fixed English (no i18n key): renamed wherever they appear
+const FIXED_EN = {
+  'Liked': '已赞', 'Disliked': '已踩', 'Copy table data': '复制表格',
+  'Copied to clipboard': '已复制', 'Fullscreen': '全屏', 'Exit fullscreen': '退出全屏',
+  'Toggle Sidebar': '展开或收起侧栏', 'Click to upload or drop files': '点击上传或拖放文件',
+  'File upload': '上传文件', 'More tabs': '更多标签页', 'Open cell menu': '单元格菜单',
+  'Reset to default value': '恢复默认值', 'Table actions': '表格操作',
+  'chatbot conversation': '对话记录',
+};
+const FIXED_EN_PREFIX = [
+  ['Select example ', '选择示例 '], ['number input for ', '输入数值：'],
+  ['range slider for ', '拖动选择：'],
+];
+const zhOf = (v) => {
+  if (!v) return null;
+  if (FIXED_EN[v]) return FIXED_EN[v];
+  const p = FIXED_EN_PREFIX.find(([en]) => v.startsWith(en));
+  return p ? p[1] + v.slice(p[0].length) : null;
+};
+const renameIn = (root) => {
+  const els = root.querySelectorAll ? [root, ...root.querySelectorAll('[aria-label],[title]')] : [];
+  for (const el of els) {
+    for (const a of ['aria-label', 'title']) {
+      const zh = zhOf(el.getAttribute && el.getAttribute(a));
+      if (zh) el.setAttribute(a, zh);
+    }
+  }
+};
+if (window.__ragRename) window.__ragRename.disconnect();
+window.__ragRename = new MutationObserver((changes) => {
+  for (const c of changes) {
+    if (c.type === 'attributes') renameIn(c.target);
+    else c.addedNodes.forEach(renameIn);
+  }
+});
+window.__ragRename.observe(document.body, {
+  subtree: true, childList: true, attributes: true, attributeFilter: ['aria-label', 'title'],
+});
+renameIn(document.body);
 watch('value', () => {
   const t = element.querySelector('.rag-target');
   if (t) t.scrollIntoView({block: 'center'});
