@@ -256,15 +256,14 @@ def test_index_is_cached_by_corpus_and_settings(tmp_path, embedder, corpus_setti
     assert (first.index.dir / "CURRENT").read_text() == live
     assert second.metrics["recall@1"] == 1.0
 
-    key = index_cache_key(data / "corpus.jsonl", settings, embedder.model_id)
+    def key_of(s, backend=embedder.backend_id):
+        return index_cache_key(data / "corpus.jsonl", s, embedder.model_id, backend)
+
+    key = key_of(settings)
     assert first.index.key == key
-    assert (
-        index_cache_key(data / "corpus.jsonl", settings.replace(chunk_size=200), embedder.model_id)
-        != key
-    )
-    assert (
-        index_cache_key(data / "corpus.jsonl", settings.replace(top_k=9), embedder.model_id) == key
-    )
+    assert key_of(settings.replace(chunk_size=200)) != key
+    assert key_of(settings.replace(top_k=9)) == key  # a search setting: same index
+    assert key_of(settings, "torch" if embedder.backend_id != "torch" else "onnx-int8") != key
     before = corpus_fingerprint(data)
     (data / "corpus.jsonl").write_text((data / "corpus.jsonl").read_text("utf-8") + "\n", "utf-8")
     assert corpus_fingerprint(data) != before
