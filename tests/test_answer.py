@@ -264,6 +264,13 @@ def test_answers_never_show_pinyin_glosses(corpus_system, corpus_settings):
 
     html = render_answer(ans, 0)  # the answer and its citation cards
     assert "156" in html and not gloss.search(html)
+    import io
+
+    from rag.serve.cli import print_answer
+
+    printed = io.StringIO()
+    print_answer(ans, as_json=False, out=printed)  # what `rag ask` prints
+    assert "156" in printed.getvalue() and not gloss.search(printed.getvalue())
     hit = ans.retrieved[0]
     [_, (_, user)] = build_messages(
         ans.question, [Passage(1, "嶗山區", "", hit.text)], corpus_settings

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rag.config import LLM_KINDS, Settings
 from rag.errors import ConfigError, RagError
+from rag.textnorm import without_glosses
 from rag.types import Filters
 
 
@@ -180,7 +181,8 @@ def print_answer(ans, as_json: bool, out=None, with_text: bool = True) -> None:
             date = f"，{c.date}" if c.date else ""
             where = c.location or f"第 {c.start}–{c.end} 字"
             where += "（扫描件识别）" if c.ocr else ""
-            snippet = c.text if len(c.text) <= 120 else c.text[:120] + "……"
+            text = without_glosses(c.text)  # 嶗山區(qū): as the chat's cards show it
+            snippet = text if len(text) <= 120 else text[:120] + "……"
             kb = f"〔知识库 {c.kb}〕" if c.kb else ""
             print(f"[{c.n}] {kb}《{c.title}》{date}，{where}：{snippet}", file=out)
 
