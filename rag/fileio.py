@@ -3,14 +3,18 @@
 Every write in `rag` that replaces a file goes through here: the data goes to a
 temporary file beside the target, is fsynced, then renamed over it (and, for
 `durable=True`, the folder is fsynced so the rename itself survives a power cut).
+A folder (a built model) is published the same way by `publish_folder`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +64,34 @@ def write_json(path: Path, data: Any, durable: bool = False) -> None:
 def write_jsonl_atomic(path: Path, records: Iterable[Any]) -> None:
     """One JSON object a line, UTF-8 as is (not \\u-escaped)."""
     write_atomic(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def publish_folder(dest: Path, marker: str, build: Callable[[Path], None]) -> bool:
+    """Make the folder `dest` with `build(tmp)` in a temporary sibling, then rename it into
+    place: a killed build never leaves a folder that would later load. `marker` is the
+    file whose presence says a folder is complete: a `dest` without it (an older,
+    non-atomic copy) is replaced; if another process published a complete `dest` first,
+    its folder is kept and this one discarded. Siblings left by builds killed more than an
+    hour ago are removed. Returns whether this call's folder was the one published."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{dest.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        build(tmp)
+        if dest.exists() and not (dest / marker).is_file():
+            shutil.rmtree(dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not (dest / marker).is_file():
+                raise
+            shutil.rmtree(tmp)  # a concurrent build won the race
+            return False
+        return True
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -21,6 +21,7 @@ import os
 import queue
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -462,3 +463,38 @@ def test_second_writer_refuses_clearly_and_a_killed_holder_blocks_nobody(zygote,
     assert not any("another ingest is running" in ln for ln in after.lines())
     assert set(index_state(settings)["docs"]) == {"laoshan", "weihai"}
     no_leftovers(settings)  # the killed writer's half-written version is gone
+
+
+def test_a_folder_is_published_whole_or_not_at_all(tmp_path):
+    """rag.fileio.publish_folder, which builds the embedding model and its ONNX export: a
+    failed build leaves nothing, an incomplete folder is replaced, and a complete one a
+    concurrent build published first is kept."""
+    from rag.fileio import publish_folder
+
+    dest = tmp_path / "model"
+
+    def failing(tmp):
+        (tmp / "half").write_text("x")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        publish_folder(dest, "DONE", failing)
+    assert list(tmp_path.iterdir()) == []
+
+    dest.mkdir()
+    (dest / "old").write_text("incomplete")  # no marker: an older, non-atomic copy
+    assert publish_folder(dest, "DONE", lambda tmp: (tmp / "DONE").write_text("1"))
+    assert sorted(p.name for p in dest.iterdir()) == ["DONE"]
+
+    def racing(tmp):  # another process publishes while this one builds
+        (tmp / "DONE").write_text("mine")
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "DONE").write_text("theirs")
+        (other / "x").write_text("y")  # a non-empty dest: the rename fails
+        shutil.rmtree(dest)
+        other.rename(dest)
+
+    assert publish_folder(dest, "DONE", racing) is False
+    assert (dest / "DONE").read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

