@@ -188,6 +188,9 @@ class Settings:
     answer_max_chars: int = 110  # the quoted sentences together (about 85 on CMRC, 93 with markers)
     answer_second_ratio: float = 0.5  # another sentence joins if it scores this share of the best
     refusal_threshold: float | None = None  # None: the calibrated value (rag/refusal_model.json)
+    # the trained cross-encoder (rag/read/answerability.py) reads question and evidence as a
+    # feature of the refusal model; off: the lexical features alone (the model's own fit)
+    answerability_model: bool = True
     # serving limits (rag/serve/limits.py); each refusal is one Chinese sentence
     max_question_chars: int = 2000
     max_comment_chars: int = 1000  # a feedback comment

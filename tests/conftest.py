@@ -31,6 +31,18 @@ def embedder():
     return make_embedder(Settings())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def answerability_export():
+    """The answerability model's ONNX export is made once per cache (one to two minutes
+    on 2 busy cores): here, before any test whose server or subprocess would otherwise
+    spend a timeout waiting for it."""
+    from rag.read.answerability import shared
+
+    model = shared(Settings().cache_path)
+    if model is not None:
+        model.scores([("问题是什么？", "这是一段文字。")])
+
+
 @pytest.fixture(scope="session")
 def corpus_settings(tmp_path_factory, embedder) -> Settings:
     """Settings whose index holds the five documents of corpus/."""

@@ -70,9 +70,10 @@ def exportable(folder: Path) -> bool:
     )
 
 
-def export_key(folder: Path, model_id: str) -> str:
+def export_key(folder: Path, model_id: str, extra: dict | None = None) -> str:
     """What the exported file depends on: the model, its weights file (size and time,
-    which a rebuild changes), its config, and the export settings."""
+    which a rebuild changes), its config, the export settings, and `extra` (the head and
+    the fine-tuned weights of a classifier export)."""
     folder = Path(folder)
     st = (folder / "model.safetensors").stat()
     parts = {
@@ -83,33 +84,47 @@ def export_key(folder: Path, model_id: str) -> str:
         "opset": OPSET,
         "quant": QUANT,
     }
+    if extra:
+        parts["extra"] = extra
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def export_folder(folder: Path, cache_dir: Path, model_id: str) -> Path:
+def export_folder(folder: Path, cache_dir: Path, model_id: str, extra: dict | None = None) -> Path:
     """Where the export of `folder` lives under `cache_dir` (it may not exist yet)."""
     name = re.sub(r"[^\w.-]+", "-", model_id).strip("-")[:60]
-    return Path(cache_dir).expanduser() / "onnx" / f"{name}-{export_key(folder, model_id)}"
+    key = export_key(folder, model_id, extra)
+    return Path(cache_dir).expanduser() / "onnx" / f"{name}-{key}"
 
 
-def ensure_onnx(folder: Path, cache_dir: Path, model_id: str) -> Path:
+def ensure_onnx(
+    folder: Path, cache_dir: Path, model_id: str, *, classifier: Path | None = None
+) -> Path:
     """The int8 ONNX file for `folder`, exported and quantised first if not yet cached.
+
+    With `classifier` (an .npz of fine-tuned weights: top layers and a two-class head
+    over the mean, as rag/read/answerability.py ships them), the graph applies them
+    over the folder's weights and returns the head's logits instead of the embedding.
 
     Built in a temporary sibling and renamed into place, so a killed export never leaves
     a file that would later load; if another process finished first, its folder is kept.
     """
-    dest = export_folder(folder, cache_dir, model_id)
+    extra = None
+    if classifier is not None:
+        digest = hashlib.sha256(Path(classifier).read_bytes()).hexdigest()[:16]
+        extra = {"head": "classify", "weights": digest}
+    dest = export_folder(folder, cache_dir, model_id, extra)
     if (dest / INFO_NAME).is_file():
         return dest / ONNX_NAME
+    what = "the answerability model" if classifier else "the embedding model"
     print(
-        f"Exporting the embedding model to ONNX int8 (once, ~1 min) into {dest} ...",
+        f"Exporting {what} to ONNX int8 (once, ~1 min) into {dest} ...",
         file=sys.stderr,
         flush=True,
     )
 
     def build(tmp: Path) -> None:
         t0 = time.perf_counter()
-        _export_fp32(Path(folder), tmp / "model.fp32.onnx")
+        _export_fp32(Path(folder), tmp / "model.fp32.onnx", classifier)
         _quantise(tmp / "model.fp32.onnx", tmp / ONNX_NAME)
         (tmp / "model.fp32.onnx").unlink()
         write_json(tmp / INFO_NAME, _info(folder, model_id, time.perf_counter() - t0))
@@ -146,10 +161,17 @@ def _info(folder: Path, model_id: str, seconds: float) -> dict:
     }
 
 
-def _bert_module(folder: Path) -> Any:
-    """The folder's BERT + mean pooling + normalisation as a torch module (float32)."""
+def _bert_module(folder: Path, classifier: Path | None = None) -> Any:
+    """The folder's BERT + mean pooling + normalisation as a torch module (float32);
+    with `classifier`, its weights over the folder's and the head's logits instead."""
+    import numpy as np
     import torch
     from safetensors.torch import load_file
+
+    weights = {k.removeprefix("bert."): v for k, v in load_file(str(folder / "model.safetensors")).items()}  # fmt: skip
+    if classifier is not None:  # the pair classifier's names: "bert." prefixes
+        with np.load(classifier) as z:
+            weights.update({k.removeprefix("bert."): torch.from_numpy(z[k].astype(np.float32)) for k in z.files})  # fmt: skip
 
     cfg = _read_json(folder / "config.json")
     H, nh = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
@@ -161,8 +183,8 @@ def _bert_module(folder: Path) -> Any:
             super().__init__()
             # buffers, not closure constants: the export makes them initialisers, which
             # is what quantize_dynamic quantises
-            for k, v in load_file(str(folder / "model.safetensors")).items():
-                self.register_buffer(k.removeprefix("bert.").replace(".", "__"), v)
+            for k, v in weights.items():
+                self.register_buffer(k.replace(".", "__"), v)
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             w = {k.replace("__", "."): v for k, v in self.named_buffers()}
@@ -194,17 +216,19 @@ def _bert_module(folder: Path) -> Any:
                 x = norm(lin(c, "attention.output.dense") + x, "attention.output.LayerNorm")
                 x = norm(lin(F.gelu(lin(x, "intermediate.dense")), "output.dense") + x, "output.LayerNorm")  # fmt: skip
             pooled = (x * m[:, :, None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1e-9)
+            if classifier is not None:  # the pair classifier's head reads the mean
+                return F.linear(pooled, w["classifier.weight"], w["classifier.bias"])
             return F.normalize(pooled, p=2.0, dim=1)
 
     return PooledBert().eval()
 
 
-def _export_fp32(folder: Path, out: Path) -> None:
+def _export_fp32(folder: Path, out: Path, classifier: Path | None = None) -> None:
     import warnings
 
     import torch
 
-    module = _bert_module(folder)
+    module = _bert_module(folder, classifier)
     ids = torch.tensor([[0, 100, 200, 2], [0, 300, 2, 1]], dtype=torch.long)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.long)
     with warnings.catch_warnings(), torch.inference_mode():

@@ -299,6 +299,7 @@ TUNING_SCRIPTS = (
     "tune_rerank",
     "make_nearmiss",
     "tradeoff",
+    "train_answerability",
 )
 
 

@@ -95,7 +95,9 @@ class Constraint:
             run = _longest_run(self.text, evidence)
             # a long name needs a long run: 威海智慧城市运营中心 is not met by a paragraph
             # that merely has 威海, 智慧城市 and 中心 somewhere
-            return share >= _NAME_SHARE and run >= max(min(3, len(self.text) - 1), len(self.text) // 2)
+            return share >= _NAME_SHARE and run >= max(
+                min(3, len(self.text) - 1), len(self.text) // 2
+            )
         return False
 
     @property
@@ -232,5 +234,5 @@ def unmet(cons: Iterable[Constraint], evidence: Iterable[str]) -> list[Constrain
 
 
 def shown(cons: Iterable[Constraint]) -> str:
-    """"“威海”“2024年”" for a message."""
+    """ "“威海”“2024年”" for a message."""
     return "".join(f"“{c.shown}”" for c in cons)

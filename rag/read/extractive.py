@@ -21,6 +21,8 @@ from rag.config import Settings
 from rag.ingest.chunking import split_sentences
 from rag.ingest.planted import INSTRUCTION, flags_in
 from rag.ingest.tables import CELL_SEP
+from rag.read.answerability import evidence
+from rag.read.answerability import shared as answerability_model
 from rag.read.constraints import YEAR, constraints, parts, shown, tag, unmet
 from rag.read.grade import CONFLICT, grade
 from rag.read.reader import Reader, years_named, years_untied
@@ -37,10 +39,12 @@ RELATED_NOTICE = "以下段落可能相关，但不足以回答这个问题。"
 _REFUSAL_MODEL = Path(__file__).with_name("refusal_model.json")
 
 
-@functools.lru_cache(maxsize=1)
-def refusal_model() -> dict:
+@functools.lru_cache(maxsize=2)
+def refusal_model(answerability: bool = True) -> dict:
+    """The fitted refusal model; `answerability` False: the fit without the cross-encoder's
+    feature (it is off in the settings, or this checkout ships no such model)."""
     try:
-        return json.loads(_REFUSAL_MODEL.read_text(encoding="utf-8"))
+        m = json.loads(_REFUSAL_MODEL.read_text(encoding="utf-8"))
     except FileNotFoundError:  # before the first calibration: a hand-set model
         return {
             "features": ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1"],
@@ -48,6 +52,12 @@ def refusal_model() -> dict:
             "intercept": -6.0,
             "threshold": 0.5,
         }
+    if not answerability and ANSWERS in m["features"]:
+        return m["without_answerability"]
+    return m
+
+
+ANSWERS = "answers"  # the refusal feature the answerability cross-encoder gives
 
 
 def provenance(meta) -> str:
@@ -154,9 +164,16 @@ class ExtractiveAnswerer:
     def __init__(self, retriever: Searcher, settings: Settings | None = None):
         self.retriever = retriever
         self.settings = settings or retriever.settings
+        # the cross-encoder (None: off in the settings, or none shipped)
+        self.answerability = (
+            answerability_model(self.settings.cache_path)
+            if self.settings.answerability_model
+            else None
+        )
+        self.model = refusal_model(self.answerability is not None)
         # None in the settings means "the calibrated threshold"
         t = self.settings.refusal_threshold
-        self.refusal_threshold = refusal_model()["threshold"] if t is None else t
+        self.refusal_threshold = self.model["threshold"] if t is None else t
 
     # scoring ----------------------------------------------------------------
     @property
@@ -305,15 +322,18 @@ class ExtractiveAnswerer:
             missing = unmet(missing, [ev])
         return missing
 
-    def features(self, question: str, hits: list[Hit], best: _Cand | None) -> dict[str, float]:
-        """Evidence features of the refusal model (all in [0, 1] except type_ok)."""
+    def features(
+        self, question: str, hits: list[Hit], best: _Cand | None, answers: bool | None = None
+    ) -> dict[str, float]:
+        """Evidence features of the refusal model (all in [0, 1] except type_ok); the
+        cross-encoder's `answers` when the model reads it (or `answers` asks for it)."""
         if not hits or best is None:
             return {}
         idf = self.reader.analyse(question).idf
         top_text = norm(hits[0].text)
         top3 = norm("".join(h.text for h in hits[:3]))
         missing = [w for t, w in idf.items() if t not in top_text]
-        return {
+        f = {
             "coverage_top3": sum(w for t, w in idf.items() if t in top3)
             / (sum(idf.values()) or 1.0),
             "dense_top": max((h.dense_score or 0.0) for h in hits[:3]),
@@ -322,12 +342,19 @@ class ExtractiveAnswerer:
             "type_ok": min(best.type_ok, 1.0),
             "bm25_top1": 1.0 if hits[0].bm25_rank == 1 else 0.0,
         }
+        if answers is None:
+            answers = ANSWERS in self.model["features"]
+        if self.answerability is not None and answers:
+            h = hits[best.hit_i]
+            window = evidence(self.retriever.index, h.doc_id, best.start, best.end)
+            f[ANSWERS] = self.answerability.score(question, window)
+        return f
 
     def confidence(self, question: str, hits: list[Hit], best: _Cand | None) -> float:
         f = self.features(question, hits, best)
         if not f:
             return 0.0
-        m = refusal_model()
+        m = self.model
         z = m["intercept"] + sum(c * f[name] for name, c in zip(m["features"], m["coef"]))
         return 1.0 / (1.0 + math.exp(-z))
 

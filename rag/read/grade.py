@@ -23,7 +23,12 @@ CONFLICT = "文档之间不一致："  # how an answer opens when documents disa
 # answer is 高 / 中; below MID_AT it is 低 though given (it passed the refusal threshold)
 HIGH_AT, MID_AT = 0.75, 0.4
 
-_KIND_WORDS = {"number": "所问的数值", "date": "所问的日期", "person": "所问的人名", "place": "所问的地点"}
+_KIND_WORDS = {
+    "number": "所问的数值",
+    "date": "所问的日期",
+    "person": "所问的人名",
+    "place": "所问的地点",
+}
 
 # a number with its unit: 156亿元, 40.6公里, 150多名, 30%
 _FIGURE = re.compile(

@@ -27,9 +27,13 @@ _LIST_Q = re.compile(r"哪些|哪几|有什么|包括|分别")
 _WHICH_N = re.compile(r"哪[几两二三四五六七八九十]")  # 哪两个部门: names, not a count
 _WHERE_Q = re.compile(r"哪里|在哪|何处|什么地方|哪个(?:城市|地方|国家|省|市|区)")
 # 为什么 after a verb of naming asks "as what" (改名为什么, 被誉为什么), not why
-_WHY_Q = re.compile(r"(?<![名称评选视作成誉列定改认美])为什么|为何|原因|因何|何故|缘何|什么缘故|理由")
+_WHY_Q = re.compile(
+    r"(?<![名称评选视作成誉列定改认美])为什么|为何|原因|因何|何故|缘何|什么缘故|理由"
+)
 # what a sentence that gives a reason says: 因/由于/为了/导致/所以; "死于2019年" gives none
-_REASON = re.compile(r"因(?!地制宜|素|人而异|势利导)|由于|为了|所以|导致|致使|所致|造成|以致|鉴于|出于|目的|理由|缘故|引起|引发|是为")
+_REASON = re.compile(
+    r"因(?!地制宜|素|人而异|势利导)|由于|为了|所以|导致|致使|所致|造成|以致|鉴于|出于|目的|理由|缘故|引起|引发|是为"
+)
 
 _NUM = re.compile(
     r"\d|[一二三四五六七八九十百千万亿两半]+[个名次年天人岁项座条部处家种届期位%％成倍]|分之"
@@ -87,7 +91,9 @@ def question_unit(question: str) -> str | None:
 # A sentence with some other number (194个项目) does not answer it.
 _AMOUNT = rf"[{_CN_NUM}.,]+\s*(?:多|余)?\s*"
 _PEOPLE_UNITS = ("人", "名", "位", "人次", "万人")
-_PEOPLE = re.compile(_AMOUNT + r"(?:[万亿]\s*)?(?:名|人次|人|位)")  # 人次 whole: 140万人次, not 140万人
+_PEOPLE = re.compile(
+    _AMOUNT + r"(?:[万亿]\s*)?(?:名|人次|人|位)"
+)  # 人次 whole: 140万人次, not 140万人
 _SLOTS: list[tuple[re.Pattern, re.Pattern]] = [
     (
         re.compile(r"率|比例|占比|比重|百分之|增速|增幅|涨幅|降幅"),

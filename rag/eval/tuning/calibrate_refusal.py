@@ -41,14 +41,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[3]
 
 from rag.config import Settings  # noqa: E402
+from rag.read.answerability import trained  # noqa: E402
+from rag.read.extractive import ANSWERS  # noqa: E402
 
-FEATURES = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1", "coverage_top3"]
+LEXICAL = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1", "coverage_top3"]
+FEATURES = LEXICAL + [ANSWERS]  # the cross-encoder's P(the evidence answers)
 
 
 def features_for(system, question: str, **filters) -> list[float] | None:
     res = system.retriever.search(question, **filters)
     _, best = system.answerer.select(question, res.hits)
-    f = system.answerer.features(question, res.hits, best)
+    f = system.answerer.features(question, res.hits, best, answers=True)
     # None: no sentence can answer (no value of the asked kind); refused before the model
     return [f[k] for k in FEATURES] if f else None
 
@@ -59,6 +62,15 @@ def collect(spec: str, embedder):
     rows = rows[: int(limit)] if limit else rows
     if half in ("odd", "even"):  # calibrate on one half of a set, keep the other held out
         rows = [r for i, r in enumerate(rows) if (i % 2 == 0) == (half == "odd")]
+    if mode == "unseen":  # only documents the cross-encoder was not trained on
+        meta = trained()
+        unseen = set(meta.meta.get("validation_docs") or []) if meta else set()
+        rows = [
+            r
+            for r in rows
+            if set(r.get("gold_doc_ids") or r.get("context_doc_ids") or []) <= unseen
+        ]
+        rows = [r for r in rows if r.get("gold_doc_ids") or r.get("context_doc_ids")]
     # batch-embed the questions once (cached beside the questions file)
     from rag.eval.tuning.quality import system_with_cached_queries  # rag/eval/tuning/quality.py
 
@@ -98,7 +110,7 @@ def main() -> None:
         "--set",
         action="append",
         required=True,
-        help="NAME:QUESTIONS:INDEX[:hide|hidepara|offtopic][:LIMIT][:odd|even]",
+        help="NAME:QUESTIONS:INDEX[:hide|hidepara|offtopic|unseen][:LIMIT][:odd|even]",
     )
     ap.add_argument("--max-false-refusal", type=float, default=0.08)
     ap.add_argument("--out-model", default=str(REPO / "rag" / "read" / "refusal_model.json"))
@@ -111,37 +123,19 @@ def main() -> None:
         default=[],
         help="a held-out set, same format as --set: reported, never fitted",
     )
+    ap.add_argument("--features-cache", help="also save every set's features to this .npz")
     args = ap.parse_args()
-
-    from sklearn.linear_model import LogisticRegression
 
     from rag.system import make_embedder
 
     embedder = make_embedder(Settings())
     sets = [collect(s, embedder) for s in args.set]
     checks = [collect(s, embedder) for s in args.check]
-    X = np.vstack([s[1] for s in sets])
-    y = np.concatenate([s[2] for s in sets])
-    # each set weighs the same in the fit, however many questions it has
-    w = np.concatenate([np.full(len(s[2]), len(y) / (len(sets) * len(s[2]))) for s in sets])
-    fitted = ~np.isnan(X).any(axis=1)  # the model sees only what the rule let through
-    X, y, w = X[fitted], y[fitted], w[fitted]
-    clf = LogisticRegression(C=1.0, max_iter=1000).fit(X, y, sample_weight=w)
-    p = clf.predict_proba(X)[:, 1]
-    # lowest threshold on P(answerable) whose false-refusal rate stays within the target
-    # the highest threshold whose weighted false-refusal rate stays within the target
-    order = np.argsort(p[y == 1])
-    pos, wpos = p[y == 1][order], w[y == 1][order]
-    cum = np.cumsum(wpos) / wpos.sum()
-    threshold = float(pos[np.searchsorted(cum, args.max_false_refusal)]) if len(pos) else 0.5
-    model = {
-        "features": FEATURES,
-        "coef": [round(float(c), 5) for c in clf.coef_[0]],
-        "intercept": round(float(clf.intercept_[0]), 5),
-        "threshold": round(threshold, 5),
-        "fitted_on": [f"{n} ({len(yy)} examples, {int(yy.sum())} answerable)" for n, _, yy in sets],
-        "max_false_refusal": args.max_false_refusal,
-    }
+    if args.features_cache:  # refits without asking every question again
+        np.savez(args.features_cache, **{f"set:{n}": x for n, x, _ in sets}, **{f"y:{n}": y for n, _, y in sets}, **{f"check:{n}": x for n, x, _ in checks}, **{f"ycheck:{n}": y for n, _, y in checks})  # fmt: skip
+    full = _fit(sets, FEATURES, args.max_false_refusal)
+    lexical = _fit(sets, LEXICAL, args.max_false_refusal)
+    model = full[0] | {"without_answerability": lexical[0]}
     model["made_by"] = "rag eval tune calibrate_refusal " + " ".join(sys.argv[1:])
     Path(args.out_model).write_text(json.dumps(model, indent=1) + "\n", encoding="utf-8")
 
@@ -158,39 +152,80 @@ def main() -> None:
         "Negatives are answerable questions asked again with their gold documents (and every",
         "document of the same title) hidden, `offtopic` sets (one set's questions asked of",
         "another's index), and sets that carry `answerable: false` (the CMRC near misses of",
-        "`rag/eval/tuning/make_nearmiss.py`: the answer's sentences cut out of the gold paragraph).",
-        "Of corpus_qa only the odd-numbered half is used; the even half is the held-out",
-        "check. Questions the answer-type rule refuses (no sentence within reach",
-        "holds a date or number of the asked kind, or one names another year) are counted",
-        "below but left out of the fit.",
+        "`rag/eval/tuning/make_nearmiss.py`: the answer's sentences cut out of the gold paragraph;",
+        "CAIL2019's unanswerable questions, `unseen`: only the documents the answerability",
+        "cross-encoder was not trained on). Of corpus_qa only the odd-numbered half is used;",
+        "the even half is the held-out check. Questions the answer-type rule refuses (no",
+        "sentence within reach holds a date or number of the asked kind, or one names",
+        "another year) are counted below but left out of the fit.",
         "",
-        f"Model: logistic regression over {', '.join(FEATURES)}; threshold on P(answerable) = "
-        f"{threshold:.3f}, chosen so that at most {args.max_false_refusal:.0%} of answerable "
-        "calibration questions are refused.",
+        "Two fits: with the cross-encoder's `answers` feature (rag/read/answerability.py, the",
+        "default) and without it (`answerability_model = false`, or a checkout without the",
+        "model). Each threshold on P(answerable) is chosen so that at most "
+        f"{args.max_false_refusal:.0%} of answerable calibration questions are refused "
+        "(each set weighs the same).",
         "",
-        "| set | examples | refused by the rule (answerable / not) "
-        "| answerable refused (false refusal) | unanswerable refused |",
-        "|---|---|---|---|---|",
     ]
-    for (n, Xs, ys), held_out in [(x, False) for x in sets] + [(x, True) for x in checks]:
-        ruled = np.isnan(Xs).any(axis=1)
-        ps = np.where(ruled, -1.0, clf.predict_proba(np.nan_to_num(Xs))[:, 1])
-        fr = int(np.sum(ps[ys == 1] < threshold))
-        rr = int(np.sum(ps[ys == 0] < threshold))
-        npos, nneg = int((ys == 1).sum()), int((ys == 0).sum())
-        label = f"{n} (held out)" if held_out else n
-        lines.append(
-            f"| {label} | {len(ys)} | {int(ruled[ys == 1].sum())} / {int(ruled[ys == 0].sum())} "
-            f"| {fr}/{npos} = {fr / max(npos, 1):.3f} "
-            f"| {rr}/{nneg} = {rr / max(nneg, 1):.3f} |"
-        )
-    lines += [
-        "",
-        "Coefficients: " + ", ".join(f"{f} {c:+.3f}" for f, c in zip(FEATURES, model["coef"])),
-    ]
-    lines += [f"Intercept: {model['intercept']:+.3f}", ""]
+    for title, (m, clf, cols) in (("With the answerability model", full), ("Lexical features only", lexical)):  # fmt: skip
+        lines += [
+            f"## {title}",
+            "",
+            f"Logistic regression over {', '.join(cols)}; threshold {m['threshold']:.3f}.",
+            "",
+            "| set | examples | refused by the rule (answerable / not) "
+            "| answerable refused (false refusal) | unanswerable refused |",
+            "|---|---|---|---|---|",
+        ]
+        for (n, Xs, ys), held_out in [(x, False) for x in sets] + [(x, True) for x in checks]:
+            Xs = Xs[:, [FEATURES.index(c) for c in cols]]
+            ruled = np.isnan(Xs).any(axis=1)
+            ps = np.where(ruled, -1.0, clf.predict_proba(np.nan_to_num(Xs))[:, 1])
+            fr = int(np.sum(ps[ys == 1] < m["threshold"]))
+            rr = int(np.sum(ps[ys == 0] < m["threshold"]))
+            npos, nneg = int((ys == 1).sum()), int((ys == 0).sum())
+            label = f"{n} (held out)" if held_out else n
+            lines.append(
+                f"| {label} | {len(ys)} | {int(ruled[ys == 1].sum())} / {int(ruled[ys == 0].sum())} "
+                f"| {fr}/{npos} = {fr / max(npos, 1):.3f} "
+                f"| {rr}/{nneg} = {rr / max(nneg, 1):.3f} |"
+            )
+        lines += [
+            "",
+            "Coefficients: " + ", ".join(f"{f} {c:+.3f}" for f, c in zip(cols, m["coef"])),
+            f"Intercept: {m['intercept']:+.3f}",
+            "",
+        ]
     Path(args.out_report).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
+
+
+def _fit(sets, cols: list[str], max_false_refusal: float):
+    """(model as refusal_model.json holds it, the fitted classifier, its columns)."""
+    from sklearn.linear_model import LogisticRegression
+
+    at = [FEATURES.index(c) for c in cols]
+    X = np.vstack([s[1][:, at] for s in sets])
+    y = np.concatenate([s[2] for s in sets])
+    # each set weighs the same in the fit, however many questions it has
+    w = np.concatenate([np.full(len(s[2]), len(y) / (len(sets) * len(s[2]))) for s in sets])
+    fitted = ~np.isnan(X).any(axis=1)  # the model sees only what the rule let through
+    X, y, w = X[fitted], y[fitted], w[fitted]
+    clf = LogisticRegression(C=1.0, max_iter=1000).fit(X, y, sample_weight=w)
+    p = clf.predict_proba(X)[:, 1]
+    # the highest threshold whose weighted false-refusal rate stays within the target
+    order = np.argsort(p[y == 1])
+    pos, wpos = p[y == 1][order], w[y == 1][order]
+    cum = np.cumsum(wpos) / wpos.sum()
+    threshold = float(pos[np.searchsorted(cum, max_false_refusal)]) if len(pos) else 0.5
+    model = {
+        "features": cols,
+        "coef": [round(float(c), 5) for c in clf.coef_[0]],
+        "intercept": round(float(clf.intercept_[0]), 5),
+        "threshold": round(threshold, 5),
+        "fitted_on": [f"{n} ({len(yy)} examples, {int(yy.sum())} answerable)" for n, _, yy in sets],
+        "max_false_refusal": max_false_refusal,
+    }
+    return model, clf, cols
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def curve(rows: list[dict], thresholds: np.ndarray) -> list[dict]:
     ans = [r for r in rows if r.get("answerable")]
     out = []
     for t in thresholds:
+
         def refused(r, t=t):
             return bool(r.get("refused")) or float(r.get("confidence") or 0.0) < t
 
@@ -38,7 +39,12 @@ def curve(rows: list[dict], thresholds: np.ndarray) -> list[dict]:
                 "refusal": float(np.mean([refused(r) for r in una])) if una else None,
                 "false_refusal": float(np.mean([refused(r) for r in ans])) if ans else None,
                 "containment": float(
-                    np.mean([(not refused(r)) and bool((r.get("metrics") or {}).get("containment")) for r in ans])
+                    np.mean(
+                        [
+                            (not refused(r)) and bool((r.get("metrics") or {}).get("containment"))
+                            for r in ans
+                        ]
+                    )
                 )
                 if ans
                 else None,
@@ -51,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="rag eval tune tradeoff", description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run folders (with results.jsonl)")
     p.add_argument("--out", type=Path, required=True, help="the plot (.png); a .json beside it")
-    p.add_argument("--start", type=float, default=None, help="lowest threshold (default: the runs')")
+    p.add_argument(
+        "--start", type=float, default=None, help="lowest threshold (default: the runs')"
+    )
     a = p.parse_args(argv)
     import matplotlib
 
