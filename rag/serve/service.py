@@ -210,12 +210,13 @@ class Service:
         """The loaded system of the knowledge base `name` (see `knowledge_base`)."""
         return self.knowledge_base(name, caller).system
 
-    def record(self, caller, system, ans, started: float, via: str = "api") -> None:
-        """The answer into the home's audit log (none for a bare index)."""
-        if self.audit is not None and ans is not None:
-            latency = (time.perf_counter() - started) * 1e3
-            kbs = getattr(system, "kbs", None) or (KNOWLEDGE_BASE,)
-            self.audit.record(str(as_caller(caller)), kbs, ans, latency, via)
+    def record(self, caller, system, ans, started: float, via: str = "api") -> int | None:
+        """The answer into the home's audit log (none for a bare index); its id there."""
+        if self.audit is None or ans is None:
+            return None
+        latency = (time.perf_counter() - started) * 1e3
+        kbs = getattr(system, "kbs", None) or (KNOWLEDGE_BASE,)
+        return self.audit.record(str(as_caller(caller)), kbs, ans, latency, via)
 
     # ----------------------------------------------------------------- answers
     @property

@@ -117,7 +117,8 @@ def render_citation_card(c, turn: int, n_chars: int | None = None, plain: int = 
     return (
         f'<div class="rag-card {_cite_class(turn, c.n)}" title="点击查看原文">'
         f'<div class="rag-card-head"><span class="rag-badge">[{c.n}]</span>'
-        f'<span class="rag-title">《{esc(c.title or c.doc_id)}》</span></div>'
+        + (f'<span class="rag-kb">〔知识库 {esc(c.kb)}〕</span>' if getattr(c, "kb", "") else "")
+        + f'<span class="rag-title">《{esc(c.title or c.doc_id)}》</span></div>'
         f'<div class="rag-meta">{esc(_date_zh(c.date))} · {esc(where)}</div>'
         + (f'<div class="rag-provenance">{esc(origin)}</div>' if origin else "")
         + warnings
@@ -222,7 +223,10 @@ def plain_answer(answer) -> str:
         quoted = "……".join(c.text[s - c.start : e - c.start] for s, e in c.quotes)
         passage = quoted or c.text[:160] + ("……" if len(c.text) > 160 else "")
         passage = re.sub(r"\s+", " ", without_glosses(passage)).strip()
-        lines.append(f"[{c.n}]《{c.title or '无标题文档'}》{getattr(c, 'location', '')}：{passage}")
+        kb = f"〔知识库 {c.kb}〕" if getattr(c, "kb", "") else ""
+        lines.append(
+            f"[{c.n}]{kb}《{c.title or '无标题文档'}》{getattr(c, 'location', '')}：{passage}"
+        )
     return "\n".join(lines)
 
 
@@ -428,6 +432,7 @@ CSS = """
 .rag-related .rag-card { opacity: 0.85; }
 .rag-card-head { font-weight: 600; }
 .rag-badge { color: #2563eb; margin-right: 0.3em; }
+.rag-kb { color: #047857; font-weight: normal; }
 .rag-meta { font-size: 0.85em; color: #6b7280; }
 .rag-provenance { font-size: 0.85em; color: #b45309; }
 .rag-warn { font-size: 0.85em; color: #b91c1c; font-weight: 600; }

@@ -1,0 +1,194 @@
+"""The chat page over a home, without a browser: every read and write goes through the
+Service with the login's caller (rag.serve.ui.access), so a reader sees only the
+knowledge bases granted, cannot upload or remove even by calling the handler itself,
+keeps to their own conversations, and every question is in the audit log. Real parts:
+a home with two knowledge bases built with the real embedding model (tests/org_home.py),
+real SQLite files, the handlers of the real Gradio Blocks."""
+
+from __future__ import annotations
+
+import pytest
+from org_home import HANGZHOU, HR_DOCS, LAOSHAN, PLAN_DOCS, make_home
+
+from rag.errors import ForbiddenError, NotFoundError
+from rag.org.accounts import Accounts
+from rag.org.audit import AuditLog
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, embedder):
+    from rag.serve.service import Service
+    from rag.serve.ui.access import UiAccess
+    from rag.system import Embedders, KbSystems
+
+    root = tmp_path_factory.mktemp("ui-access")
+    s = make_home(root, embedder)
+    a = Accounts(s)
+    a.add("li", "reader", ["hr"], password="li-password")
+    a.add("wang", "editor", ["hr"], password="wang-password")
+    a.add("boss", "admin", password="boss-password")
+    a.add("nobody", "reader", password="nobody-password")
+    systems = KbSystems(s, Embedders(s, {s.embed_model: embedder}))
+    audit = AuditLog(s.home_path / "audit.db")
+    service = Service(systems.get("hr"), systems=systems, accounts=a, audit=audit,
+                      temp_dir=root / "gradio-tmp")  # fmt: skip
+    return s, UiAccess(service), root
+
+
+def _state(home, user: str):
+    from rag.serve.ui.handlers import ChatState
+
+    _, access, _ = home
+    lib = access.service.knowledge_base("hr").library
+    st = ChatState(lib, lib.settings, access=access)
+    st.login(user)
+    return st
+
+
+def _ask(st, question: str):
+    list(st.respond(question))
+    return st.answers[-1]
+
+
+def test_a_reader_asks_only_the_knowledge_bases_granted(home):
+    st = _state(home, "li")
+    assert st.kbs == ("hr",)
+    assert st.access.readable(st.caller) == ["hr"]
+    ans = _ask(st, LAOSHAN)  # plan holds the answer; li reads hr only
+    assert ans.citations and {c.kb for c in ans.citations} == {"hr"}
+    assert not [m for m in st.messages if any(d in m["content"] for d in PLAN_DOCS)]
+    with pytest.raises(NotFoundError) as denied:
+        st.use_kbs(["plan"])
+    with pytest.raises(NotFoundError) as missing:
+        st.use_kbs(["plan2"])
+    # refused exactly as a knowledge base that does not exist
+    assert str(denied.value).replace("'plan'", "X") == str(missing.value).replace("'plan2'", "X")
+    assert st.kbs == ("hr",)
+
+
+def test_several_knowledge_bases_at_once_and_citations_name_theirs(home):
+    st = _state(home, "boss")
+    assert st.access.readable(st.caller) == ["hr", "plan"]
+    assert st.use_kbs(["plan", "hr"]) == "提问范围：知识库 plan、hr。"
+    ans = _ask(st, LAOSHAN)
+    assert ans.citations and ans.citations[0].kb == "plan"
+    assert ans.citations[0].doc_id.startswith("plan/")  # qualified across knowledge bases
+    lib, c = st.source(0, ans.citations[0].n)
+    view = lib.document_view(c)
+    assert "rag-target" in view and "嶗山區" in view
+    ans = _ask(st, HANGZHOU)
+    assert {c.kb for c in ans.citations} >= {"hr"}
+
+
+def test_a_revoked_grant_counts_at_the_next_question(home):
+    s, access, _ = home
+    a = Accounts(s)
+    a.add("temp", "reader", ["plan"])
+    st = _state(home, "temp")
+    assert st.kbs == ("plan",)
+    a.revoke("temp", ["plan"])
+    list(st.respond(LAOSHAN))
+    assert "不存在" in st.messages[-1]["content"] and not st.answers
+    assert st.source(0, 1) is None
+
+
+def test_an_account_without_grants_gets_no_knowledge_base(home):
+    st = _state(home, "nobody")
+    assert st.kbs == ()
+    list(st.respond(LAOSHAN))
+    assert "还没有可以提问的知识库" in st.messages[-1]["content"]
+    assert not st.answers
+
+
+def test_every_question_is_in_the_audit_log_with_its_user_and_feedback(home):
+    s, _, _ = home
+    st = _state(home, "wang")
+    ans = _ask(st, HANGZHOU)
+    st.feedback(len(st.messages) - 1, "down")
+    st.comment("引用的段落不全")
+    row = AuditLog(s.home_path / "audit.db").rows(user="wang")[-1]
+    assert (row.user, row.channel, row.kbs, row.question) == ("wang", "ui", ("hr",), HANGZHOU)
+    assert row.answer == ans.text and row.citations[0]["kb"] == "hr"
+    assert (row.rating, row.comment) == ("down", "引用的段落不全")
+
+
+def _handler(demo, name: str):
+    found = {f.fn for f in demo.fns.values() if f.name == name}  # one function, maybe 2 events
+    assert len(found) == 1, name
+    return found.pop()
+
+
+@pytest.fixture(scope="module")
+def demo(home):
+    from rag.serve.ui.layout import build_app
+
+    _, access, _ = home
+    return build_app(access.service.knowledge_base("hr").library, [], access=access)
+
+
+def test_a_readers_upload_and_removal_are_refused_by_the_handlers(home, demo, tmp_path):
+    import gradio as gr
+
+    s, access, _ = home
+    hr = access.service.knowledge_base("hr").library
+    before = set(hr.index.docs)
+    doc = tmp_path / "通知.txt"
+    doc.write_text("临时通知\n本周五下午三点召开安全生产例会。\n", encoding="utf-8")
+    st = _state(home, "li")
+    out = _handler(demo, "on_upload")([str(doc)], "hr", st, gr.Request(username="li"))
+    assert "没有修改知识库 &#x27;hr&#x27; 的权限" in out[0] and not doc.exists()
+    out = _handler(demo, "on_remove")([sorted(before)[0]], "hr", st)
+    assert "没有修改知识库 &#x27;hr&#x27; 的权限" in out[0]
+    out = _handler(demo, "on_remove_ask")([sorted(before)[0]], "hr", st)
+    assert "没有修改知识库 &#x27;hr&#x27; 的权限" in out[0]
+    assert set(hr.index.docs) == before
+    # and the page hides the controls from a reader, shows them to the editor
+    table, _, editing = _handler(demo, "kb_view")("hr", st)
+    assert len(table) == len(HR_DOCS) and editing["visible"] is False
+    _, _, editing = _handler(demo, "kb_view")("hr", _state(home, "wang"))
+    assert editing["visible"] is True
+    table, _, editing = _handler(demo, "kb_view")("plan", st)  # not li's: nothing of it
+    assert table == [] and editing["visible"] is False
+
+
+def test_the_admin_tab_is_served_to_admins_only(home, demo, tmp_path):
+    from rag.serve.ui.admin import admin_panel
+
+    _, access, _ = home
+    _ask(_state(home, "li"), "火星上第一座城市叫什么名字？")
+    with pytest.raises(ForbiddenError):
+        admin_panel(access, access.caller("li"), tmp_path)
+    with pytest.raises(ForbiddenError):
+        admin_panel(access, access.caller("wang"), tmp_path)
+    view = admin_panel(access, access.caller("boss"), tmp_path)
+    users = {u[0]: u for u in view.users}
+    assert users["li"][1:4] == ["读者", "hr", "密码"] and users["boss"][2] == "全部"
+    assert "火星上第一座城市叫什么名字？" in view.summary and "次提问" in view.summary
+    assert view.per_day_png.stat().st_size > 1000 and view.cited_png.is_file()
+    assert view.recent[0][5] == "火星上第一座城市叫什么名字？" and view.recent[0][2] == "li"
+    hidden = _handler(demo, "on_admin_load")(_state(home, "li"))
+    assert hidden[0]["visible"] is False and hidden[1] == [] and hidden[2] == ""
+    shown = _handler(demo, "on_admin_load")(_state(home, "boss"))
+    assert shown[0]["visible"] is True and shown[1]
+
+
+def test_conversations_rename_delete_export_and_are_per_user(home, tmp_path):
+    li = _state(home, "li")
+    ans = _ask(li, HANGZHOU)
+    conv = li.conv_id
+    li.rename_conversation(conv, "杭州考察")
+    assert li.conversations()[0][0].startswith("杭州考察（")
+    path = li.export_conversation(conv, tmp_path)
+    md = path.read_text(encoding="utf-8")
+    assert path.name == "对话-杭州考察.md" and md.startswith("# 杭州考察\n")
+    assert f"## 问：{HANGZHOU}" in md and "引用：" in md and "〔知识库 hr〕" in md
+    assert ans.citations[0].title in md
+    wang = _state(home, "wang")  # another user: the id gives nothing
+    for act in (lambda: wang.rename_conversation(conv, "x"), lambda: wang.delete_conversation(conv),
+                lambda: wang.export_conversation(conv, tmp_path), lambda: wang.resume(conv)):  # fmt: skip
+        with pytest.raises(NotFoundError):
+            act()
+    assert li.conversations()[0][1] == conv
+    li.delete_conversation(conv)
+    assert conv not in [i for _, i in li.conversations()]
+    assert li.conv_id == "" and li.messages == []
