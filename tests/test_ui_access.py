@@ -73,6 +73,9 @@ def test_several_knowledge_bases_at_once_and_citations_name_theirs(home):
     ans = _ask(st, LAOSHAN)
     assert ans.citations and ans.citations[0].kb == "plan"
     assert ans.citations[0].doc_id.startswith("plan/")  # qualified across knowledge bases
+    assert "〔知识库 plan〕" in st.messages[-1]["content"]  # the card names it
+    info = st.library.info()
+    assert info["n_docs"] == len(PLAN_DOCS) + len(HR_DOCS) and "、" in info["version"]
     lib, c = st.source(0, ans.citations[0].n)
     view = lib.document_view(c)
     assert "rag-target" in view and "嶗山區" in view

@@ -736,9 +736,8 @@ def build_app(
         )
 
         # ------------------------------------------------------------ admin
-        admin_refresh.click(
-            on_admin_load,
-            [state],
-            [admin_tab, admin_users, admin_summary, admin_per_day, admin_cited, admin_recent],
-        )
+        admin_outputs = [admin_tab, admin_users, admin_summary, admin_per_day, admin_cited]
+        admin_outputs.append(admin_recent)
+        admin_refresh.click(on_admin_load, [state], admin_outputs)
+        admin_tab.select(on_admin_load, [state], admin_outputs)  # the latest, each time it opens
     return demo
