@@ -412,11 +412,14 @@ def test_feedback_is_appended_to_the_jsonl(page, server):
     shot(page, "11_feedback")
 
 
+ENGLISH_LABELS = """() => [...document.querySelectorAll('[aria-label],[title],[placeholder]')]
+    .flatMap(e => ['aria-label', 'title', 'placeholder'].map(a => e.getAttribute(a)))
+    .filter(v => v && /[A-Za-z]{3,}/.test(v.replace(/top-k/g, '')))"""
+
+
 def test_tooltips_and_labels_are_chinese(page):
     """No English tooltip, label or placeholder on any tab (Gradio's own strings included)."""
-    scan = """() => [...document.querySelectorAll('[aria-label],[title],[placeholder]')]
-        .flatMap(e => ['aria-label', 'title', 'placeholder'].map(a => e.getAttribute(a)))
-        .filter(v => v && /[A-Za-z]{3,}/.test(v.replace(/top-k/g, '')))"""
+    scan = ENGLISH_LABELS
     english = set(page.evaluate(scan))
     for tab in ("知识库", "设置"):
         open_tab(page, tab)
@@ -638,6 +641,9 @@ def test_an_admin_asks_several_knowledge_bases_and_sees_the_admin_tab(browser, h
         assert "次提问" in page.locator("#rag-admin-summary").inner_text()
         page.locator("#rag-admin-per-day img").wait_for()
         shot(page, "22_admin_tab")
+        english = set(page.evaluate(ENGLISH_LABELS))
+        # Gradio writes "bot's message: ..." into each chat message's aria-label, untranslatable
+        assert not {e for e in english if not re.match(r"(bot|user)'s message: ", e)}, english
     finally:
         page.close()
 

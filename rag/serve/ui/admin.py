@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-USER_HEADERS = ["用户", "角色", "可访问的知识库", "登录方式", "API 密钥数", "创建时间"]
+USER_HEADERS = ["用户", "角色", "可访问的知识库", "登录方式", "密钥数", "创建时间"]
 RECENT_HEADERS = ["编号", "时间", "用户", "渠道", "知识库", "问题", "结果", "评价"]
 ROLE_NAMES = {"admin": "管理员", "editor": "编辑", "reader": "读者"}
 CHANNELS = {"ui": "网页", "api": "接口", "cli": "命令行"}

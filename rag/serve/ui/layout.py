@@ -284,8 +284,9 @@ def build_app(
             with gr.Tab("管理", id="admin", elem_id="rag-tab-admin", visible=False) as admin_tab:
                 gr.Markdown("### 用户与权限")
                 admin_users = gr.Dataframe(
-                    headers=USER_HEADERS, interactive=False, wrap=True, elem_id="rag-admin-users"
-                )
+                    headers=USER_HEADERS, interactive=False, wrap=True, label="用户与权限",
+                    show_label=False, elem_id="rag-admin-users",
+                )  # fmt: skip
                 gr.Markdown("### 使用情况")
                 admin_summary = gr.Markdown(elem_id="rag-admin-summary")
                 with gr.Row():
@@ -299,8 +300,9 @@ def build_app(
                     )  # fmt: skip
                 gr.Markdown("### 最近的提问")
                 admin_recent = gr.Dataframe(
-                    headers=RECENT_HEADERS, interactive=False, wrap=True, elem_id="rag-admin-recent"
-                )
+                    headers=RECENT_HEADERS, interactive=False, wrap=True, label="最近的提问",
+                    show_label=False, elem_id="rag-admin-recent",
+                )  # fmt: skip
                 admin_refresh = gr.Button("刷新", size="sm", elem_id="rag-admin-refresh")
 
         # ------------------------------------------------------------------ events

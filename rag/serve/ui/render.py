@@ -408,6 +408,17 @@ UI_STRINGS = {
     "upload_text.click_to_upload": "点击上传",
     "upload_text.drop_file": "将文件拖放到此处",
     "common.or": "或",
+    "common.download": "下载",
+    "common.download_all": "全部下载",
+    "common.share": "分享",
+    "common.clear": "清除",
+    "common.remove": "移除",
+    "common.edit": "编辑",
+    "common.empty": "空",
+    "common.error": "出错",
+    "common.loading": "加载中",
+    "common.submit": "提交",
+    "common.undo": "撤销",
 }
 
 CSS = """
