@@ -593,6 +593,7 @@ def test_login_page_a_reader_sees_only_the_granted_knowledge_base(browser, home_
         assert _options(page, "#rag-kb-pick") == ["hr"]
         page.locator("#rag-docs").get_by_text("杭州").first.wait_for()
         assert "嶗山" not in page.locator("#rag-docs").inner_text()
+        page.locator("#rag-kb-readonly").get_by_text("只有提问权限").wait_for()
         assert not page.locator("#rag-upload").is_visible()
         assert not page.locator("#rag-remove").is_visible()
         shot(page, "21_reader_kb_tab")

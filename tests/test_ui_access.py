@@ -146,11 +146,11 @@ def test_a_readers_upload_and_removal_are_refused_by_the_handlers(home, demo, tm
     assert "没有修改知识库 &#x27;hr&#x27; 的权限" in out[0]
     assert set(hr.index.docs) == before
     # and the page hides the controls from a reader, shows them to the editor
-    table, _, editing = _handler(demo, "kb_view")("hr", st)
-    assert len(table) == len(HR_DOCS) and editing["visible"] is False
-    _, _, editing = _handler(demo, "kb_view")("hr", _state(home, "wang"))
-    assert editing["visible"] is True
-    table, _, editing = _handler(demo, "kb_view")("plan", st)  # not li's: nothing of it
+    table, _, editing, reading = _handler(demo, "kb_view")("hr", st)
+    assert len(table) == len(HR_DOCS) and editing["visible"] is False and reading["visible"]
+    _, _, editing, reading = _handler(demo, "kb_view")("hr", _state(home, "wang"))
+    assert editing["visible"] is True and reading["visible"] is False
+    table, _, editing, _ = _handler(demo, "kb_view")("plan", st)  # not li's: nothing of it
     assert table == [] and editing["visible"] is False
 
 

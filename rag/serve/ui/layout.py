@@ -232,6 +232,11 @@ def build_app(
                     label="已入库文档",
                 )
                 refresh = gr.Button("刷新列表", size="sm", elem_id="rag-refresh")
+                readonly = gr.Markdown(
+                    "您对这个知识库只有提问权限；上传或删除文档请联系它的编辑或管理员。",
+                    visible=False,
+                    elem_id="rag-kb-readonly",
+                )
                 # only for an editor of the chosen knowledge base (the handlers check too)
                 with gr.Column(visible=not home, elem_id="rag-kb-edit") as edit_box:
                     gr.Markdown(
@@ -330,13 +335,15 @@ def build_app(
             try:
                 lib = kb_library(st, kb)
             except RagError:
-                return [], gr.update(choices=[], value=[]), gr.update(visible=False)
+                hide = gr.update(visible=False)
+                return [], gr.update(choices=[], value=[]), hide, hide
             name = kb or (st.kbs[0] if st.kbs else "default")
             may_edit = st.caller is None or st.caller.may_edit(name)
             return (
                 doc_table(lib),
                 gr.update(choices=doc_choices(lib) if may_edit else [], value=[]),
                 gr.update(visible=may_edit),
+                gr.update(visible=not may_edit),
             )
 
         def on_admin_load(st):
@@ -366,17 +373,17 @@ def build_app(
                         st.reset()
             picker, kb_note, tab_pick = kb_choices(st)
             shown = st.kbs[0] if st.kbs else None
-            table, picks, editing = kb_view(shown, st)
+            table, picks, editing, reading = kb_view(shown, st)
             chat = (st.messages, note, history_list(st), gr.update(visible=bool(st.user)))
             return (st, table, picks, _info_markdown(library, st), *scope_choices(st), *chat,
-                    picker, kb_note, tab_pick, editing, gr.update(visible=logout))  # fmt: skip
+                    picker, kb_note, tab_pick, editing, reading, gr.update(visible=logout))  # fmt: skip
 
         demo.load(
             on_load,
             [state],
             [state, docs, remove_pick, info, scope_issuer, scope_number]
             + [chatbot, history_note, history_pick, history_tools]
-            + [kb_choice, kb_status, kb_pick, edit_box, logout_btn],
+            + [kb_choice, kb_status, kb_pick, edit_box, readonly, logout_btn],
         ).then(on_admin_load, [state], [admin_tab, admin_users, admin_summary, admin_per_day,
                                         admin_cited, admin_recent])  # fmt: skip
 
@@ -396,7 +403,7 @@ def build_app(
             on_kbs, [kb_choice, state],
             [kb_choice, kb_status, chatbot, viewer, history_pick, info, state],
         ).then(lambda st: scope_choices(st), [state], [scope_issuer, scope_number])  # fmt: skip
-        kb_pick.input(kb_view, [kb_pick, state], [docs, remove_pick, edit_box])
+        kb_pick.input(kb_view, [kb_pick, state], [docs, remove_pick, edit_box, readonly])
 
         def on_resume(conv_id, st):
             if st is None or not conv_id or conv_id == st.conv_id:
@@ -718,7 +725,7 @@ def build_app(
 
         def on_refresh(kb, st):
             st = st or new_state()
-            table, picks, _ = kb_view(kb, st)
+            table, picks, _, _ = kb_view(kb, st)
             return (table, picks, *scope_choices(st))
 
         refresh.click(on_refresh, [kb_pick, state], [docs, remove_pick, scope_issuer, scope_number])
