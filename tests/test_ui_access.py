@@ -137,20 +137,26 @@ def test_a_readers_upload_and_removal_are_refused_by_the_handlers(home, demo, tm
     before = set(hr.index.docs)
     doc = tmp_path / "通知.txt"
     doc.write_text("临时通知\n本周五下午三点召开安全生产例会。\n", encoding="utf-8")
-    st = _state(home, "li")
-    out = _handler(demo, "on_upload")([str(doc)], "hr", st, gr.Request(username="li"))
-    assert "没有修改知识库 &#x27;hr&#x27; 的权限" in out[0] and not doc.exists()
-    out = _handler(demo, "on_remove")([sorted(before)[0]], "hr", st)
+    li = gr.Request(username="li")
+    # the caller is the request's login, whatever state the handler is given: a reader
+    # with an admin's page state, or with none (a handler called without loading the page)
+    for st in (_state(home, "boss"), None):
+        out = _handler(demo, "on_upload")([str(doc)], "hr", st, li)
+        assert "没有修改知识库 &#x27;hr&#x27; 的权限" in out[0] and not doc.exists()
+        doc.write_text("临时通知\n本周五下午三点召开安全生产例会。\n", encoding="utf-8")
+        out = _handler(demo, "on_remove")([sorted(before)[0]], "hr", st, li)
+        assert "没有修改知识库 &#x27;hr&#x27; 的权限" in out[0]
+    out = _handler(demo, "on_remove_ask")([sorted(before)[0]], "hr", li)
     assert "没有修改知识库 &#x27;hr&#x27; 的权限" in out[0]
-    out = _handler(demo, "on_remove_ask")([sorted(before)[0]], "hr", st)
-    assert "没有修改知识库 &#x27;hr&#x27; 的权限" in out[0]
+    out = _handler(demo, "on_upload")([str(doc)], "plan", None, li)  # not li's: as missing
+    assert "不存在" in out[0] and "plan" in out[0]
     assert set(hr.index.docs) == before
     # and the page hides the controls from a reader, shows them to the editor
-    table, _, editing, reading = _handler(demo, "kb_view")("hr", st)
+    table, _, editing, reading = _handler(demo, "kb_view")("hr", li)
     assert len(table) == len(HR_DOCS) and editing["visible"] is False and reading["visible"]
-    _, _, editing, reading = _handler(demo, "kb_view")("hr", _state(home, "wang"))
+    _, _, editing, reading = _handler(demo, "kb_view")("hr", gr.Request(username="wang"))
     assert editing["visible"] is True and reading["visible"] is False
-    table, _, editing, _ = _handler(demo, "kb_view")("plan", st)  # not li's: nothing of it
+    table, _, editing, _ = _handler(demo, "kb_view")("plan", li)  # not li's: nothing of it
     assert table == [] and editing["visible"] is False
 
 

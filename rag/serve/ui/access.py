@@ -51,6 +51,8 @@ class UiAccess:
     def library(self, kb: str | None, caller: Caller, edit: bool = False):
         """The library of knowledge base `kb` (UnknownKnowledgeBase if `caller` may not read
         it; with `edit`, ForbiddenError if it may not change it)."""
+        if caller is None:  # the Service would read None as the operator
+            raise ForbiddenError("请先登录。")
         return self.service.knowledge_base(kb, caller, edit=edit).library
 
     def chat_library(self, kbs: Sequence[str], caller: Caller):

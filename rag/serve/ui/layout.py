@@ -76,12 +76,21 @@ def build_app(
     def new_state() -> ChatState:
         return ChatState(library, base, access=access)
 
-    def kb_library(st, kb, edit: bool = False):
-        """Knowledge base `kb`'s library as `st`'s caller may use it (raises otherwise);
-        without `access`, the one library."""
+    def caller_of(request):
+        """Who sent `request`: its login name as Gradio's session says, never the page's
+        state (a client can call a handler without ever loading the page)."""
+        return access.caller(getattr(request, "username", None)) if access else None
+
+    def kb_entry(request, kb, edit: bool = False):
+        """(name, library) of knowledge base `kb` as the request's caller may use it
+        (raises otherwise); without `access`, the one library."""
         if access is None:
-            return library
-        return access.library(kb or None, st.caller, edit=edit)
+            return "default", library
+        entry = access.service.knowledge_base(kb or None, caller_of(request), edit=edit)
+        return entry.name, entry.library
+
+    def kb_library(request, kb, edit: bool = False):
+        return kb_entry(request, kb, edit)[1]
 
     def doc_table(lib=None):
         return [r.shown() for r in (lib or library).documents()]
@@ -330,15 +339,15 @@ def build_app(
                 gr.update(choices=readable, value=shown),
             )
 
-        def kb_view(kb, st):
+        def kb_view(kb, request: gr.Request):
             """The documents of knowledge base `kb` and, for its editors, the controls."""
             try:
-                lib = kb_library(st, kb)
+                name, lib = kb_entry(request, kb)
             except RagError:
                 hide = gr.update(visible=False)
                 return [], gr.update(choices=[], value=[]), hide, hide
-            name = kb or (st.kbs[0] if st.kbs else "default")
-            may_edit = st.caller is None or st.caller.may_edit(name)
+            caller = caller_of(request)
+            may_edit = caller is None or caller.may_edit(name)
             return (
                 doc_table(lib),
                 gr.update(choices=doc_choices(lib) if may_edit else [], value=[]),
@@ -373,7 +382,7 @@ def build_app(
                         st.reset()
             picker, kb_note, tab_pick = kb_choices(st)
             shown = st.kbs[0] if st.kbs else None
-            table, picks, editing, reading = kb_view(shown, st)
+            table, picks, editing, reading = kb_view(shown, request)
             chat = (st.messages, note, history_list(st), gr.update(visible=bool(st.user)))
             return (st, table, picks, _info_markdown(library, st), *scope_choices(st), *chat,
                     picker, kb_note, tab_pick, editing, reading, gr.update(visible=logout))  # fmt: skip
@@ -403,7 +412,7 @@ def build_app(
             on_kbs, [kb_choice, state],
             [kb_choice, kb_status, chatbot, viewer, history_pick, info, state],
         ).then(lambda st: scope_choices(st), [state], [scope_issuer, scope_number])  # fmt: skip
-        kb_pick.input(kb_view, [kb_pick, state], [docs, remove_pick, edit_box, readonly])
+        kb_pick.input(kb_view, [kb_pick], [docs, remove_pick, edit_box, readonly])
 
         def on_resume(conv_id, st):
             if st is None or not conv_id or conv_id == st.conv_id:
@@ -625,7 +634,7 @@ def build_app(
             if not paths:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), st
             try:  # a reader's upload is refused here, whatever the page showed
-                lib = kb_library(st, kb, edit=True)
+                lib = kb_library(request, kb, edit=True)
             except RagError as e:
                 for p in paths:
                     Path(p).unlink(missing_ok=True)
@@ -666,13 +675,13 @@ def build_app(
             concurrency_id="upload",
         )
 
-        def on_remove_ask(doc_ids, kb, st):
+        def on_remove_ask(doc_ids, kb, request: gr.Request):
             """First step: name what would be removed and ask; nothing is removed yet."""
             if not doc_ids:
                 note = '<div class="rag-doc-note">请先选择要删除的文档。</div>'
                 return note, gr.update(visible=False), ""
             try:
-                lib = kb_library(st or new_state(), kb, edit=True)
+                lib = kb_library(request, kb, edit=True)
             except RagError as e:
                 return (
                     f'<div class="rag-error">{esc(public_error(e))}</div>',
@@ -687,7 +696,7 @@ def build_app(
             return "", gr.update(visible=True), render_remove_confirm(picked)
 
         remove_btn.click(
-            on_remove_ask, [remove_pick, kb_pick, state], [remove_result, confirm_box, confirm_text]
+            on_remove_ask, [remove_pick, kb_pick], [remove_result, confirm_box, confirm_text]
         )
         confirm_no.click(
             lambda: ('<div class="rag-doc-note">已取消，没有删除任何文档。</div>',
@@ -696,13 +705,13 @@ def build_app(
             [remove_result, confirm_box],
         )  # fmt: skip
 
-        def on_remove(doc_ids, kb, st):
+        def on_remove(doc_ids, kb, st, request: gr.Request):
             hide = gr.update(visible=False)
             if not doc_ids:
                 note = '<div class="rag-doc-note">请先选择要删除的文档。</div>'
                 return note, gr.skip(), gr.skip(), gr.skip(), hide
             try:  # a reader's removal is refused here, whatever the page showed
-                lib = kb_library(st or new_state(), kb, edit=True)
+                lib = kb_library(request, kb, edit=True)
                 results = lib.remove(list(doc_ids))
             except RagError as e:
                 error = f'<div class="rag-error">{esc(public_error(e))}</div>'
@@ -723,9 +732,9 @@ def build_app(
             concurrency_id="remove",
         )
 
-        def on_refresh(kb, st):
+        def on_refresh(kb, st, request: gr.Request):
             st = st or new_state()
-            table, picks, _, _ = kb_view(kb, st)
+            table, picks, _, _ = kb_view(kb, request)
             return (table, picks, *scope_choices(st))
 
         refresh.click(on_refresh, [kb_pick, state], [docs, remove_pick, scope_issuer, scope_number])
