@@ -652,9 +652,11 @@ def test_an_admin_asks_several_knowledge_bases_and_sees_the_admin_tab(browser, h
 def test_history_rename_export_and_delete_with_confirmation(browser, home_server):
     page = _login(browser, home_server, "li")
     try:
+        page.locator("#rag-new-chat").click()  # li's earlier conversation was resumed
+        page.wait_for_function("() => !document.querySelector('#rag-chat .rag-answer')")
         ask(page, "赴杭州学习考察重点学习了哪些内容？")
         page.locator("button.toggle-button").first.click()  # open the sidebar
-        pick = page.locator("#rag-history-pick label").first
+        pick = page.locator("#rag-history-pick label").filter(has_text="赴杭州学习考察")
         pick.wait_for()
         pick.click()
         page.locator("#rag-history-title textarea, #rag-history-title input").first.fill("杭州考察")
