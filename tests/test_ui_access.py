@@ -201,3 +201,23 @@ def test_conversations_rename_delete_export_and_are_per_user(home, tmp_path):
     li.delete_conversation(conv)
     assert conv not in [i for _, i in li.conversations()]
     assert li.conv_id == "" and li.messages == []
+
+
+def test_each_knowledge_base_keeps_its_own_uploads(home, tmp_path):
+    """The same file uploaded to two knowledge bases, then removed from one: the other
+    still has its document and its stored file."""
+    _, access, _ = home
+    doc = tmp_path / "共用通知.txt"
+    doc.write_text("共用通知\n两个处室于下周一上午九点联合召开协调会。\n", encoding="utf-8")
+    hr = access.library("hr", access.caller("wang"), edit=True)
+    plan = access.library("plan", access.caller("boss"), edit=True)
+    [added_hr] = hr.add_files([(doc, doc.name)], user="wang")
+    [added_plan] = plan.add_files([(doc, doc.name)], user="boss")
+    assert added_hr.status == added_plan.status == "added"
+    [removed] = hr.remove([added_hr.doc_id])
+    assert removed.status == "removed" and added_hr.doc_id not in hr.index.docs
+    stored = [p for p in plan.uploads_dir.iterdir() if p.suffix == ".txt"]
+    assert len(stored) == 1 and stored[0].is_file()
+    assert added_plan.doc_id in plan.index.docs
+    assert not [p for p in hr.uploads_dir.iterdir() if p.suffix == ".txt"]
+    assert hr.uploads_dir != plan.uploads_dir

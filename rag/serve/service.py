@@ -102,8 +102,15 @@ class KnowledgeBase:
                 from rag.serve.ui.library import Library, data_dir
 
                 root = data_dir(self.system.settings)
+                # each knowledge base its own upload folder: the same file uploaded to two
+                # of them is stored once in each, and removing it from one keeps the other's
+                uploads = (
+                    root / "uploads"
+                    if self.name == KNOWLEDGE_BASE
+                    else root / "uploads" / self.name
+                )
                 self._library = Library(
-                    self.system, root / "uploads", root / "feedback.jsonl", self.temp_dir
+                    self.system, uploads, root / "feedback.jsonl", self.temp_dir
                 )
             return self._library
 
