@@ -221,3 +221,18 @@ def test_each_knowledge_base_keeps_its_own_uploads(home, tmp_path):
     assert added_plan.doc_id in plan.index.docs
     assert not [p for p in hr.uploads_dir.iterdir() if p.suffix == ".txt"]
     assert hr.uploads_dir != plan.uploads_dir
+
+
+def test_exports_older_than_an_hour_are_swept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from rag.serve.ui.access import EXPORT_KEEP_S, export_dir
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    old, fresh = export_dir(), export_dir()
+    (old / "对话-旧.md").write_text("# 旧\n", encoding="utf-8")
+    stale = time.time() - EXPORT_KEEP_S - 60
+    os.utime(old, (stale, stale))
+    new = export_dir()
+    assert not old.exists() and fresh.is_dir() and new.parent == tmp_path / "exports"

@@ -10,6 +10,7 @@ login, or nobody, is the operator, who reads and changes everything.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,12 +100,24 @@ class UiAccess:
             self.service.audit.feedback(question_id, caller.name, rating, comment)
 
 
+EXPORT_KEEP_S = 3600  # an export is downloaded at once; Gradio serves its own copy
+
+
 def export_dir() -> Path:
-    """Where exported conversations are written for download: inside Gradio's upload
-    folder, which it serves from (rag.serve.ui.library.use_upload_temp_dir)."""
+    """A new folder for an export (a conversation's Markdown, the admin tab's plots)
+    inside Gradio's upload folder, which it may serve from
+    (rag.serve.ui.library.use_upload_temp_dir); exports older than an hour go first."""
     import os
+    import shutil
     import tempfile
 
     root = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "exports"
     root.mkdir(parents=True, exist_ok=True)
+    old = time.time() - EXPORT_KEEP_S
+    for d in root.iterdir():
+        try:
+            if d.stat().st_mtime < old:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            continue
     return Path(tempfile.mkdtemp(dir=root))
