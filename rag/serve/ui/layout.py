@@ -228,8 +228,12 @@ def build_app(
                             elem_id="rag-page",
                         )
             with gr.Tab("知识库", id="kb", elem_id="rag-tab-kb"):
-                kb_pick = gr.Dropdown(
-                    choices=[], label="知识库", elem_id="rag-kb-pick", visible=home
+                kb_pick = gr.Dropdown(  # one bare index: `default`, the only one
+                    choices=[] if home else ["default"],
+                    value=None if home else "default",
+                    label="知识库",
+                    elem_id="rag-kb-pick",
+                    visible=home,
                 )
                 gr.Markdown("### 文档列表")
                 docs = gr.Dataframe(
