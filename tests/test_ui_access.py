@@ -236,3 +236,19 @@ def test_exports_older_than_an_hour_are_swept(tmp_path, monkeypatch):
     os.utime(old, (stale, stale))
     new = export_dir()
     assert not old.exists() and fresh.is_dir() and new.parent == tmp_path / "exports"
+
+
+def test_asking_without_loading_the_page_asks_as_the_requests_login(home, demo):
+    """The ask handler called straight (as an API client may): no page state, or the
+    state of another login's page, still asks as the login of the request."""
+    import gradio as gr
+
+    ask = _handler(demo, "on_ask")
+    boss = _state(home, "boss")
+    _ask(boss, HANGZHOU)
+    for st in (None, boss):
+        *_, (messages, _, after) = list(ask(LAOSHAN, st, gr.Request(username="li")))
+        assert after.user == "li" and after.kbs == ("hr",) and len(after.answers) == 1
+        assert after.conv_id not in [i for _, i in boss.conversations()]
+        assert after.answers and {c.kb for c in after.answers[-1].citations} == {"hr"}
+        assert "〔知识库 plan〕" not in messages[-1]["content"]

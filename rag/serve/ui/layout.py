@@ -504,8 +504,18 @@ def build_app(
         export_btn.click(on_export, [history_pick, state], [history_file, history_status])
 
         # ------------------------------------------------------------ asking
-        def on_ask(text, st):
+        def session(st, request):
+            """`st`, or a new session; over a home, always the request's login's (a client
+            may ask without loading the page, or with a page of another login's state)."""
             st = st or new_state()
+            name = getattr(request, "username", None) or ""
+            if home and st.user != name:  # nothing of another login's session is kept
+                st = new_state()
+                st.login(name)
+            return st
+
+        def on_ask(text, st, request: gr.Request):
+            st = session(st, request)
             if not isinstance(text, str) or not text.strip():
                 yield st.messages, "", st
                 return
@@ -522,10 +532,9 @@ def build_app(
         )
         asked.then(history_list, [state], [history_pick])
 
-        def on_example(st, evt: gr.SelectData):
-            st = st or new_state()
+        def on_example(st, evt: gr.SelectData, request: gr.Request):
             value = evt.value if isinstance(evt.value, dict) else {"text": str(evt.value)}
-            yield from on_ask(value.get("text", ""), st)
+            yield from on_ask(value.get("text", ""), st, request)
 
         chatbot.example_select(
             on_example,
