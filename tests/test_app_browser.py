@@ -597,6 +597,14 @@ def test_login_page_a_reader_sees_only_the_granted_knowledge_base(browser, home_
         assert not page.locator("#rag-upload").is_visible()
         assert not page.locator("#rag-remove").is_visible()
         shot(page, "21_reader_kb_tab")
+        for width in (360, 1280):  # the logout button never covers the header
+            page.set_viewport_size({"width": width, "height": 800})
+            page.wait_for_timeout(500)
+            h, b = (page.locator(s).bounding_box() for s in ("#rag-header", "#rag-logout"))
+            assert (b["y"] >= h["y"] + h["height"] or b["x"] >= h["x"] + h["width"]
+                    or b["y"] + b["height"] <= h["y"]), (width, h, b)  # fmt: skip
+            shot(page, f"21_reader_{width}px")
+        page.set_viewport_size({"width": 1280, "height": 900})
         page.locator("#rag-logout").click()
         page.wait_for_selector("#rag-login")
         page.goto(home_server.url)  # the session is gone, not only the page
