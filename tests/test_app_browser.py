@@ -517,6 +517,10 @@ def test_a_reload_keeps_a_logged_in_users_conversation(browser, login_server, pa
     finally:
         own.close()
     assert (login_server.root / "home" / "history.db").is_file()
+    from rag.org.audit import AuditLog  # the question is in the audit log under the login
+
+    rows = AuditLog(login_server.root / "home" / "audit.db").rows(user="alice")
+    assert [(r.question, r.channel, r.kbs) for r in rows] == [(ANSWERABLE, "ui", ("default",))]
 
 
 # --------------------------------------------------------------------------- a home's accounts
