@@ -1,9 +1,10 @@
 """The chat web app (Gradio): one shared system, independent sessions, cited answers.
 
-`rag.serve.api_ui.run(AppOptions)` is what `python app.py` calls (it wires the page to
-the `Service` the HTTP APIs use; this package never imports the service). The process loads one `RagSystem`
-(index and embedding model, once) and wraps it in a `Library`, which also owns uploads
-and removals. Each browser session gets its own `ChatState` (history, settings,
+`rag.serve.api_ui.run(AppOptions)` is what `python app.py` calls: it wires the page to
+the `Service` the HTTP APIs use (this package never imports the service, which imports
+it). The process loads one `RagSystem` (index and embedding model, once; over a home,
+one per knowledge base) and wraps it in a `Library`, which also owns uploads and
+removals; `rag.serve.ui.access` says what each login may read and change. Each browser session gets its own `ChatState` (history, settings,
 answerer) in a `gr.State`, so nothing one user does changes another's chat or settings.
 
 Everything that decides what the user sees is plain Python here (rendering, uploads,
