@@ -518,9 +518,16 @@ const FIXED_EN_PREFIX = [
   ['Select example ', '选择示例 '], ['number input for ', '输入数值：'],
   ['range slider for ', '拖动选择：'],
 ];
+// a chat message's label: Gradio writes "bot's message: " and the message's raw HTML
+const MESSAGE_PREFIX = [["bot's message: ", '回答：'], ["user's message: ", '提问：']];
 const zhOf = (v) => {
   if (!v) return null;
   if (FIXED_EN[v]) return FIXED_EN[v];
+  const m = MESSAGE_PREFIX.find(([en]) => v.startsWith(en));
+  if (m) {  // its text, read by a parser that runs nothing the HTML holds
+    const doc = new DOMParser().parseFromString(v.slice(m[0].length), 'text/html');
+    return m[1] + (doc.body.textContent || '').replace(/\\s+/g, ' ').trim().slice(0, 200);
+  }
   const p = FIXED_EN_PREFIX.find(([en]) => v.startsWith(en));
   return p ? p[1] + v.slice(p[0].length) : null;
 };
