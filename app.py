@@ -4,7 +4,7 @@ Serves the Gradio app on 127.0.0.1:7860 by default, over the index in --index (b
 from --corpus first when there is none). Another --host needs --auth, and the app says at
 start where it listens and that a login is required. Uploads, feedback and Gradio's copies
 of uploaded files (unless $GRADIO_TEMP_DIR is set) stay in the data folder beside the
-index. The app itself lives in `rag.serve.ui.app`.
+index. The app itself lives in `rag.serve.ui` and is wired up by `rag.serve.api_ui.run`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from rag.errors import RagError
-from rag.serve.ui.app import DEFAULT_HOST, DEFAULT_PORT, AppOptions, run
+from rag.serve.api_ui import run
+from rag.serve.ui.app import DEFAULT_HOST, DEFAULT_PORT, AppOptions
 from rag.serve.ui.library import DEFAULT_CORPUS
 
 
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder to build the index from when there is none yet (default: the repo's corpus/)",
     )
     p.add_argument("--config", help="settings file (TOML)")
+    p.add_argument(
+        "--home",
+        help="the home whose accounts log in and whose knowledge bases are served "
+        "(default $RAG_HOME or .rag/; used when it has accounts and no --index/--auth is given)",
+    )
     p.add_argument(
         "--feedback", help="feedback JSONL file (default: feedback.jsonl beside the index)"
     )
@@ -50,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         config=args.config,
         feedback=args.feedback,
         auth=args.auth,
+        home=args.home,
     )
     try:
         return run(opts)

@@ -412,11 +412,14 @@ def test_feedback_is_appended_to_the_jsonl(page, server):
     shot(page, "11_feedback")
 
 
+ENGLISH_LABELS = """() => [...document.querySelectorAll('[aria-label],[title],[placeholder]')]
+    .flatMap(e => ['aria-label', 'title', 'placeholder'].map(a => e.getAttribute(a)))
+    .filter(v => v && /[A-Za-z]{3,}/.test(v.replace(/top-k/g, '')))"""
+
+
 def test_tooltips_and_labels_are_chinese(page):
     """No English tooltip, label or placeholder on any tab (Gradio's own strings included)."""
-    scan = """() => [...document.querySelectorAll('[aria-label],[title],[placeholder]')]
-        .flatMap(e => ['aria-label', 'title', 'placeholder'].map(a => e.getAttribute(a)))
-        .filter(v => v && /[A-Za-z]{3,}/.test(v.replace(/top-k/g, '')))"""
+    scan = ENGLISH_LABELS
     english = set(page.evaluate(scan))
     for tab in ("知识库", "设置"):
         open_tab(page, tab)
@@ -514,3 +517,186 @@ def test_a_reload_keeps_a_logged_in_users_conversation(browser, login_server, pa
     finally:
         own.close()
     assert (login_server.root / "home" / "history.db").is_file()
+    from rag.org.audit import AuditLog  # the question is in the audit log under the login
+
+    rows = AuditLog(login_server.root / "home" / "audit.db").rows(user="alice")
+    assert [(r.question, r.channel, r.kbs) for r in rows] == [(ANSWERABLE, "ui", ("default",))]
+
+
+# --------------------------------------------------------------------------- a home's accounts
+HOME_USERS = {"li": ("reader", ["hr"]), "wang": ("editor", ["hr"]), "boss": ("admin", [])}
+
+
+def _password(name: str) -> str:
+    return f"{name}-pass-2024"
+
+
+@pytest.fixture(scope="module")
+def home_server(tmp_path_factory, embedder):
+    """`python app.py --home H` over a home with the knowledge bases plan and hr
+    (tests/org_home.py) and accounts made by `rag user add ... --password-stdin`."""
+    import sys
+
+    from org_home import make_home
+
+    root = tmp_path_factory.mktemp("home-app")
+    s = make_home(root, embedder)
+    for name, (role, kbs) in HOME_USERS.items():
+        cmd = [sys.executable, "-m", "rag.serve.cli", "user", "add", name, "--role", role,
+               "--password-stdin", "--home", s.home] + [a for kb in kbs for a in ("--kb", kb)]  # fmt: skip
+        done = subprocess.run(cmd, input=_password(name) + "\n", capture_output=True, text=True,
+                              cwd=REPO, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    env = {"RAG_HOME": None, "RAG_INDEX": None, "RAG_AUTH": None}
+    with running_app(["--home", s.home], root / "app.log", env=env) as app:
+        yield Server(app.url, root, app.proc, app.log)
+
+
+def _login(browser, server, name: str, password: str | None = None):
+    browser.clear_cookies()  # the pages of the context share one session cookie
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server.url)
+    page.locator("#rag-login-name").fill(name)
+    page.locator("#rag-login-password").fill(password or _password(name))
+    page.locator("#rag-login-password").press("Enter")
+    if password is None:
+        page.wait_for_selector("#rag-question textarea")
+        page.wait_for_function(
+            "n => document.querySelector('#rag-history-note').textContent.includes('已登录为 ' + n)",
+            arg=name,
+        )
+    return page
+
+
+def _options(page, selector: str) -> list[str]:
+    page.locator(f"{selector} input").click()
+    options = [t.split("\n")[-1].strip() for t in page.get_by_role("option").all_inner_texts()]
+    page.keyboard.press("Escape")  # (a chosen one's text starts with a check mark line)
+    return options
+
+
+def test_login_page_a_reader_sees_only_the_granted_knowledge_base(browser, home_server):
+    page = _login(browser, home_server, "li", "wrong-password")
+    try:
+        assert page.title() == "登录 · 文档问答"
+        error = page.locator("#rag-login-error")
+        error.get_by_text("用户名或密码不正确。").wait_for()
+        shot(page, "20_login_wrong_password")
+    finally:
+        page.close()
+    page = _login(browser, home_server, "li")
+    try:
+        assert _options(page, "#rag-kbs") == ["hr"]
+        assert page.get_by_role("tab", name="管理").count() == 0
+        answer = ask(page, "崂山区2023年计划完成投资多少？")  # plan's answer; li reads hr only
+        kbs = answer.locator(".rag-card .rag-kb").all_inner_texts()
+        assert kbs and set(kbs) == {"〔知识库 hr〕"}
+        assert "嶗山" not in answer.locator(".rag-card").first.inner_text()
+        open_tab(page, "知识库")
+        assert _options(page, "#rag-kb-pick") == ["hr"]
+        page.locator("#rag-docs").get_by_text("杭州").first.wait_for()
+        assert "嶗山" not in page.locator("#rag-docs").inner_text()
+        page.locator("#rag-kb-readonly").get_by_text("只有提问权限").wait_for()
+        assert not page.locator("#rag-upload").is_visible()
+        assert not page.locator("#rag-remove").is_visible()
+        shot(page, "21_reader_kb_tab")
+        for width in (360, 1280):  # the logout button never covers the header
+            page.set_viewport_size({"width": width, "height": 800})
+            page.wait_for_timeout(500)
+            h, b = (page.locator(s).bounding_box() for s in ("#rag-header", "#rag-logout"))
+            assert (b["y"] >= h["y"] + h["height"] or b["x"] >= h["x"] + h["width"]
+                    or b["y"] + b["height"] <= h["y"]), (width, h, b)  # fmt: skip
+            shot(page, f"21_reader_{width}px")
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.locator("#rag-logout").click()
+        page.wait_for_selector("#rag-login")
+        page.goto(home_server.url)  # the session is gone, not only the page
+        page.wait_for_selector("#rag-login")
+    finally:
+        page.close()
+
+
+def test_an_editor_uploads_to_the_knowledge_base_granted(browser, home_server, tmp_path):
+    page = _login(browser, home_server, "wang")
+    try:
+        doc = tmp_path / "人事通知.txt"
+        doc.write_text("人事通知\n2024年起年休假可跨年度结转至次年3月31日。\n", encoding="utf-8")
+        row = upload(page, doc)
+        assert "已添加" in row.inner_text()
+        page.locator("#rag-docs").get_by_text("人事通知").first.wait_for()
+    finally:
+        page.close()
+
+
+def test_an_admin_asks_several_knowledge_bases_and_sees_the_admin_tab(browser, home_server):
+    page = _login(browser, home_server, "boss")
+    try:
+        assert _options(page, "#rag-kbs") == ["hr", "plan"]
+        pick = page.locator("#rag-kbs input")
+        pick.click()
+        pick.fill("plan")
+        pick.press("Enter")
+        page.keyboard.press("Escape")
+        page.locator("#rag-kbs-status").get_by_text("知识库 hr、plan").wait_for()
+        answer = ask(page, "崂山区2023年计划完成投资多少？")
+        assert "〔知识库 plan〕" in answer.locator(".rag-card .rag-kb").all_inner_texts()
+        answer.locator(".rag-card").first.click()
+        page.locator("#rag-viewer .rag-target").wait_for()
+        open_tab(page, "管理")
+        has = "([id, text]) => document.querySelector(id)?.innerText.includes(text)"
+        page.wait_for_function(has, arg=["#rag-admin-users", "读者"])
+        users = page.locator("#rag-admin-users").inner_text()
+        assert "li" in users and "全部" in users and "编辑" in users
+        page.wait_for_function(has, arg=["#rag-admin-recent", "崂山区2023年计划完成投资多少？"])
+        recent = page.locator("#rag-admin-recent").inner_text()
+        assert "网页" in recent and "boss" in recent
+        assert "次提问" in page.locator("#rag-admin-summary").inner_text()
+        page.locator("#rag-admin-per-day img").wait_for()
+        shot(page, "22_admin_tab")
+        english = set(page.evaluate(ENGLISH_LABELS))  # a message's label is its own text
+        assert not {e for e in english if not e.startswith(("回答：", "提问："))}, english
+        label = page.locator("#rag-chat [aria-label^='提问：']").first.get_attribute("aria-label")
+        assert label == "提问：崂山区2023年计划完成投资多少？", label
+    finally:
+        page.close()
+
+
+def test_history_rename_export_and_delete_with_confirmation(browser, home_server):
+    page = _login(browser, home_server, "li")
+    try:
+        page.locator("#rag-new-chat").click()  # li's earlier conversation was resumed
+        page.wait_for_function("() => !document.querySelector('#rag-chat .rag-answer')")
+        ask(page, "赴杭州学习考察重点学习了哪些内容？")
+        page.locator("button.toggle-button").first.click()  # open the sidebar
+        pick = page.locator("#rag-history-pick label").filter(has_text="赴杭州学习考察")
+        pick.wait_for()
+        pick.click()
+        page.locator("#rag-history-title textarea, #rag-history-title input").first.fill("杭州考察")
+        page.locator("#rag-history-rename").click()
+        page.locator("#rag-history-pick").get_by_text("杭州考察").wait_for()
+        page.locator("#rag-history-pick label").filter(has_text="杭州考察").click()
+        page.locator("#rag-history-export-btn").click()
+        link = page.locator("#rag-history-export a").first
+        link.wait_for()
+        with page.expect_download() as got:
+            link.click()
+        md = Path(got.value.path()).read_text(encoding="utf-8")
+        assert md.startswith("# 杭州考察\n") and "〔知识库 hr〕" in md and "引用：" in md
+        shot(page, "23_history_exported")
+        page.locator("#rag-history-delete").click()
+        confirm = page.locator("#rag-history-confirm")
+        confirm.get_by_text("确定删除对话“杭州考察”吗？").wait_for()
+        page.locator("#rag-history-no").click()
+        page.locator("#rag-history-status").get_by_text("已取消").wait_for()
+        assert "杭州考察" in page.locator("#rag-history-pick").inner_text()
+        page.locator("#rag-history-delete").click()
+        confirm.get_by_text("确定删除对话“杭州考察”吗？").wait_for()
+        page.locator("#rag-history-yes").click()
+        page.locator("#rag-history-status").get_by_text("已删除对话").wait_for()
+        page.wait_for_function(
+            "() => !document.querySelector('#rag-history-pick')?.innerText.includes('杭州考察')"
+        )
+        shot(page, "24_history_deleted")
+    finally:
+        page.close()

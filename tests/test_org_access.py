@@ -237,9 +237,11 @@ def test_only_an_editor_of_a_knowledge_base_may_ingest_into_it(home, capsys, tmp
     assert code == 0 and "added 1" in out, err
 
 
-def test_the_chat_ui_logs_in_editors_of_its_knowledge_base_with_their_account(home, embedder):
+def test_the_chat_ui_logs_in_every_account_with_its_password(home, embedder):
+    """Readers too: what a login may read and change is decided on each action
+    (tests/test_ui_access.py); the page without a session is the Chinese login page."""
     from rag.serve.api import create_app, make_server
-    from rag.serve.api_ui import account_login
+    from rag.serve.limits import account_login
     from rag.system import Embedders, KbSystems
 
     s, _ = home
@@ -249,7 +251,7 @@ def test_the_chat_ui_logs_in_editors_of_its_knowledge_base_with_their_account(ho
     a.add("zhou", "editor", ["plan"], password="zhou-password")
     systems = KbSystems(s, Embedders(s, {s.embed_model: embedder}))
     app = create_app(systems.get("hr"), [SERVICE_KEY], ui=True,
-                     ui_auth=account_login(s, "hr", 0.0), systems=systems, accounts=a)  # fmt: skip
+                     ui_auth=account_login(s, 0.0), systems=systems, accounts=a)  # fmt: skip
     port = free_port()
     srv = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -261,16 +263,25 @@ def test_the_chat_ui_logs_in_editors_of_its_knowledge_base_with_their_account(ho
             time.sleep(0.05)
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/config").status_code == 401
+        page = httpx.get(url + "/")
+        assert page.status_code == 200 and 'id="rag-login"' in page.text
+        assert "用户名或密码不正确。" in page.text and "<title>登录 · 文档问答</title>" in page.text
 
         def status(name: str, pw: str) -> int:
             data = {"username": name, "password": pw}
             return httpx.post(url + "/login", data=data, timeout=60).status_code
 
-        assert status("qian", "qian-password") == 200  # an editor of hr, the UI's
+        assert status("qian", "qian-password") == 200
         assert status("qian", "wrong-password") == 400
-        assert status("sun", "sun-password") == 400  # a reader: the UI changes documents
-        assert status("zhou", "zhou-password") == 400  # an editor of another knowledge base
+        assert status("sun", "sun-password") == 200  # a reader: asks, cannot change
+        assert status("zhou", "zhou-password") == 200  # an editor of another knowledge base
         assert status("ghost", "qian-password") == 400
+        with httpx.Client(base_url=url) as client:  # logged in: the app, not the login page
+            data = {"username": "sun", "password": "sun-password"}
+            assert client.post("/login", data=data, timeout=60).status_code == 200
+            page = client.get("/")
+            assert page.status_code == 200 and 'id="rag-login"' not in page.text
+            assert client.get("/config").status_code == 200
     finally:
         srv.should_exit = True
         thread.join(15)

@@ -193,6 +193,16 @@ def test_ldap_login_binds_against_a_real_slapd_and_creates_the_account(tmp_path,
                          ("zhang,ou=people", "zhang-pass")):  # fmt: skip
             with pytest.raises(AuthError, match="用户名或密码不正确"):
                 login(s, name, pw)
+        # the chat page's login (the checker Gradio's POST /login awaits) takes it too
+        import asyncio
+
+        from rag.serve.limits import account_login
+        from rag.serve.ui.login import login_page
+
+        check = account_login(s, 0.0)
+        assert asyncio.run(check("zhang", "zhang-pass")) is True
+        assert asyncio.run(check("zhang", "wrong")) is False
+        assert "LDAP" in login_page(ldap=bool(s.ldap_url)) and "LDAP" not in login_page()
     # the directory gone: a clear refusal, not a traceback or a way in
     with pytest.raises(AuthError, match="无法连接 LDAP"):
         login(s.replace(ldap_timeout_s=1.0), "zhang", "zhang-pass")

@@ -275,6 +275,7 @@ def test_uploads_are_checked_and_stored_under_generated_names(wide_app, client, 
                             "meta": {"_type": "gradio.FileData"},
                         }
                     ],
+                    "default",  # the knowledge base
                     None,
                 ]
             },

@@ -523,7 +523,7 @@ def create_app(system, keys: Sequence[str] = (), *, no_auth: bool = False,
         from rag.serve.api_ui import mount_ui
 
         library = service.knowledge_base(None).library  # one write lock for both
-        app = mount_ui(app, system, ui_auth, ui_temp_dir, library=library)
+        app = mount_ui(app, system, ui_auth, ui_temp_dir, library=library, service=service)
     return app
 
 
@@ -623,9 +623,9 @@ def serve(opts: ServeOptions, settings) -> int:
             )
         system = systems.get(KNOWLEDGE_BASE if KNOWLEDGE_BASE in names else names[0])
         if opts.ui and opts.ui_auth is None and opts.account_keys:  # the accounts log in
-            from rag.serve.api_ui import account_login
+            from rag.serve.limits import account_login
 
-            ui_auth = account_login(settings, system.kbs[0], settings.login_delay_s)
+            ui_auth = account_login(settings, settings.login_delay_s)
     print("Loading the embedding model ...", file=sys.stderr, flush=True)
     system.embedder.embed_query("预热")
     app = create_app(system, opts.api_keys, no_auth=opts.no_auth, ui=opts.ui,

@@ -141,3 +141,36 @@ def login_checker(accounts: dict[str, str], delay_s: float) -> Callable[[str, st
             return ok
 
     return check
+
+
+MAX_LOGIN_LOCKS = 1024  # one per name tried; forgotten past this many (any name can be tried)
+
+
+def account_login(settings, delay_s: float) -> Callable[[str, str], object]:
+    """Gradio's `auth` over a home's accounts: a local password (argon2), else LDAP when
+    configured (rag.org.ldap_auth.login). Any account may log in: what it may read and
+    change is decided on every action by its role and grants (rag.serve.ui.access). One
+    try at a time per name and `delay_s` after each failure, as
+    `rag.serve.limits.login_checker`."""
+    from rag.errors import AuthError, NotFoundError
+    from rag.org.ldap_auth import login
+
+    locks: dict[str, asyncio.Lock] = {}
+
+    def allowed(username: str, password: str) -> bool:
+        try:
+            login(settings, username, password)
+            return True
+        except (AuthError, NotFoundError):
+            return False
+
+    async def check(username: str, password: str) -> bool:
+        if len(locks) > MAX_LOGIN_LOCKS:
+            locks.clear()
+        async with locks.setdefault(username, asyncio.Lock()):
+            ok = await asyncio.to_thread(allowed, username, password)  # argon2 takes ~50 ms
+            if not ok:
+                await asyncio.sleep(delay_s)
+            return ok
+
+    return check

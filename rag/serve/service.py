@@ -102,8 +102,15 @@ class KnowledgeBase:
                 from rag.serve.ui.library import Library, data_dir
 
                 root = data_dir(self.system.settings)
+                # each knowledge base its own upload folder: the same file uploaded to two
+                # of them is stored once in each, and removing it from one keeps the other's
+                uploads = (
+                    root / "uploads"
+                    if self.name == KNOWLEDGE_BASE
+                    else root / "uploads" / self.name
+                )
                 self._library = Library(
-                    self.system, root / "uploads", root / "feedback.jsonl", self.temp_dir
+                    self.system, uploads, root / "feedback.jsonl", self.temp_dir
                 )
             return self._library
 
@@ -210,12 +217,13 @@ class Service:
         """The loaded system of the knowledge base `name` (see `knowledge_base`)."""
         return self.knowledge_base(name, caller).system
 
-    def record(self, caller, system, ans, started: float, via: str = "api") -> None:
-        """The answer into the home's audit log (none for a bare index)."""
-        if self.audit is not None and ans is not None:
-            latency = (time.perf_counter() - started) * 1e3
-            kbs = getattr(system, "kbs", None) or (KNOWLEDGE_BASE,)
-            self.audit.record(str(as_caller(caller)), kbs, ans, latency, via)
+    def record(self, caller, system, ans, started: float, via: str = "api") -> int | None:
+        """The answer into the home's audit log (none for a bare index); its id there."""
+        if self.audit is None or ans is None:
+            return None
+        latency = (time.perf_counter() - started) * 1e3
+        kbs = getattr(system, "kbs", None) or (KNOWLEDGE_BASE,)
+        return self.audit.record(str(as_caller(caller)), kbs, ans, latency, via)
 
     # ----------------------------------------------------------------- answers
     @property

@@ -1,8 +1,10 @@
 """The chat web app (Gradio): one shared system, independent sessions, cited answers.
 
-`run(AppOptions)` is what `python app.py` calls. The process loads one `RagSystem`
-(index and embedding model, once) and wraps it in a `Library`, which also owns uploads
-and removals. Each browser session gets its own `ChatState` (history, settings,
+`rag.serve.api_ui.run(AppOptions)` is what `python app.py` calls: it wires the page to
+the `Service` the HTTP APIs use (this package never imports the service, which imports
+it). The process loads one `RagSystem` (index and embedding model, once; over a home,
+one per knowledge base) and wraps it in a `Library`, which also owns uploads and
+removals; `rag.serve.ui.access` says what each login may read and change. Each browser session gets its own `ChatState` (history, settings,
 answerer) in a `gr.State`, so nothing one user does changes another's chat or settings.
 
 Everything that decides what the user sees is plain Python here (rendering, uploads,
@@ -11,24 +13,10 @@ wires them to it. All document and answer text goes through `html.escape` before
 put into HTML: documents may contain markup.
 """
 
-import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from rag.config import Settings
 from rag.errors import ConfigError
-from rag.serve.limits import UploadRouteLimit, login_checker, upload_limiter
-from rag.serve.ui.handlers import example_questions
-from rag.serve.ui.layout import build_app, ui_i18n
-from rag.serve.ui.library import (
-    DEFAULT_CORPUS,
-    Library,
-    data_dir,
-    ensure_index,
-    use_upload_temp_dir,
-)
-from rag.serve.ui.render import CSS
+from rag.serve.ui.library import DEFAULT_CORPUS
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -51,6 +39,7 @@ class AppOptions:
     config: str | None = None
     feedback: str | None = None
     auth: str | None = None  # "user:password"; also $RAG_AUTH
+    home: str | None = None  # the home whose accounts log in (default $RAG_HOME, .rag/)
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -63,9 +52,10 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def check_bind(host: str, auth: tuple[str, str] | None) -> None:
-    """Refuse to listen beyond this machine without a password: the app can change the index."""
-    if host not in LOCAL_HOSTS and auth is None:
+def check_bind(host: str, auth: tuple[str, str] | None, accounts: bool = False) -> None:
+    """Refuse to listen beyond this machine without a password: the app can change the index.
+    A home's accounts (`accounts`) are a login."""
+    if host not in LOCAL_HOSTS and auth is None and not accounts:
         raise ConfigError(
             f"refusing to listen on {host} without a password: anyone who can reach it could "
             "read and change the knowledge base; pass --auth USER:PASSWORD (or set RAG_AUTH), "
@@ -73,7 +63,9 @@ def check_bind(host: str, auth: tuple[str, str] | None) -> None:
         )
 
 
-def listen_message(host: str, port: int, auth: tuple[str, str] | None) -> str:
+def listen_message(
+    host: str, port: int, auth: tuple[str, str] | None, accounts: bool = False
+) -> str:
     """The startup line that says where the app listens and whether a login is needed.
 
     Names the user, never the password.
@@ -81,71 +73,6 @@ def listen_message(host: str, port: int, auth: tuple[str, str] | None) -> str:
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     scope = " (this machine only)" if host in LOCAL_HOSTS else ""
     login = f"login required (user {auth[0]})" if auth else "no login"
+    if accounts:
+        login = "login required (the home's accounts)"
     return f"Listening on {where}{scope}; {login}"
-
-
-def run(opts: AppOptions) -> int:
-    """Load (building if needed) the index, then serve the app until interrupted."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    auth = parse_auth(opts.auth if opts.auth is not None else os.environ.get("RAG_AUTH"))
-    check_bind(opts.host, auth)
-    settings = Settings.load(opts.config, index_dir=opts.index_dir)
-    upload_tmp = use_upload_temp_dir(settings)
-
-    from rag.system import load_system, make_embedder
-
-    embedder = make_embedder(settings)
-    ensure_index(settings, opts.corpus_dir, embedder=embedder)
-    system = load_system(settings, embedder=embedder)
-    print("Loading the embedding model ...", file=sys.stderr, flush=True)
-    system.embedder.embed_query("预热")  # load the model now, not on the first question
-    root = data_dir(settings)
-    feedback = Path(opts.feedback) if opts.feedback else root / "feedback.jsonl"
-    library = Library(system, root / "uploads", feedback, upload_tmp)
-    docs = system.index.docs
-    examples = example_questions(set(docs), {k: v.get("title") or k for k, v in docs.items()})
-
-    import gradio as gr
-    from starlette.middleware import Middleware
-
-    demo = build_app(library, examples)
-    demo.queue(default_concurrency_limit=4)
-    theme = gr.themes.Default(
-        font=[
-            "Source Sans Pro",
-            "Noto Sans CJK SC",
-            "WenQuanYi Micro Hei",
-            "PingFang SC",
-            "Microsoft YaHei",
-            "sans-serif",
-        ]
-    )
-    print(
-        f"Feedback goes to {feedback}; uploads to {library.uploads_dir} "
-        f"(upload temp files in {upload_tmp})",
-        file=sys.stderr,
-        flush=True,
-    )
-    print(listen_message(opts.host, opts.port, auth), file=sys.stderr, flush=True)
-    demo.launch(
-        server_name=opts.host,
-        server_port=opts.port,
-        auth=login_checker(dict([auth]), settings.login_delay_s) if auth else None,
-        max_file_size=int(settings.max_file_mb * 2**20),
-        css=CSS,
-        i18n=ui_i18n(),
-        theme=theme,
-        footer_links=[],
-        run_history=False,
-        show_error=False,  # handlers say what went wrong in Chinese; never a raw exception
-        app_kwargs={
-            "middleware": [  # the route has its own budget: a chat upload passes both
-                Middleware(
-                    UploadRouteLimit,
-                    limiter=upload_limiter(settings),
-                    max_file_mb=settings.max_file_mb,
-                )
-            ]
-        },
-    )
-    return 0

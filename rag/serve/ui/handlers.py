@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
-from rag.errors import ConfigError, RagError
+from rag.errors import ConfigError, ForbiddenError, RagError
 from rag.serve.limits import LimitError, check_comment, check_question
 from rag.serve.public import public_error
 from rag.serve.ui.library import DEFAULT_QA, Library
@@ -78,6 +79,13 @@ class ChatState:
     # survive a reload; without login ("") a conversation lives as long as the page
     user: str = ""
     conv_id: str = ""  # this conversation's id in the history; "" until its first answer
+    # who is asking and what (rag.serve.ui.access.UiAccess): every read goes through the
+    # access with `caller`; `kbs` are the knowledge bases this conversation asks
+    access: Any = None
+    caller: Any = None
+    kbs: tuple[str, ...] = ()
+    audit_ids: dict[int, int] = field(default_factory=dict)  # turn -> its audit log id
+    pending_turn: int | None = None
     _chat: Any = None
     _answerer: Any = None
     _answerer_key: tuple | None = None
@@ -96,13 +104,17 @@ class ChatState:
 
     def answerer(self):
         """This session's answerer over the live index, rebuilt when the index or settings change."""
+        from rag.search.multi import MultiRetriever
         from rag.search.retriever import HybridRetriever
 
         system = self.library.system
         index = system.index
         key = (index, self.settings)  # the index compares by identity: one per version
         if self._answerer_key != key:
-            retriever = HybridRetriever(index, system.embedder, self.settings)
+            if isinstance(system.retriever, MultiRetriever):  # knowledge bases of a home
+                retriever = MultiRetriever(system.retriever.parts, self.settings)
+            else:
+                retriever = HybridRetriever(index, system.embedder, self.settings)
             self._answerer, self.notice = build_answerer(self.settings, retriever, system.embedder)
             if self.notice:  # fell back to the extractive answerer: say so in the settings too
                 self.settings = dataclasses.replace(self.settings, llm="extractive")
@@ -111,6 +123,45 @@ class ChatState:
             self._chat.rewriter = _rewriter_for(self._answerer, self.settings)
             self._answerer_key = key
         return self._answerer
+
+    def login(self, username: str | None) -> None:
+        """This session is `username`'s (the login name; "" for none): its caller, and
+        over a home the first knowledge base it may read, unless it chose readable ones."""
+        self.user = username or ""
+        if self.access is None:
+            return
+        self.caller = self.access.caller(self.user)
+        if self.access.has_kbs:
+            readable = self.access.readable(self.caller)
+            kept = [k for k in self.kbs if k in readable] or readable[:1]
+            if kept:
+                self.use_kbs(kept)
+            else:
+                self.kbs = ()
+
+    def use_kbs(self, kbs) -> str:
+        """Ask the knowledge bases `kbs` from now on: a new conversation when they change
+        (UnknownKnowledgeBase for one the caller may not read). Returns the status line."""
+        names = [k for k in dict.fromkeys(kbs or ()) if isinstance(k, str) and k]
+        if not names:
+            raise ConfigError("请至少选择一个知识库。")
+        library = self.access.chat_library(names, self.caller)
+        if tuple(names) != self.kbs:
+            self.reset()
+            self.kbs = tuple(names)
+            self._chat.system = library.system
+        self.library = library
+        return f"提问范围：知识库 {'、'.join(self.kbs)}。"
+
+    def _checked_library(self) -> None:
+        """Over a home, the library of this conversation's knowledge bases, looked up
+        again for the caller: a grant revoked since the last question counts now."""
+        if self.access is None or not self.access.has_kbs:
+            return
+        self.caller = self.access.caller(self.user)
+        if not self.kbs:
+            raise ForbiddenError("您还没有可以提问的知识库，请联系管理员授权。")
+        self.library = self.access.chat_library(self.kbs, self.caller)
 
     def apply(self, generator: str | None = None, top_k: Any = None) -> str:
         """Choose this session's generator (by the name the operator configured) and
@@ -207,7 +258,9 @@ class ChatState:
         at = len(self.messages) - 1
         yield self.messages
         text = ""
+        started = time.perf_counter()
         try:
+            self._checked_library()
             rewritten = self.rewrite(question)
             for item in self.ask(question, rewritten):
                 if isinstance(item, str):
@@ -220,6 +273,7 @@ class ChatState:
                     self.message_turn[at] = turn
                     self.messages[at]["content"] = render_answer(item, turn, self.library.n_chars())
                     self._remember(item)
+                    self._audit(turn, item, started)
                     yield self.messages
         except Exception as e:  # noqa: BLE001 -- a generator bug must not take the session down
             self.messages[at]["content"] = render_error(public_error(e))
@@ -230,6 +284,27 @@ class ChatState:
         if not 0 <= turn < len(self.answers):
             return None
         return next((c for c in self.answers[turn].citations if c.n == n), None)
+
+    def source(self, turn: int, n: int):
+        """(library, citation) to show citation `n` of answer `turn` from, the library
+        looked up again for the caller; None when there is none it may read."""
+        c = self.citation(turn, n)
+        if c is None:
+            return None
+        try:
+            self._checked_library()
+        except RagError:
+            return None
+        return self.library, c
+
+    def _audit(self, turn: int, answer, started: float) -> None:
+        """A logged-in user's question into the audit log (rag.org.audit), by its caller."""
+        if self.access is None or not self.user:
+            return
+        qid = self.access.record(self.caller or self.access.caller(self.user),
+                                 self.library.system, answer, started)  # fmt: skip
+        if qid is not None:
+            self.audit_ids[turn] = qid
 
     def _history(self):
         from rag.org.cli import history_store
@@ -243,7 +318,7 @@ class ChatState:
             return
         history = self._history()
         if not self.conv_id:
-            kbs = sorted({c.kb for c in answer.citations if c.kb})
+            kbs = list(self.kbs) or sorted({c.kb for c in answer.citations if c.kb})
             self.conv_id = history.start(self.user, kbs, answer.question)
         history.append(self.user, self.conv_id, answer)
 
@@ -263,6 +338,8 @@ class ChatState:
         conv = self._history().get(self.user, conv_id) if self.user else None
         if conv is None:
             raise ConfigError("登录后才能继续以前的对话。")
+        if self.access is not None and self.access.has_kbs:
+            self.use_kbs(conv.kbs or self.kbs)  # refused if the user may no longer read them
         self.reset()
         self.conv_id = conv.id
         for t in conv.turns:
@@ -281,7 +358,39 @@ class ChatState:
         self.messages.clear()
         self.answers.clear()
         self.message_turn.clear()
+        self.audit_ids.clear()
         self.pending = None
+        self.pending_turn = None
+
+    # ----------------------------------------------------------------- kept conversations
+    def _own_history(self):
+        if not self.user:
+            raise ConfigError("登录后才能管理保存的对话。")
+        return self._history()
+
+    def rename_conversation(self, conv_id: str, title: str) -> None:
+        """Rename this user's conversation (another user's is not found)."""
+        self._own_history().rename(self.user, conv_id or "", title)
+
+    def delete_conversation(self, conv_id: str) -> None:
+        """Delete this user's conversation; the chat empties if it was the open one."""
+        self._own_history().delete(self.user, conv_id or "")
+        if conv_id == self.conv_id:
+            self.reset()
+
+    def conversation_title(self, conv_id: str) -> str:
+        return self._own_history().get(self.user, conv_id or "").title
+
+    def export_conversation(self, conv_id: str, folder: Path) -> Path:
+        """This user's conversation as Markdown with its citations, written in `folder`."""
+        from rag.serve.ui.library import sanitize_filename
+
+        history = self._own_history()
+        text = history.markdown(self.user, conv_id or "")
+        title = history.get(self.user, conv_id).title
+        path = Path(folder) / f"对话-{sanitize_filename(title, 40)}.md"
+        path.write_text(text, encoding="utf-8")
+        return path
 
     def feedback(self, message_index: int, rating: str, comment: str = ""):
         """Record a rating of the answer in chat message `message_index`; return the record."""
@@ -299,7 +408,9 @@ class ChatState:
             index_version=self.library.index.folder.name,
         )
         self._append(rec)
-        self.pending = rec
+        self.pending, self.pending_turn = rec, turn
+        if self.access is not None and self.caller is not None:
+            self.access.feedback(self.audit_ids.get(turn), self.caller, rating)
         return rec
 
     def _append(self, rec) -> None:
@@ -317,6 +428,9 @@ class ChatState:
         check_comment(text, self.library.settings)
         rec = self.pending.with_comment(text)
         self._append(rec)
+        if self.access is not None and self.caller is not None:
+            self.access.feedback(self.audit_ids.get(self.pending_turn), self.caller,
+                                 rec.rating, text)  # fmt: skip
         self.pending = None
         return rec
 

@@ -354,12 +354,15 @@ class Library:
 
     def info(self) -> dict[str, Any]:
         idx = self.index
-        m = idx.manifest
+        parts = getattr(idx, "indexes", [idx])  # several knowledge bases: a MultiIndex
+        m = parts[0].manifest
         return {
-            "embed_model": m["embedding"]["model"],
+            "embed_model": "、".join(
+                dict.fromkeys(p.manifest["embedding"]["model"] for p in parts)
+            ),
             "dim": m["embedding"]["dim"],
             "index_dir": str(self.settings.index_path.resolve()),
-            "version": idx.folder.name,
+            "version": "、".join(p.folder.name for p in parts),
             "n_docs": len(idx.docs),
             "n_chunks": len(idx),
             "vector_index": m.get("vector_index", ""),

@@ -117,7 +117,8 @@ def render_citation_card(c, turn: int, n_chars: int | None = None, plain: int = 
     return (
         f'<div class="rag-card {_cite_class(turn, c.n)}" title="点击查看原文">'
         f'<div class="rag-card-head"><span class="rag-badge">[{c.n}]</span>'
-        f'<span class="rag-title">《{esc(c.title or c.doc_id)}》</span></div>'
+        + (f'<span class="rag-kb">〔知识库 {esc(c.kb)}〕</span>' if getattr(c, "kb", "") else "")
+        + f'<span class="rag-title">《{esc(c.title or c.doc_id)}》</span></div>'
         f'<div class="rag-meta">{esc(_date_zh(c.date))} · {esc(where)}</div>'
         + (f'<div class="rag-provenance">{esc(origin)}</div>' if origin else "")
         + warnings
@@ -222,7 +223,10 @@ def plain_answer(answer) -> str:
         quoted = "……".join(c.text[s - c.start : e - c.start] for s, e in c.quotes)
         passage = quoted or c.text[:160] + ("……" if len(c.text) > 160 else "")
         passage = re.sub(r"\s+", " ", without_glosses(passage)).strip()
-        lines.append(f"[{c.n}]《{c.title or '无标题文档'}》{getattr(c, 'location', '')}：{passage}")
+        kb = f"〔知识库 {c.kb}〕" if getattr(c, "kb", "") else ""
+        lines.append(
+            f"[{c.n}]{kb}《{c.title or '无标题文档'}》{getattr(c, 'location', '')}：{passage}"
+        )
     return "\n".join(lines)
 
 
@@ -404,6 +408,17 @@ UI_STRINGS = {
     "upload_text.click_to_upload": "点击上传",
     "upload_text.drop_file": "将文件拖放到此处",
     "common.or": "或",
+    "common.download": "下载",
+    "common.download_all": "全部下载",
+    "common.share": "分享",
+    "common.clear": "清除",
+    "common.remove": "移除",
+    "common.edit": "编辑",
+    "common.empty": "空",
+    "common.error": "出错",
+    "common.loading": "加载中",
+    "common.submit": "提交",
+    "common.undo": "撤销",
 }
 
 CSS = """
@@ -428,6 +443,7 @@ CSS = """
 .rag-related .rag-card { opacity: 0.85; }
 .rag-card-head { font-weight: 600; }
 .rag-badge { color: #2563eb; margin-right: 0.3em; }
+.rag-kb { color: #047857; font-weight: normal; }
 .rag-meta { font-size: 0.85em; color: #6b7280; }
 .rag-provenance { font-size: 0.85em; color: #b45309; }
 .rag-warn { font-size: 0.85em; color: #b91c1c; font-weight: 600; }
@@ -502,9 +518,16 @@ const FIXED_EN_PREFIX = [
   ['Select example ', '选择示例 '], ['number input for ', '输入数值：'],
   ['range slider for ', '拖动选择：'],
 ];
+// a chat message's label: Gradio writes "bot's message: " and the message's raw HTML
+const MESSAGE_PREFIX = [["bot's message: ", '回答：'], ["user's message: ", '提问：']];
 const zhOf = (v) => {
   if (!v) return null;
   if (FIXED_EN[v]) return FIXED_EN[v];
+  const m = MESSAGE_PREFIX.find(([en]) => v.startsWith(en));
+  if (m) {  // its text, read by a parser that runs nothing the HTML holds
+    const doc = new DOMParser().parseFromString(v.slice(m[0].length), 'text/html');
+    return m[1] + (doc.body.textContent || '').replace(/\\s+/g, ' ').trim().slice(0, 200);
+  }
   const p = FIXED_EN_PREFIX.find(([en]) => v.startsWith(en));
   return p ? p[1] + v.slice(p[0].length) : null;
 };
