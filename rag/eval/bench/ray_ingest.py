@@ -113,11 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, default=corpus.DEFAULT_SOURCE)
     p.add_argument("--work", type=Path, default=Path("/tmp/rag-bench/ray-ingest"))
     p.add_argument("--out", type=Path, default=Path("eval/reports/ray_ingest"))
+    p.add_argument("--report-only", action="store_true", help="re-render from results.json")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.report_only:
+        result = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
+        (args.out / "README.md").write_text(render(result), encoding="utf-8")
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     sides = [s.strip() for s in args.sides.split(",")]
     articles = corpus.read_articles(args.source, limit=max(sizes))
