@@ -7,7 +7,8 @@ import sys
 # `python -m rag.eval.bench org [options]`: many accounts asking knowledge bases at once;
 # `python -m rag.eval.bench stores|store_scale [options]`: FAISS against milvus-lite query
 # latency, and its cost against corpus size (10k to 1M chunks, with a plot);
-# `python -m rag.eval.bench agreement|ingest_speed|query_embed`: the int8 ONNX embedder;
+# `python -m rag.eval.bench agreement|ingest_speed|query_embed|query_profile`: the int8
+# ONNX embedder;
 # `python -m rag.eval.bench ray_ingest`: ingestion over Ray workers.
 SUBCOMMANDS = {
     "ocr": "rag.eval.bench.ocr",
@@ -20,6 +21,7 @@ SUBCOMMANDS = {
     "agreement": "rag.eval.bench.agreement",  # int8 ONNX vectors against float32 torch
     "ingest_speed": "rag.eval.bench.ingest_speed",  # articles/s, torch against ONNX
     "query_embed": "rag.eval.bench.query_embed",  # warm query embedding, ONNX against torch
+    "query_profile": "rag.eval.bench.query_profile",  # where a query's embedding time goes
     "ray_ingest": "rag.eval.bench.ray_ingest",  # rag ingest --ray: the per-worker rate
 }
 
