@@ -45,6 +45,7 @@ def measure_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]
                            "load_start": measure.loadavg()}  # fmt: skip
     local, bm25, table, faiss_s = faiss_store(data, args.ann_min)
     out["faiss_index"] = "hnsw" if local.faiss.is_approximate else "flat"
+    out["ann_min"] = args.ann_min
     out["faiss_build_s"] = round(faiss_s, 2)
     stores = {"faiss": local}
     db = str(work / f"scale-{n}.db")
@@ -116,8 +117,8 @@ def render(results: dict[str, Any]) -> str:
         f"{str(results['git'].get('commit', '?'))[:10]}.",
         "",
         "Synthetic chunks as in `stores` (rag/eval/bench/stores.py): 384-dim unit vectors, "
-        "Zipf term counts over 200k terms, 20 chunks a document; FAISS exact below "
-        f"{results['ann_min']:,} chunks, HNSW (M=32, efSearch=128) from there. "
+        "Zipf term counts over 200k terms, 20 chunks a document; the FAISS index of each "
+        "row is exact (flat) or HNSW (M=32, efSearch=128) as `--ann-min` chose. "
         f"Milliseconds per store call, top {DEPTH}. ![cost against size](scale.png)",
         "",
         "| chunks | FAISS index | call | queries | FAISS p50 | FAISS p95 | milvus-lite p50 | "
@@ -167,16 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="eval/reports/milvus", help="report folder")
     ap.add_argument("--work", default=None, help="where the .db files go (default: a temp dir)")
     ap.add_argument("--report-only", action="store_true", help="re-render from scale.json")
+    ap.add_argument("--append", action="store_true", help="add these sizes to scale.json's")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "scale.json"
+    command = "python -m rag.eval.bench store_scale " + " ".join(sys.argv[1:] if argv is None else argv)  # fmt: skip
+    kept = None
+    if (args.report_only or args.append) and path.is_file():
+        kept = json.loads(path.read_text(encoding="utf-8"))
     if args.report_only:
-        results = json.loads(path.read_text(encoding="utf-8"))
+        results = kept
     else:
-        results = {
-            "command": "python -m rag.eval.bench store_scale "
-            + " ".join(sys.argv[1:] if argv is None else argv),
+        if kept is not None:
+            kept["command"] += f"`, then `{command}"
+        results = kept or {
+            "command": command,
             "out": str(out),
             "ann_min": args.ann_min,
             "machine": measure.machine(),
