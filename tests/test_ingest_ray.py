@@ -79,14 +79,22 @@ def test_ray_ingest_gives_the_local_chunks_in_faiss_and_milvus(
            log=lambda m: None)  # fmt: skip
     ref = _open(local)
 
+    # in this process, through the library, as `rag serve`'s uploads would: no
+    # --workers, so one task per CPU of the cluster (2)
+    faiss_dir = tmp_path / "ray-faiss"
+    report = ingest([corpus], Settings(index_dir=str(faiss_dir), ray_address=ray_head),
+                    embedder=embedder, progress=False, log=lambda m: None)  # fmt: skip
+    assert report.count("added") == 40 and report.workers == 2
+    # through the CLI, into milvus-lite
     db = tmp_path / "kb.db"
-    for index, extra in ((tmp_path / "ray-faiss", ()), (tmp_path / "ray-milvus", ("--store", str(db)))):  # fmt: skip
-        proc = _ingest(corpus, index, "--ray", ray_head, "--quiet", *extra)
-        out, err = proc.communicate(timeout=1200)
-        assert proc.returncode == 0, err
-        assert "added 40" in out, out
-        got = _open(index, extra[1] if extra else "faiss")
-        assert got.store.kind == ("milvus" if extra else "faiss")
+    milvus_dir = tmp_path / "ray-milvus"
+    proc = _ingest(corpus, milvus_dir, "--ray", ray_head, "--quiet", "--store", str(db))
+    out, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err
+    assert "added 40" in out, out
+    for index, store in ((faiss_dir, "faiss"), (milvus_dir, str(db))):
+        got = _open(index, store)
+        assert got.store.kind == ("faiss" if store == "faiss" else "milvus")
         assert list(got.table.ids) == list(ref.table.ids)
         assert list(got.table.texts) == list(ref.table.texts)
         assert {d: r["chunk_ids"] for d, r in got.docs.items()} == {
@@ -96,7 +104,7 @@ def test_ray_ingest_gives_the_local_chunks_in_faiss_and_milvus(
         cos = (got.vectors.vectors() * ref.vectors.vectors()).sum(1)
         assert cos.min() >= 0.999, cos.min()
         assert not (index / CHECKPOINT_DIR).exists()
-    assert _open(tmp_path / "ray-milvus", str(db)).vectors.count() == len(ref)
+    assert _open(milvus_dir, str(db)).vectors.count() == len(ref)
 
 
 def test_killed_ray_ingest_resumes_without_duplicating_chunks(

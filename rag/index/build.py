@@ -237,8 +237,9 @@ def ingest(
         ]
         tasks = [(t, new_texts[k], size, overlap, segmenter) for t, k in zip(titles, new_docs)]
         workers = report.workers = _workers(settings, sum(len(t[1]) for t in tasks))
-        if settings.ray_address:
-            report.workers = ray_workers(settings.ingest_workers)
+        if settings.ray_address:  # as many tasks at once as asked, else every CPU there
+            workers = settings.ingest_workers
+            report.workers = ray_workers(workers)
 
         def term_rows() -> Iterator[TermRows]:  # streamed into BM25: no token lists kept
             docs_left = iter(new_docs.items())
@@ -379,7 +380,10 @@ def _backends(old_manifest: dict | None, embedder) -> list[str]:
 
 def _embed_workers(settings: Settings) -> int:
     """Embedding processes: `ingest_workers` when set (`rag ingest --workers N`), else one
-    process whose onnxruntime or torch threads use every core."""
+    process whose onnxruntime or torch threads use every core; on a Ray cluster, that
+    many tasks at once, else (0) one per CPU of the cluster."""
+    if settings.ray_address:
+        return settings.ingest_workers
     return max(1, settings.ingest_workers)
 
 

@@ -106,6 +106,8 @@ def _load_all(
             sizes.append(0)  # load_file says what is wrong with it
     # about 3 bytes a character in UTF-8 Chinese; PDFs are larger for their text, and slower
     workers = _workers(settings, sum(sizes) // 3)
+    if settings.ray_address:  # as many tasks at once as asked, else every CPU there
+        workers = settings.ingest_workers
     batches: list[list[tuple[Path, Path]]] = []
     size = 0
     for (f, r), n in zip(files, sizes):
