@@ -142,6 +142,9 @@ class Settings:
     # per core while a core is free; rag/index/hybrid.py)
     tokenizer: str = "auto"
     ingest_workers: int = 0
+    # a Ray cluster that loads, segments and embeds instead (`rag ingest --ray ADDRESS`:
+    # HOST:PORT of `ray start --head`, or "auto"; rag/index/executors.py); "": this machine
+    ray_address: str = ""
     # vector index: exact search up to this many chunks, HNSW above
     ann_min_chunks: int = 200_000
     hnsw_m: int = 32

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine: a virtual environment in .venv with torch
-# (CPU build, installed first so nothing pulls CUDA wheels), the package and its
-# test extras. Safe to run again: it only installs what is missing.
+# (CPU build, installed first so nothing pulls CUDA wheels), the package, its test
+# extras and Ray (rag ingest --ray; its test starts a local Ray head). Safe to run
+# again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,7 +12,7 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
-pip install -q -e ".[dev]"
+pip install -q -e ".[dev,ray]"
 # The chat app's browser tests drive the system Chromium through Playwright's Python
 # package; never `playwright install` (it downloads browsers, which cannot work here).
 # slapd: the LDAP login test starts a real OpenLDAP server of its own (issue 23).

@@ -17,6 +17,7 @@ from rag.config import Settings
 from rag.errors import IndexSchemaError
 from rag.index.bm25 import BM25Index
 from rag.index.embedding import checkpoint_for, embed_chunks
+from rag.index.executors import connect_ray, ray_workers
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 from rag.index.hybrid import HybridIndex
@@ -62,7 +63,7 @@ class IngestReport:
     # stages cost is the rest, which benchmarks report per CPU-second
     embed_cpu_seconds: float = 0.0
     vector_cpu_seconds: float = 0.0
-    workers: int = 1  # processes that chunked, normalised and segmented the new documents
+    workers: int = 1  # processes (or Ray tasks at once) that chunked, normalised and segmented
     index_dir: str = ""
 
     def count(self, status: str) -> int:
@@ -126,7 +127,8 @@ def ingest(
                 FileResult(str(p), "failed", reason="找不到文件或文件夹：请确认路径是否正确")
             )
 
-    with index_lock(index_dir, wait_s=lock_wait_s, log=log) as lock_fd:
+    lock = index_lock(index_dir, wait_s=lock_wait_s, log=log)
+    with lock as lock_fd, connect_ray(settings.ray_address):
         old = None
         if not rebuild and current_version(index_dir) is not None:
             try:
@@ -235,10 +237,13 @@ def ingest(
         ]
         tasks = [(t, new_texts[k], size, overlap, segmenter) for t, k in zip(titles, new_docs)]
         workers = report.workers = _workers(settings, sum(len(t[1]) for t in tasks))
+        if settings.ray_address:  # as many tasks at once as asked, else every CPU there
+            workers = settings.ingest_workers
+            report.workers = ray_workers(workers)
 
         def term_rows() -> Iterator[TermRows]:  # streamed into BM25: no token lists kept
             docs_left = iter(new_docs.items())
-            for batch in _segment_all(tasks, workers, segmenter, lock_fd):
+            for batch in _segment_all(tasks, workers, segmenter, lock_fd, settings.ray_address):
                 for spans, (doc_id, d) in zip(batch.spans, docs_left):
                     text = new_texts[doc_id]
                     cids = []
@@ -264,8 +269,9 @@ def ingest(
             log(f"Embedding {len(embed_in)} chunks with {embedder.model_id} ...")
         if embed_in:
             new_vecs, report.resumed_chunks = embed_chunks(
-                embed_in, embedder, index_dir, _embed_workers(settings), progress, log
-            )
+                embed_in, embedder, index_dir, _embed_workers(settings), progress, log,
+                settings.ray_address,
+            )  # fmt: skip
         else:
             new_vecs = np.zeros((0, embedder.dim), np.float32)
         report.embed_seconds = time.perf_counter() - te
@@ -374,7 +380,10 @@ def _backends(old_manifest: dict | None, embedder) -> list[str]:
 
 def _embed_workers(settings: Settings) -> int:
     """Embedding processes: `ingest_workers` when set (`rag ingest --workers N`), else one
-    process whose onnxruntime or torch threads use every core."""
+    process whose onnxruntime or torch threads use every core; on a Ray cluster, that
+    many tasks at once, else (0) one per CPU of the cluster."""
+    if settings.ray_address:
+        return settings.ingest_workers
     return max(1, settings.ingest_workers)
 
 

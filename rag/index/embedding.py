@@ -1,5 +1,5 @@
 """Embedding an ingest's new chunks: in blocks checkpointed to disk, so that a killed
-ingest resumes where it stopped, and over worker processes when asked.
+ingest resumes where it stopped, and over worker processes or Ray tasks when asked.
 
 Every finished block of vectors is written atomically into `<index>/.embedded/` under
 the hash of what was embedded. A later ingest of the same files (killed or not) finds
@@ -13,19 +13,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rag.fileio import write_atomic, write_json
+from rag.index.executors import choose
 
 CHECKPOINT_DIR = ".embedded"
 # Chunks per block: one worker task and one checkpoint file (about 2 s of one core with
@@ -121,40 +119,45 @@ class Progress:
 
 # -- worker processes ---------------------------------------------------------------
 
-_worker_embedder: Any = None
+# one embedder per worker process (a local pool's or a Ray worker's), by its spec
+_worker_embedders: dict[str, Any] = {}
+
+
+def _worker_embedder(spec: dict[str, Any]) -> Any:
+    key = json.dumps(spec, sort_keys=True)
+    emb = _worker_embedders.get(key)
+    if emb is None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from rag.embed.embedder import Embedder
+
+        emb = _worker_embedders[key] = Embedder(**spec)
+    return emb
 
 
 def _worker_start(spec: dict[str, Any]) -> None:
-    global _worker_embedder
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from rag.embed.embedder import Embedder
-
-    _worker_embedder = Embedder(**spec)
-    _worker_embedder.embed_passages(["预热"])  # load now, not in the first timed block
+    _worker_embedder(spec).embed_passages(["预热"])  # load now, not in the first timed block
 
 
-def _worker_embed(texts: list[str]) -> np.ndarray:
-    return _worker_embedder.embed_passages(texts)
+def _embed_block(spec: dict[str, Any], texts: list[str]) -> np.ndarray:
+    """One block's vectors, in a worker: the task every executor runs."""
+    return _worker_embedder(spec).embed_passages(texts)
 
 
-def _blocks_in_order(blocks: list[list[str]], embedder: Any, workers: int) -> Iterator[np.ndarray]:
-    """The vectors of every block, in order; over `workers` processes when > 1."""
+def _blocks_in_order(
+    blocks: list[list[str]], embedder: Any, workers: int, ray_address: str | None = None
+) -> Iterator[np.ndarray]:
+    """The vectors of every block, in order: in this process, over `workers` local
+    processes when > 1, or as Ray tasks when `ray_address` names a cluster."""
     make_spec = getattr(embedder, "worker_spec", None)  # None: it embeds in this process only
-    spec = make_spec(workers) if workers > 1 and callable(make_spec) else None
-    if spec is None:
+    if not callable(make_spec) or (workers <= 1 and not ray_address):
         yield from (embedder.embed_passages(b) for b in blocks)
         return
+    spec = make_spec(max(1, workers))
     # spawn, not fork: an onnxruntime or torch thread pool does not survive a fork
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_start, initargs=(spec,)) as pool:  # fmt: skip
-        todo = iter(blocks)
-        pending = deque(pool.submit(_worker_embed, b) for b, _ in zip(todo, range(2 * workers)))
-        while pending:
-            done = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(_worker_embed, nxt))
-            yield done
+    ex = choose(ray_address, workers, "spawn", _worker_start, (spec,))
+    if ex.threads_per_task:
+        spec = {**spec, "threads": ex.threads_per_task}
+    yield from ex.map(_embed_block, ((spec, b) for b in blocks))
 
 
 def embed_chunks(
@@ -164,6 +167,7 @@ def embed_chunks(
     workers: int = 1,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    ray_address: str | None = None,
 ) -> tuple[np.ndarray, int]:
     """(vectors of `texts` in order, how many came from an interrupted earlier run).
 
@@ -186,11 +190,13 @@ def embed_chunks(
         log(f"Resuming: {resumed} of {len(texts)} chunks were embedded by an interrupted run")
     todo.sort(key=lambda i: len(texts[i]), reverse=True)
     rows = [todo[a : a + BLOCK] for a in range(0, len(todo), BLOCK)]
-    workers = workers if len(todo) >= POOL_MIN_CHUNKS else 1
+    if len(todo) < POOL_MIN_CHUNKS and not ray_address:
+        workers = 1
     bar = Progress(len(texts), resumed, progress)
     try:
         blocks = [[texts[i] for i in r] for r in rows]
-        for r, vecs in zip(rows, _blocks_in_order(blocks, embedder, workers)):
+        done = _blocks_in_order(blocks, embedder, workers, ray_address)
+        for r, vecs in zip(rows, done):
             out[r] = vecs
             ckpt.add([keys[i] for i in r], vecs)
             bar.update(len(r))

@@ -6,19 +6,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import itertools
 import json
 import multiprocessing as mp
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 from rag.config import Settings
 from rag.errors import LoadError
+from rag.index.executors import choose
 from rag.index.segment import TermRows, count_terms, get_segmenter
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
@@ -108,6 +106,8 @@ def _load_all(
             sizes.append(0)  # load_file says what is wrong with it
     # about 3 bytes a character in UTF-8 Chinese; PDFs are larger for their text, and slower
     workers = _workers(settings, sum(sizes) // 3)
+    if settings.ray_address:  # as many tasks at once as asked, else every CPU there
+        workers = settings.ingest_workers
     batches: list[list[tuple[Path, Path]]] = []
     size = 0
     for (f, r), n in zip(files, sizes):
@@ -116,7 +116,8 @@ def _load_all(
             size = 0
         batches[-1].append((f, r))
         size += n
-    results = _in_order(_load_task, [(b, settings) for b in batches], workers, None, lock_fd)
+    tasks = [(b, settings) for b in batches]
+    results = _in_order(_load_task, tasks, workers, None, lock_fd, settings.ray_address)
     for batch, loaded in zip(batches, results):
         yield from zip((f for f, _ in batch), loaded)
 
@@ -164,36 +165,30 @@ def _worker_start(segmenter: str | None, lock_fd: int | None) -> None:
 
 
 def _in_order(
-    fn: Callable, tasks: list[tuple], workers: int, segmenter: str | None, lock_fd: int | None
+    fn: Callable,
+    tasks: list[tuple],
+    workers: int,
+    segmenter: str | None,
+    lock_fd: int | None,
+    ray_address: str | None = None,
 ) -> Iterator:
-    """`fn(*task)` for every task, in order; over `workers` processes when given > 1.
-
-    At most two tasks per worker are in flight, so results never pile up in memory.
-    Forked workers inherit the loaded modules and dictionaries (start in ~0.1 s).
-    """
-    if workers <= 1:
-        yield from (fn(*t) for t in tasks)
-        return
-    ctx = mp.get_context("fork")
-    todo = iter(tasks)
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_worker_start, initargs=(segmenter, lock_fd)
-    ) as pool:
-        pending = deque(pool.submit(fn, *t) for t in itertools.islice(todo, 2 * workers))
-        while pending:
-            done = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(fn, *nxt))
-            yield done
+    """`fn(*task)` for every task, in order: as Ray tasks when `ray_address` names a
+    cluster, else over `workers` forked processes when > 1 (they inherit the loaded
+    modules and dictionaries, and start in ~0.1 s). See rag/index/executors.py."""
+    ex = choose(ray_address, workers, "fork", _worker_start, (segmenter, lock_fd))
+    return ex.map(fn, tasks)
 
 
 def _segment_all(
-    tasks: list[tuple], workers: int, segmenter: str, lock_fd: int | None = None
+    tasks: list[tuple],
+    workers: int,
+    segmenter: str,
+    lock_fd: int | None = None,
+    ray_address: str | None = None,
 ) -> Iterator[_Segmented]:
     """`_segment_task` for every batch of `_TASK_DOCS` tasks, in order (see `_in_order`)."""
     groups = [(tasks[i : i + _TASK_DOCS],) for i in range(0, len(tasks), _TASK_DOCS)]
-    return _in_order(_segment_task, groups, workers, segmenter, lock_fd)
+    return _in_order(_segment_task, groups, workers, segmenter, lock_fd, ray_address)
 
 
 def spare_cores(sample_s: float = 0.15) -> float | None:

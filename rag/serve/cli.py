@@ -34,6 +34,7 @@ def _settings(args) -> Settings:
         llm_model_path=getattr(args, "llm_model_path", None),
         llm_timeout_s=getattr(args, "llm_timeout", None),
         ingest_workers=getattr(args, "workers", None),
+        ray_address=getattr(args, "ray", None),
         embed_backend=getattr(args, "embed_backend", None),
     )
 
@@ -415,8 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="processes that load, chunk and embed (default: loading on every idle core, "
-        "embedding in this process)",
+        "embedding in this process); with --ray, Ray tasks at once (default: every CPU)",
     )
+    ing.add_argument(
+        "--ray", metavar="ADDRESS",
+        help="load, chunk and embed as tasks on this Ray cluster (HOST:PORT of ray start "
+        "--head, or auto); needs pip install 'rag[ray]'",
+    )  # fmt: skip
     ing.set_defaults(func=cmd_ingest)
 
     def retrieval_args(sp):

@@ -40,14 +40,18 @@ def _command(side: str, folder: Path, index: Path) -> list[str]:
 
 def run_once(side: str, folder: Path, index: Path, checkout: Path) -> dict:
     """One fresh ingest of `folder`; its wall time, CPU time and what it printed."""
+    return run_command(side, _command(side, folder, index), index, checkout)
+
+
+def run_command(side: str, cmd: list[str], index: Path, checkout: Path) -> dict:
+    """`run_once` of a given ingest command line. CPU time counts this process's
+    children only (the CLI and its local workers, not a Ray cluster's)."""
     shutil.rmtree(index, ignore_errors=True)
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(checkout)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
-    proc = subprocess.run(
-        _command(side, folder, index), cwd=checkout, env=env, capture_output=True, text=True
-    )
+    proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -60,6 +64,7 @@ def run_once(side: str, folder: Path, index: Path, checkout: Path) -> dict:
         "side": side,
         "articles": docs,
         "chunks": chunks,
+        "embedded": int(e.group(1)) if e else 0,
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "embed_s": float(e.group(2)) if e else None,

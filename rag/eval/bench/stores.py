@@ -48,9 +48,10 @@ def synthetic(n: int, seed: int = 0) -> dict[str, Any]:
             "docs": docs}  # fmt: skip
 
 
-def _stores(data: dict[str, Any], db: str, ann_min: int):
+def faiss_store(data: dict[str, Any], ann_min: int):
+    """The embedded store over `data` (exact below `ann_min` chunks, HNSW from there),
+    its BM25 index and chunk table, and the seconds FAISS took to index the vectors."""
     from rag.index.bm25 import BM25Index
-    from rag.index.milvus import MilvusStore
     from rag.index.store import LocalStore
     from rag.index.table import ChunkTable
     from rag.index.vectors import FaissStore
@@ -65,19 +66,33 @@ def _stores(data: dict[str, Any], db: str, ann_min: int):
     faiss = FaissStore(DIM, ann_min=ann_min)
     t = time.perf_counter()
     faiss.add_vectors(data["vecs"], table.ids, table.doc_ids)
-    local = LocalStore(faiss, bm25, lambda d: rows_of.get(d, []))
     faiss_s = time.perf_counter() - t
+    return LocalStore(faiss, bm25, lambda d: rows_of.get(d, [])), bm25, table, faiss_s
 
+
+def milvus_store(data: dict[str, Any], bm25, table, db: str, ann_min: int, rows: int | None = None):
+    """A milvus-lite collection written from the same arrays (as `rag index copy` does),
+    and the seconds the writes took. `rows`: only the first so many (a write-rate probe
+    for a size too large to load whole)."""
+    from rag.index.milvus import MilvusStore
+
+    n = len(table.ids)
     t = time.perf_counter()
     milvus = MilvusStore.create(db, "rag_bench", DIM, n_rows=n, ann_min=ann_min, replace=True)
-    terms = bm25.term_part(np.arange(n))
-    for a in range(0, n, 5000):
-        b = min(a + 5000, n)
+    terms = bm25.term_part(np.arange(n if rows is None else min(rows, n)))
+    for a in range(0, terms.shape[0], 5000):
+        b = min(a + 5000, terms.shape[0])
         milvus.write(table.ids[a:b], table.doc_ids[a:b], data["vecs"][a:b], terms[a:b],
                      data["docs"], fresh=True)  # fmt: skip
     milvus.client.flush("rag_bench")
     milvus.bind(table.ids, {c: i for i, c in enumerate(table.ids)}, bm25)
-    milvus_s = time.perf_counter() - t
+    return milvus, time.perf_counter() - t
+
+
+def _stores(data: dict[str, Any], db: str, ann_min: int):
+    local, bm25, table, faiss_s = faiss_store(data, ann_min)
+    milvus, milvus_s = milvus_store(data, bm25, table, db, ann_min)
+    n = len(table.ids)
     return local, milvus, {"faiss_build_s": round(faiss_s, 2), "milvus_write_s": round(milvus_s, 2),
                            "milvus_rows_per_s": round(n / milvus_s, 1)}  # fmt: skip
 
@@ -96,34 +111,49 @@ def _queries(n_queries: int, docs: dict[str, dict], seed: int = 1):
     return qv, toks, Scope(f, allowed)
 
 
-def measure_size(n: int, n_queries: int, work: Path, ann_min: int) -> dict[str, Any]:
-    data = synthetic(n)
-    local, milvus, build = _stores(data, str(work / f"bench-{n}.db"), ann_min)
-    qv, toks, scope = _queries(n_queries, data["docs"])
-    calls = {
+def calls(qv: np.ndarray, toks: list[list[str]], scope) -> dict[str, Any]:
+    """The three store calls timed, by name: `call(store, query number)`."""
+    return {
         "dense": lambda s, i: s.dense(qv[i], DEPTH),
         "bm25": lambda s, i: s.sparse(toks[i], DEPTH),
         "dense_filtered": lambda s, i: s.dense(qv[i], DEPTH, scope),
     }
-    out: dict[str, Any] = {"n_chunks": n, "n_docs": len(data["docs"]), **build,
-                           "load_start": measure.loadavg()}  # fmt: skip
-    for name, call in calls.items():
-        for s in (local, milvus):  # warm-up
+
+
+def time_calls(stores: dict[str, Any], timed: dict[str, Any], n_queries: int) -> dict[str, Any]:
+    """Milliseconds of each call on each store, the stores asked alternately query by
+    query (so the machine's other load falls on all alike), after five warm-up queries;
+    with two stores, how often their top-10 scores agree."""
+    out: dict[str, Any] = {}
+    for name, call in timed.items():
+        for s in stores.values():  # warm-up
             for i in range(5):
                 call(s, i)
-        ms: dict[str, list[float]] = {"faiss": [], "milvus": []}
+        ms: dict[str, list[float]] = {label: [] for label in stores}
         same = 0
-        for i in range(n_queries):  # alternating, so load falls on both alike
+        for i in range(n_queries):
             got = {}
-            for label, s in (("faiss", local), ("milvus", milvus)):
+            for label, s in stores.items():
                 t = time.perf_counter()
                 got[label] = call(s, i)
                 ms[label].append((time.perf_counter() - t) * 1e3)
-            # by score: synthetic chunks tie often, and the stores break ties differently
-            f, m = got["faiss"].scores[:10], got["milvus"].scores[:10]
-            same += int(len(f) == len(m) and np.allclose(f, m, rtol=1e-4, atol=1e-5))
+            if len(got) == 2:
+                # by score: synthetic chunks tie often, and the stores break ties differently
+                f, m = (g.scores[:10] for g in got.values())
+                same += int(len(f) == len(m) and np.allclose(f, m, rtol=1e-4, atol=1e-5))
         out[name] = {k: measure.summary(v) for k, v in ms.items()}
-        out[name]["same_top10"] = round(same / n_queries, 3)
+        if len(stores) == 2:
+            out[name]["same_top10"] = round(same / n_queries, 3)
+    return out
+
+
+def measure_size(n: int, n_queries: int, work: Path, ann_min: int) -> dict[str, Any]:
+    data = synthetic(n)
+    local, milvus, build = _stores(data, str(work / f"bench-{n}.db"), ann_min)
+    qv, toks, scope = _queries(n_queries, data["docs"])
+    out: dict[str, Any] = {"n_chunks": n, "n_docs": len(data["docs"]), **build,
+                           "load_start": measure.loadavg()}  # fmt: skip
+    out.update(time_calls({"faiss": local, "milvus": milvus}, calls(qv, toks, scope), n_queries))
     out["load_end"] = measure.loadavg()
     out["peak_rss"] = measure.peak_rss()
     return out
