@@ -142,6 +142,9 @@ class Settings:
     # per core while a core is free; rag/index/hybrid.py)
     tokenizer: str = "auto"
     ingest_workers: int = 0
+    # an ingest with at least this many chunks to embed makes them searchable by keyword
+    # (BM25) first and fills their vectors in after (rag/index/build.py); 0: never
+    keyword_first_chunks: int = 512
     # vector index: exact search up to this many chunks, HNSW above
     ann_min_chunks: int = 200_000
     hnsw_m: int = 32
