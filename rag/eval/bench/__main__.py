@@ -6,7 +6,8 @@ import sys
 # `python -m rag.eval.bench serve_load [options]`: concurrent streamed chats on `rag serve`;
 # `python -m rag.eval.bench org [options]`: many accounts asking knowledge bases at once;
 # `python -m rag.eval.bench stores [options]`: FAISS against milvus-lite query latency;
-# `python -m rag.eval.bench agreement|ingest_speed|query_embed`: the int8 ONNX embedder.
+# `python -m rag.eval.bench agreement|ingest_speed|query_embed`: the int8 ONNX embedder;
+# `python -m rag.eval.bench sheet_speed`: how soon a large spreadsheet is searchable.
 SUBCOMMANDS = {
     "ocr": "rag.eval.bench.ocr",
     "formats": "rag.eval.bench.formats",
@@ -17,6 +18,7 @@ SUBCOMMANDS = {
     "agreement": "rag.eval.bench.agreement",  # int8 ONNX vectors against float32 torch
     "ingest_speed": "rag.eval.bench.ingest_speed",  # articles/s, torch against ONNX
     "query_embed": "rag.eval.bench.query_embed",  # warm query embedding, ONNX against torch
+    "sheet_speed": "rag.eval.bench.sheet_speed",  # a 10,000-row sheet: searchable, embedded
 }
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
