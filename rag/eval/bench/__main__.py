@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "ingest_speed": "rag.eval.bench.ingest_speed",  # articles/s, torch against ONNX
     "query_embed": "rag.eval.bench.query_embed",  # warm query embedding, ONNX against torch
     "sheet_speed": "rag.eval.bench.sheet_speed",  # a 10,000-row sheet: searchable, embedded
+    "pdf_text": "rag.eval.bench.pdf_text",  # reading a text PDF, one checkout against another
 }
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
