@@ -174,3 +174,31 @@ def test_an_ingest_killed_while_filling_vectors_is_completed_by_the_next(tmp_pat
     assert second.returncode == 0, err
     assert "unchanged 1" in out and "resumed" in out, (out, err)
     _assert_complete(HybridIndex.open(index_dir, s), index_dir)
+
+
+def test_an_upload_is_answered_at_once_and_embedded_in_the_background(tmp_path, embedder):
+    from rag.serve.ui.library import Library
+    from rag.system import load_system
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "notice.txt").write_text(f"城市更新通知\n\n{NOTICE}", encoding="utf-8")
+    s = Settings(index_dir=str(tmp_path / "data" / "index"), keyword_first_chunks=10)
+    ingest([docs], s, embedder=embedder, progress=False, log=_quiet)
+    system = load_system(s, embedder=embedder)
+    library = Library(system, tmp_path / "data" / "uploads", tmp_path / "data" / "feedback.jsonl")
+    assert library.filling is None  # nothing was pending at start
+    sheet = make_xlsx(tmp_path / "big.xlsx", extra_rows=400)
+
+    [result] = library.add_files([(sheet, "预算.xlsx")], log=_quiet)
+    assert result.status == "added", result
+    filling = library.filling
+    assert filling is not None  # the vectors were left to a background thread
+    ans = library.system.ask("街道00321的预算金额是多少？")
+    assert not ans.refused and "预算金额（万元）：963" in ans.sentences[0].text, ans.text
+    filling.join(timeout=900)
+    assert not filling.is_alive()
+    index = library.index
+    _assert_complete(index, s.index_path)
+    row, line = _row_query(index, "街道00321")
+    assert row in index.store.dense(embedder.embed_query(line), 10).rows.tolist()

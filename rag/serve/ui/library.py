@@ -317,7 +317,7 @@ class Library:
         self.feedback_path = Path(feedback_path)
         self.temp_dir = Path(temp_dir) if temp_dir is not None else None  # Gradio's uploads
         self._write_lock = threading.Lock()
-        self._filler: threading.Thread | None = None  # `fill_in_background`
+        self.filling: threading.Thread | None = None  # the last `fill_in_background`
         self._filler_lock = threading.Lock()
         if self.index.n_embedded < len(self.index):  # an upload or ingest was stopped
             self.fill_in_background()
@@ -459,11 +459,11 @@ class Library:
         meanwhile are picked up by the next round.
         """
         with self._filler_lock:
-            if self._filler is not None and self._filler.is_alive():
-                return self._filler
-            self._filler = threading.Thread(target=self._fill, name="rag-fill-vectors", daemon=True)
-            self._filler.start()
-            return self._filler
+            if self.filling is not None and self.filling.is_alive():
+                return self.filling
+            self.filling = threading.Thread(target=self._fill, name="rag-fill-vectors", daemon=True)
+            self.filling.start()
+            return self.filling
 
     def _fill(self) -> None:
         from rag.index.build import fill_vectors
