@@ -20,7 +20,7 @@ from rag.ingest.pdfium import page_texts
 FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 PAGES = [
     "青岛市城市更新工作方案\n一、总体要求   坚持规划引领\n崂山区计划投资156亿元，项目196个。",
-    "第二页：嶗山區動員大會 2023\nIT之家 8 月 11 日消息，南纬 75°、西经 135°。\n（三）保障措施",
+    "第二页：嶗山區動員大會 2023\nIT之家 8 月 11 日消息，南纬 75°、西经 135°。\n第16届中国-\n南亚商务论坛",
     "",  # a page without text
     "附件：2024年全市计划改造老旧小区350个，涉及居民4.2万户。",
 ]

@@ -38,11 +38,13 @@ def open_pdf(data: bytes) -> Iterator[Any]:
 def page_texts(data: bytes) -> list[str]:
     """The text layer of every page, in pdfium's reading order (lines end in "\\r\\n").
 
-    About 20 times faster than pypdf's `extract_text` on a 126-page Chinese PDF, with the
-    same text but for runs of blanks (eval/reports/ingest_formats/pdf_text.md); a table's
-    cells come out as rows rather than one cell per line. Call it only after the PDF
-    expansion limits (rag.ingest.formats) have been checked: pdfium decodes the same
-    content streams.
+    About 12 times faster than pypdf's `extract_text` on the formats benchmark's PDF,
+    with the same text but for blanks at line ends and runs of blanks, and for what the
+    page does not show: a glyph missing from the embedded font (which pypdf still reads
+    from the font's ToUnicode map) and NUL glyphs (eval/reports/ingest_formats/
+    pdf_text.md). A table's cells come out as rows rather than one cell per line. Call
+    it only after the PDF expansion limits (rag.ingest.formats) have been checked:
+    pdfium decodes the same content streams.
     """
     out = []
     with open_pdf(data) as pdf:
@@ -50,7 +52,9 @@ def page_texts(data: bytes) -> list[str]:
             try:
                 text = page.get_textpage()
                 try:
-                    out.append(text.get_text_range())
+                    # pdfium joins a line that ends in a hyphen to the next, marking
+                    # the hyphen U+FFFE: the hyphen is the document's, and so is the break
+                    out.append(text.get_text_range().replace("\ufffe", "-\n"))
                 finally:
                     text.close()
             finally:

@@ -1,7 +1,7 @@
 """`python -m rag.eval.bench pdf_text`: reading a text PDF, this checkout against another.
 
 The formats benchmark's PDF (rag/eval/bench/formats.py: crud_news articles drawn by
-reportlab with the WenQuanYi font, about 200,000 characters) is read by
+reportlab with the WenQuanYi font, about 150,000 characters) is read by
 `rag.ingest.loaders.load_file` in a fresh process of each checkout, alternating, and
 timed inside it (imports excluded). The two texts are compared as well: equal, or equal
 once runs of blanks are one blank and lines have none at their ends. Writes pdf_text.json to --out and prints the rows.
@@ -52,16 +52,28 @@ def _blanks(text: str) -> str:
     return "\n".join(re.sub(r"[ \t\u3000]+", " ", line).strip() for line in text.split("\n"))
 
 
+def _differences(a: str, b: str, limit: int = 30) -> list[dict]:
+    """Where `a` and `b` differ, each with a few characters around it."""
+    import difflib
+
+    out = []
+    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    for tag, i1, i2, j1, j2 in ops:
+        if tag != "equal" and len(out) < limit:
+            out.append({"today": a[max(0, i1 - 8) : i2 + 8], "this": b[max(0, j1 - 8) : j2 + 8]})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rag.eval.bench pdf_text")
-    p.add_argument("--chars", type=int, default=200_000)
+    p.add_argument("--chars", type=int, default=150_000)  # make_files' "mid", as formats reads it
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--today", type=Path, required=True, help="the checkout to compare with")
     p.add_argument("--work", type=Path, required=True, help="scratch folder")
     p.add_argument("--out", type=Path, default=measure.REPO / "eval" / "reports" / "ingest_formats")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    arts = formats._chars(formats.articles(2_000), args.chars)
+    arts = formats._chars(formats.articles(4000), args.chars)
     pdf = formats.make_pdf(args.work / "news.pdf", arts)
     runs, texts = [], {}
     for r in range(args.rounds):
@@ -86,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": round(med["today"] / med["this"], 1),
         "same_text": texts["today"] == texts["this"],
         "same_text_but_blanks": _blanks(texts["today"]) == _blanks(texts["this"]),
+        "differences": _differences(_blanks(texts["today"]), _blanks(texts["this"])),
         "runs": runs,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, ensure_ascii=False))
