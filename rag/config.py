@@ -145,6 +145,9 @@ class Settings:
     # a Ray cluster that loads, segments and embeds instead (`rag ingest --ray ADDRESS`:
     # HOST:PORT of `ray start --head`, or "auto"; rag/index/executors.py); "": this machine
     ray_address: str = ""
+    # an ingest with at least this many chunks to embed makes them searchable by keyword
+    # (BM25) first and fills their vectors in after (rag/index/build.py); 0: never
+    keyword_first_chunks: int = 512
     # vector index: exact search up to this many chunks, HNSW above
     ann_min_chunks: int = 200_000
     hnsw_m: int = 32

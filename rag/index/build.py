@@ -65,6 +65,13 @@ class IngestReport:
     vector_cpu_seconds: float = 0.0
     workers: int = 1  # processes (or Ray tasks at once) that chunked, normalised and segmented
     index_dir: str = ""
+    # from the start until the new chunks could be found (by keyword at least)
+    searchable_seconds: float = 0.0
+    # chunks published before their vectors (`Settings.keyword_first_chunks`), and of
+    # the index's chunks those still without one when the call returned (only with
+    # `ingest(embed_later=True)`, or when the embedder failed)
+    deferred_chunks: int = 0
+    pending_chunks: int = 0
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -105,6 +112,7 @@ def ingest(
     crash_hook: Callable[[str], None] | None = None,
     lock_wait_s: float = 30.0,
     replace_others: bool = True,
+    embed_later: bool = False,
 ) -> IngestReport:
     """Bring the index in `settings.index_dir` up to date with the files under `paths`.
 
@@ -112,6 +120,12 @@ def ingest(
     `prune` documents whose files are gone (under the given paths) are removed. Without
     `replace_others` (uploads), a document whose id is already held by a document from
     another file is refused rather than replaced.
+    When at least `settings.keyword_first_chunks` chunks need vectors, a version
+    whose new chunks only BM25 finds is made live first (a 10,000-row sheet is
+    searchable in seconds, its vectors take minutes); their vectors are then computed
+    and published as the next version (`fill_vectors`), in this call, or, with
+    `embed_later`, left for the caller to fill in (the UI does it in the background).
+    A run stopped in between leaves a working index that the next ingest completes.
     `crash_hook(stage)` is called between write stages; tests use it to simulate crashes.
     """
     from rag.ingest.discover import discover
@@ -213,6 +227,9 @@ def ingest(
 
         if not new_docs and not removed and old is not None:
             tidy_versions(index_dir)
+            report.pending_chunks = len(old) - old.n_embedded
+            if report.pending_chunks and not embed_later:  # an earlier run left them
+                _fill(index_dir, settings, embedder, report, log, progress, crash_hook)
             report.total_chunks, report.total_docs = len(old), len(old.docs)
             report.seconds = time.perf_counter() - t0
             return report
@@ -263,50 +280,7 @@ def ingest(
         if len(ids) != len(embed_in) or any("chunk_ids" not in d for d in new_docs.values()):
             raise RuntimeError("segmenting lost documents")  # a bug, never the user's input
 
-        # 3. embed them ------------------------------------------------------------
-        te, ce = time.perf_counter(), time.process_time()
-        if embed_in:
-            log(f"Embedding {len(embed_in)} chunks with {embedder.model_id} ...")
-        if embed_in:
-            new_vecs, report.resumed_chunks = embed_chunks(
-                embed_in, embedder, index_dir, _embed_workers(settings), progress, log,
-                settings.ray_address,
-            )  # fmt: skip
-        else:
-            new_vecs = np.zeros((0, embedder.dim), np.float32)
-        report.embed_seconds = time.perf_counter() - te
-        report.embed_cpu_seconds = time.process_time() - ce
-        report.embedded_chunks = len(embed_in)
-
-        # 4. assemble the new version: kept rows of the old one + the new rows -----
-        new_vecs = new_vecs.astype(np.float32)
-        table = ChunkTable.build(ids, doc_ids, starts, ends, texts)
-        if old is not None:
-            table = old.table.take(keep).extend(table)
-        tv, cv = time.perf_counter(), time.process_time()
-        if milvus is not None or store_kind(settings.store) != FAISS:
-            fresh = old is None
-            store = milvus if milvus is not None and not fresh else None
-            store = store or _new_collection(settings, index_dir, embedder.dim, len(table), milvus)
-            new_rows = np.arange(len(table) - len(ids), len(table))
-            store.write(ids, doc_ids, new_vecs, bm25.term_part(new_rows), new_docs, fresh=fresh)
-        elif old is not None and len(keep) == len(old) and _same_ann(old.vectors, settings):
-            # nothing removed: the loaded FAISS index (this ingest's own copy) grows in place
-            store = old.vectors
-            store.add_vectors(new_vecs, ids, doc_ids)
-        else:
-            store = FaissStore(
-                dim=embedder.dim,
-                ann_min=settings.ann_min_chunks,
-                hnsw_m=settings.hnsw_m,
-                ef_search=settings.hnsw_ef_search,
-            )
-            kept = old.vectors.vectors(keep) if old is not None and len(keep) else None
-            all_vecs = new_vecs if kept is None else np.vstack([kept, new_vecs])
-            store.add_vectors(all_vecs, table.ids, table.doc_ids)
-        report.vector_seconds = time.perf_counter() - tv
-        report.vector_cpu_seconds = time.process_time() - cv
-
+        # 3. which rows have vectors, and the vectors of the rest, now or later ------
         docs: dict[str, dict] = {k: v for k, v in old_docs.items() if k not in drop}
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         for doc_id, d in new_docs.items():
@@ -316,7 +290,22 @@ def ingest(
             report.results.append(
                 FileResult(d["source"], status, doc_id, chunks=len(d["chunk_ids"]))
             )
+        table = ChunkTable.build(ids, doc_ids, starts, ends, texts)
+        done = 0  # leading rows of the new table whose vectors exist
+        if old is not None:
+            table = old.table.take(keep).extend(table)
+            # kept rows stay in order, so the old version's embedded rows still lead
+            done = int(np.searchsorted(keep, old.n_embedded))
+        todo = (old.embed_inputs(keep[done:]) if old is not None else []) + embed_in
+        later = 0 < settings.keyword_first_chunks <= len(todo)
+        vecs = None if later else _embed(todo, embedder, index_dir, settings, report, log, progress)
+        tv, cv = time.perf_counter(), time.process_time()
+        store = _vector_store(settings, index_dir, embedder.dim, old, keep, done, table, bm25, vecs, docs, milvus)  # fmt: skip
+        report.vector_seconds = time.perf_counter() - tv
+        report.vector_cpu_seconds = time.process_time() - cv
+        embedded = done if vecs is None else len(table)
 
+        # 4. write the new version: kept rows of the old one + the new rows -----------
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "created": now,
@@ -330,6 +319,8 @@ def ingest(
             "vector_index": "hnsw" if store.is_approximate else "flat",
             **_store_record(store),
             "n_chunks": len(table),
+            # rows from here on are found by BM25 alone until `_fill` gives them vectors
+            **({"n_embedded": embedded} if embedded < len(table) else {}),
             "n_docs": len(docs),
             "settings": settings.to_dict(),
             "docs": docs,
@@ -337,10 +328,173 @@ def ingest(
         _write_version(index_dir, old, manifest, table, bm25, store, new_texts, crash_hook)
         if store.kind != FAISS and old is not None:  # now unreachable from the live version
             store.delete_docs(drop, keep_ids=ids)
-        checkpoint_for(index_dir, embedder).clear()  # the vectors are in the live version
+        report.searchable_seconds = time.perf_counter() - t0
+        if later:
+            report.deferred_chunks = report.pending_chunks = len(todo)
+            log(
+                f"已可检索：{len(table)} 个分块可按关键词查到（用时 {report.searchable_seconds:.1f} 秒）；"
+                f"其中 {len(todo)} 个的向量稍后补算，补算完成前只按关键词检索"
+            )
+            if not embed_later:
+                _fill(index_dir, settings, embedder, report, log, progress, crash_hook)
+        else:
+            checkpoint_for(index_dir, embedder).clear()  # the vectors are in the live version
         report.total_chunks, report.total_docs = len(table), len(docs)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _embed(
+    texts: list[str], embedder, index_dir: Path, settings: Settings, report, log, progress
+) -> np.ndarray:
+    """The vectors of `texts` (checkpointed, rag/index/embedding.py), timed into `report`."""
+    if not texts:
+        return np.zeros((0, embedder.dim), np.float32)
+    te, ce = time.perf_counter(), time.process_time()
+    log(f"Embedding {len(texts)} chunks with {embedder.model_id} ...")
+    vecs, resumed = embed_chunks(
+        texts, embedder, index_dir, _embed_workers(settings), progress, log, settings.ray_address
+    )
+    report.embed_seconds += time.perf_counter() - te
+    report.embed_cpu_seconds += time.process_time() - ce
+    report.embedded_chunks += len(texts)
+    report.resumed_chunks += resumed
+    return vecs.astype(np.float32)
+
+
+def _vector_store(
+    settings: Settings,
+    index_dir: Path,
+    dim: int,
+    old: HybridIndex | None,
+    keep: np.ndarray,
+    done: int,
+    table: ChunkTable,
+    bm25: BM25Index,
+    vecs: np.ndarray | None,
+    docs: dict[str, dict],
+    milvus,
+):
+    """The new version's vectors: the old version's for its `done` kept embedded rows,
+    then `vecs` for the rest of `table` (None: not computed yet)."""
+    if milvus is not None or store_kind(settings.store) != FAISS:
+        fresh = old is None
+        store = milvus if milvus is not None and not fresh else None
+        store = store or _new_collection(settings, index_dir, dim, len(table), milvus)
+        rows = np.arange(done, len(table))
+        if vecs is None:
+            vecs = _placeholders(old, table.ids[done:], dim)
+        store.write(
+            table.ids[done:], table.doc_ids[done:], vecs, bm25.term_part(rows), docs, fresh=fresh
+        )
+        return store
+    vecs = np.zeros((0, dim), np.float32) if vecs is None else vecs
+    if old is not None and len(keep) == len(old) and _same_ann(old.vectors, settings):
+        # nothing removed: the loaded FAISS index (this ingest's own copy) grows in place
+        store = old.vectors
+        store.add_vectors(vecs, table.ids[done : done + len(vecs)], table.doc_ids[done : done + len(vecs)])  # fmt: skip
+        return store
+    store = FaissStore(
+        dim=dim,
+        ann_min=settings.ann_min_chunks,
+        hnsw_m=settings.hnsw_m,
+        ef_search=settings.hnsw_ef_search,
+    )
+    kept = old.vectors.vectors(keep[:done]) if old is not None and done else None
+    all_vecs = vecs if kept is None else np.vstack([kept, vecs])
+    store.add_vectors(all_vecs, table.ids[: len(all_vecs)], table.doc_ids[: len(all_vecs)])
+    return store
+
+
+def _placeholders(old: HybridIndex | None, ids: list[str], dim: int) -> np.ndarray:
+    """Stand-in vectors for Milvus rows not embedded yet (an entity needs its vector):
+    zeros, or the vector the live version already has under that chunk id, so that the
+    version still live while this one is written never sees a vector of its own zeroed."""
+    out = np.zeros((len(ids), dim), np.float32)
+    if old is None:
+        return out
+    have = [(i, old.row_of[c]) for i, c in enumerate(ids) if old.row_of.get(c, len(old)) < old.n_embedded]  # fmt: skip
+    if have:
+        at, rows = zip(*have)
+        out[list(at)] = old.vectors.vectors(np.asarray(rows, np.int64))
+    return out
+
+
+def fill_vectors(
+    settings: Settings,
+    embedder=None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    crash_hook: Callable[[str], None] | None = None,
+    lock_wait_s: float = 30.0,
+) -> IngestReport:
+    """Compute the vectors an ingest left for later (`ingest(..., embed_later=True)`, or
+    a run that was stopped) and make them live: a new version with the same catalogue.
+
+    Until then those chunks are found by BM25 alone. Embedding is checkpointed, so a
+    stopped fill resumes; nothing is done when every row has its vector.
+    """
+    log = log or (lambda m: print(m, file=sys.stderr))
+    t0 = time.perf_counter()
+    index_dir = settings.index_path
+    report = IngestReport(index_dir=str(index_dir))
+    with index_lock(index_dir, wait_s=lock_wait_s, log=log), connect_ray(settings.ray_address):
+        if embedder is None:
+            from rag.embed.embedder import Embedder
+
+            embedder = Embedder.from_settings(settings)
+        _fill(index_dir, settings, embedder, report, log, progress, crash_hook)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _fill(index_dir: Path, settings: Settings, embedder, report, log, progress, crash_hook) -> None:
+    """`fill_vectors` under the index lock (held by the caller)."""
+    idx = HybridIndex.open(index_dir, settings)
+    done, n = idx.n_embedded, len(idx)
+    report.total_chunks, report.total_docs = n, len(idx.docs)
+    if done == n:
+        report.pending_chunks = 0
+        return
+    if idx.manifest["embedding"]["model"] != embedder.model_id:
+        raise IndexSchemaError(
+            f"{index_dir}：索引的向量模型是 {idx.manifest['embedding']['model']}，"
+            f"不能用 {embedder.model_id} 补算；请用原模型，或 rag ingest --rebuild 重建"
+        )
+    rows = np.arange(done, n)
+    vecs = _embed(idx.embed_inputs(rows), embedder, index_dir, settings, report, log, progress)
+    tv, cv = time.perf_counter(), time.process_time()
+    store = idx.vectors
+    ids, doc_ids = idx.ids[done:], idx.doc_ids[done:]
+    if store.kind != FAISS:  # upserts: each entity rewritten whole, now with its vector
+        store.write(ids, doc_ids, vecs, idx.bm25.term_part(rows), idx.docs)
+    elif _same_ann(store, settings):
+        store.add_vectors(vecs, ids, doc_ids)  # this process's copy of the loaded index
+    else:
+        kept = store.vectors()
+        store = FaissStore(
+            dim=embedder.dim,
+            ann_min=settings.ann_min_chunks,
+            hnsw_m=settings.hnsw_m,
+            ef_search=settings.hnsw_ef_search,
+        )
+        store.add_vectors(np.vstack([kept, vecs]), idx.ids, idx.doc_ids)
+    report.vector_seconds += time.perf_counter() - tv
+    report.vector_cpu_seconds += time.process_time() - cv
+    manifest = {k: v for k, v in idx.manifest.items() if k != "n_embedded"}
+    manifest.update(
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        vector_index="hnsw" if store.is_approximate else "flat",
+        **_store_record(store),
+    )
+    manifest["embedding"] = {
+        **manifest["embedding"],
+        "backends": _backends(idx.manifest, embedder),
+    }
+    _write_version(index_dir, idx, manifest, idx.table, idx.bm25, store, {}, crash_hook, True)
+    checkpoint_for(index_dir, embedder).clear()  # the vectors are in the live version
+    report.pending_chunks = 0
+    log(f"向量已补全：{n - done} 个分块现在也可按语义检索")
 
 
 def _new_collection(settings: Settings, index_dir: Path, dim: int, n_rows: int, old=None):
@@ -413,6 +567,7 @@ def index_info(index_dir: str | Path) -> dict[str, Any]:
         "store": m.get("store", {"kind": FAISS}),
         "n_docs": m["n_docs"],
         "n_chunks": m["n_chunks"],
+        "n_embedded": idx.n_embedded,  # the rest are found by keyword until filled in
     }
 
 
@@ -445,6 +600,7 @@ def remove_documents(
             raise ConfigError("不能删除全部文档：知识库至少要保留一个文档。")
         keep = np.asarray([i for i, d in enumerate(old.doc_ids) if d not in drop], np.int64)
         table = old.table.take(keep)
+        done = int(np.searchsorted(keep, old.n_embedded))  # kept rows that have vectors
         if old.store.kind != FAISS:  # the kept rows stay where they are
             store = old.vectors
         else:
@@ -454,14 +610,15 @@ def remove_documents(
                 hnsw_m=settings.hnsw_m,
                 ef_search=settings.hnsw_ef_search,
             )
-            store.add_vectors(old.vectors.vectors(keep), table.ids, table.doc_ids)
+            store.add_vectors(old.vectors.vectors(keep[:done]), table.ids[:done], table.doc_ids[:done])  # fmt: skip
         # copies: _write_version records new text offsets in these dicts
         docs = {k: dict(v) for k, v in old.docs.items() if k not in drop}
         manifest = {
-            **{k: v for k, v in old.manifest.items() if k != "docs"},
+            **{k: v for k, v in old.manifest.items() if k not in ("docs", "n_embedded")},
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "vector_index": "hnsw" if store.is_approximate else "flat",
             "n_chunks": len(table),
+            **({"n_embedded": done} if done < len(table) else {}),
             "n_docs": len(docs),
             "docs": docs,
         }

@@ -74,13 +74,18 @@ def copy_index(
             replace=replace,
         )
         terms = source.bm25.term_part(np.arange(n))
-        faiss = source.vectors.client
+        faiss, embedded = source.vectors.client, source.n_embedded
         for a in range(0, n, _BATCH):
             b = min(a + _BATCH, n)
+            # rows an ingest has not embedded yet get Milvus's placeholder (zeros) and
+            # keep the manifest's n_embedded: the next ingest fills them in there
+            vecs = np.zeros((b - a, dim), np.float32)
+            if a < embedded:
+                vecs[: min(b, embedded) - a] = faiss.reconstruct_n(a, min(b, embedded) - a)
             store.write(
                 source.ids[a:b],
                 source.doc_ids[a:b],
-                faiss.reconstruct_n(a, b - a),
+                vecs,
                 terms[a:b],
                 source.docs,
                 fresh=True,

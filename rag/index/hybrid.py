@@ -42,6 +42,7 @@ from rag.index.vectors import FaissStore
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 from rag.index.versions import SCHEMA_VERSION, _manifest_head, current_version
+from rag.index.workers import embed_text, embed_title
 from rag.ingest.planted import flags_in, planted_spans
 from rag.types import PROVENANCE, Chunk, DocMeta
 
@@ -71,7 +72,7 @@ class HybridIndex:
         if vectors.kind == FAISS:
             self.store = LocalStore(vectors, bm25, self.doc_rows)
         else:
-            vectors.bind(self.ids, self.row_of, bm25)
+            vectors.bind(self.ids, self.row_of, bm25, self.n_embedded)
             self.store = vectors
         # the few documents the answerers are reading now: a question reads the same
         # ones for its candidates' paragraphs, speakers and subjects (this version never
@@ -83,6 +84,21 @@ class HybridIndex:
     def row_of(self) -> dict[str, int]:
         """Row number of every chunk id."""
         return {cid: i for i, cid in enumerate(self.ids)}
+
+    @property
+    def n_embedded(self) -> int:
+        """Rows with a dense vector: the first `n_embedded` rows of the chunk table.
+
+        A large ingest makes its chunks searchable by keyword before their vectors exist
+        (rag/index/build.py): the rows past this one are found by BM25 alone until a
+        later version fills their vectors in.
+        """
+        return int(self.manifest.get("n_embedded", len(self.ids)))
+
+    def embed_inputs(self, rows: Sequence[int]) -> list[str]:
+        """What the embedder was (or will be) given for these rows."""
+        docs, doc_ids = self.docs, self.doc_ids
+        return [embed_text(embed_title(docs[doc_ids[r]]), self.texts[r]) for r in rows]
 
     @property
     def segmenter(self) -> str:
@@ -135,7 +151,13 @@ class HybridIndex:
                     "`rag ingest PATH --rebuild`)"
                 )
             bm25 = BM25Index.load(folder, settings.bm25_k1, settings.bm25_b, segmenter)
-            vectors = _open_vectors(folder, manifest, table, settings)
+            embedded = manifest.get("n_embedded", n)
+            if not isinstance(embedded, int) or not 0 <= embedded <= n:
+                raise IndexStoreError(
+                    f"{folder}/manifest.json: n_embedded {embedded!r} is not a row count of "
+                    f"its {n} chunks; rebuild it with `rag ingest PATH --rebuild`"
+                )
+            vectors = _open_vectors(folder, manifest, table, settings, embedded)
         except IndexStoreError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -281,9 +303,12 @@ class HybridIndex:
             ) from None
 
 
-def _open_vectors(folder: Path, manifest: dict, table: ChunkTable, settings: Settings):
+def _open_vectors(
+    folder: Path, manifest: dict, table: ChunkTable, settings: Settings, embedded: int
+):
     """The version's vectors where its manifest says they are: vectors.faiss in the
-    folder, or a Milvus collection (at `settings.store` when that names one)."""
+    folder (the first `embedded` rows), or a Milvus collection (at `settings.store` when
+    that names one)."""
     record = manifest.get("store") or {"kind": FAISS}
     dim = manifest["embedding"]["dim"]
     wanted = store_kind(settings.store)
@@ -295,8 +320,8 @@ def _open_vectors(folder: Path, manifest: dict, table: ChunkTable, settings: Set
             )
         return FaissStore.load(
             folder,
-            table.ids,
-            table.doc_ids,
+            table.ids[:embedded],
+            table.doc_ids[:embedded],
             dim,
             ann_min=settings.ann_min_chunks,
             hnsw_m=settings.hnsw_m,

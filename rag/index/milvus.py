@@ -159,6 +159,7 @@ class MilvusStore:
         self._ids: Sequence[str] = ()
         self._row_of: Mapping[str, int] = {}
         self._bm25: Any = None
+        self._embedded = 0
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -229,10 +230,14 @@ class MilvusStore:
             "sparse": "bm25-term-part",  # query side: IDF (rag/index/bm25.py)
         }
 
-    def bind(self, ids: Sequence[str], row_of: Mapping[str, int], bm25: Any) -> None:
-        """Answer in rows of this catalogue: its chunk ids, and BM25 statistics for the
-        query side of sparse search."""
+    def bind(
+        self, ids: Sequence[str], row_of: Mapping[str, int], bm25: Any, embedded: int | None = None
+    ) -> None:
+        """Answer in rows of this catalogue: its chunk ids, BM25 statistics for the query
+        side of sparse search, and how many of its first rows have a dense vector (the
+        rest hold placeholders until an ingest fills them in: `write`)."""
         self._ids, self._row_of, self._bm25 = ids, row_of, bm25
+        self._embedded = len(ids) if embedded is None else embedded
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -257,7 +262,12 @@ class MilvusStore:
         """Write chunks: ids, their documents, dense vectors, BM25 term parts (one row
         each, `BM25Index.term_part`) and the documents' manifest records (filter columns).
         Upserts, so a repeated write (an ingest run again after a crash) adds nothing;
-        `fresh`: the collection was just created, plain inserts."""
+        `fresh`: the collection was just created, plain inserts.
+
+        A chunk whose vector is not computed yet is written with a placeholder (Milvus
+        has no entity without its vector field) and rewritten whole once it is: the
+        catalogue's `n_embedded` says which rows hold real ones, and `dense` skips the
+        others."""
         if not (len(ids) == len(doc_ids) == len(vectors) == term_part.shape[0]):
             raise ValueError(f"{len(ids)} ids, {len(vectors)} vectors, {term_part.shape[0]} rows")
         scalars = {d: _scalars(d, docs[d]) for d in dict.fromkeys(doc_ids)}
@@ -305,39 +315,47 @@ class MilvusStore:
         return int(res[0]["count(*)"])
 
     # ------------------------------------------------------------------ searching
-    def _ranked(self, hits: list[dict]) -> Ranked:
+    def _ranked(self, hits: list[dict], below: int | None = None, k: int | None = None) -> Ranked:
         rows, scores = [], []
         for h in hits:
             r = self._row_of.get(h["id"])
-            if r is not None:  # else a row of another catalogue version: not this index's
+            # else a row of another catalogue version: not this index's; rows from `below`
+            # on hold placeholder vectors
+            if r is not None and (below is None or r < below):
                 rows.append(r)
                 scores.append(h["distance"])
-        return Ranked(np.asarray(rows, np.int64), np.asarray(scores, np.float32))
+        return Ranked(np.asarray(rows[:k], np.int64), np.asarray(scores[:k], np.float32))
 
-    def _search(self, data: Any, field: str, k: int, scope: Scope, params: dict) -> Ranked:
-        if k <= 0 or not self._ids:
-            return EMPTY
+    def _search(
+        self, data: Any, field: str, k: int, scope: Scope, params: dict, extra: int = 0
+    ) -> list[dict]:
         res = self.client.search(
             self.collection,
             data=[data],
             anns_field=field,
-            limit=min(k, _TOP_K_MAX),
+            limit=min(k + extra, _TOP_K_MAX),
             filter=milvus_filter(scope),
             output_fields=["id"],
             search_params={"metric_type": "IP", "params": params},
         )
-        return self._ranked(res[0])
+        return res[0]
 
     def dense(self, q: np.ndarray, k: int, scope: Scope = EVERYTHING) -> Ranked:
-        params = {"ef": max(self.ef_search, k)} if self.is_approximate else {}
+        if k <= 0 or not self._embedded:
+            return EMPTY
+        # placeholder rows (zero vectors, score 0) may fill up to `pending` of the places
+        pending = len(self._ids) - self._embedded
+        limit = min(k + pending, _TOP_K_MAX)
+        params = {"ef": max(self.ef_search, limit)} if self.is_approximate else {}
         q = np.asarray(q, np.float32).ravel().tolist()
-        return self._search(q, "dense", k, scope, params)
+        hits = self._search(q, "dense", k, scope, params, extra=pending)
+        return self._ranked(hits, below=self._embedded, k=k)
 
     def sparse(self, tokens: list[str], k: int, scope: Scope = EVERYTHING) -> Ranked:
         weights = self._bm25.query_weights(tokens)
-        if not weights:
+        if k <= 0 or not self._ids or not weights:
             return EMPTY
-        return self._search(weights, "sparse", k, scope, {})
+        return self._ranked(self._search(weights, "sparse", k, scope, {}))
 
     def vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
         rows = np.arange(len(self._ids)) if rows is None else np.asarray(rows, np.int64)

@@ -19,6 +19,8 @@ import numpy as np
 
 from rag.errors import IndexStoreError
 
+VECTORS_FILE = "vectors.faiss"
+
 
 def _faiss():
     import faiss
@@ -150,14 +152,14 @@ class FaissStore:
 
     # persistence ----------------------------------------------------------
     def save(self, folder: Path) -> None:
-        _faiss().write_index(self._index, str(folder / "vectors.faiss"))
+        _faiss().write_index(self._index, str(folder / VECTORS_FILE))
 
     @classmethod
     def load(
         cls, folder: Path, ids: list[str], doc_ids: list[str], dim: int, **kw: Any
     ) -> FaissStore:
         faiss = _faiss()
-        path = folder / "vectors.faiss"
+        path = folder / VECTORS_FILE
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as e:

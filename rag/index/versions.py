@@ -21,6 +21,7 @@ from rag.fileio import fsync_dir, write_text_atomic
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 from rag.index.table import ChunkTable
+from rag.index.vectors import VECTORS_FILE
 
 SCHEMA_VERSION = 2
 
@@ -91,14 +92,60 @@ def index_lock(
 
 
 def _write_version(
-    index_dir, old, manifest, table: ChunkTable, bm25, store, new_texts, crash_hook
+    index_dir,
+    old,
+    manifest,
+    table: ChunkTable,
+    bm25,
+    store,
+    new_texts,
+    crash_hook,
+    vectors_only: bool = False,
 ) -> None:
+    """Write `manifest`, the catalogue and `store`'s vectors as a new version, then make
+    it live. `vectors_only`: the catalogue (texts, chunk table, BM25) is `old`'s as it
+    is, and only the vectors changed (rag/index/build.py's fill): its files are linked
+    into the new folder rather than written again (versions never change once written)."""
     hook = crash_hook or (lambda stage: None)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     tmp = index_dir / f".tmp-v-{stamp}"
     final = index_dir / f"v-{stamp}"
     tmp.mkdir(parents=True)
     hook("mkdir")
+    if vectors_only:
+        _link_catalogue(old.folder, tmp)
+    else:
+        _write_catalogue(tmp, old, manifest, table, bm25, new_texts, hook)
+    hook("bm25")
+    store.save(tmp)
+    hook("vectors")
+    # no indent: json's C encoder only runs without one (10x faster on 69k documents)
+    write_text_atomic(tmp / "manifest.json", json.dumps(manifest, ensure_ascii=False, default=str))
+    for p in tmp.iterdir():  # np.savez / faiss do not fsync
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+    fsync_dir(tmp)
+    hook("manifest")
+    os.rename(tmp, final)
+    fsync_dir(index_dir)
+    hook("renamed")
+    write_text_atomic(index_dir / "CURRENT", final.name + "\n", durable=True)
+    hook("swapped")
+    _collect_garbage(index_dir, keep={final.name, old.folder.name if old else ""})
+
+
+def _link_catalogue(src: Path, dest: Path) -> None:
+    """Every file of version `src` but its manifest and vectors, hard-linked into `dest`."""
+    for p in src.iterdir():
+        if p.name in ("manifest.json", VECTORS_FILE) or not p.is_file():
+            continue
+        try:
+            os.link(p, dest / p.name)
+        except OSError:  # a file system without hard links
+            shutil.copy2(p, dest / p.name)
+
+
+def _write_catalogue(tmp: Path, old, manifest, table: ChunkTable, bm25, new_texts, hook) -> None:
     # The BM25 weights are numpy and file work that mostly runs without the interpreter
     # lock: computed and saved beside the JSON work below (10.6 -> 6.5 s at 69k articles).
     # The pool's exit waits for it, so a failure below never leaves it writing.
@@ -120,22 +167,6 @@ def _write_version(
         table.save(tmp)
         hook("chunks")
         saved.result()
-    hook("bm25")
-    store.save(tmp)
-    hook("vectors")
-    # no indent: json's C encoder only runs without one (10x faster on 69k documents)
-    write_text_atomic(tmp / "manifest.json", json.dumps(manifest, ensure_ascii=False, default=str))
-    for p in tmp.iterdir():  # np.savez / faiss do not fsync
-        with open(p, "rb") as f:
-            os.fsync(f.fileno())
-    fsync_dir(tmp)
-    hook("manifest")
-    os.rename(tmp, final)
-    fsync_dir(index_dir)
-    hook("renamed")
-    write_text_atomic(index_dir / "CURRENT", final.name + "\n", durable=True)
-    hook("swapped")
-    _collect_garbage(index_dir, keep={final.name, old.folder.name if old else ""})
 
 
 def tidy_versions(index_dir: Path) -> None:

@@ -44,6 +44,20 @@ def _embed_input(title: str | None, text: str) -> str:
     return f"{title}\n{text}" if title and not text.startswith(title) else text
 
 
+def embed_title(doc: dict) -> str | None:
+    """The title prepended to a document's chunks for embedding, from its manifest
+    record: the title helps the embedding, a record id standing in for one does not."""
+    meta = doc.get("meta") or {}
+    return None if meta.get("title_is_id") else meta.get("title")
+
+
+def embed_text(title: str | None, chunk: str) -> str:
+    """The normalised text a chunk is embedded (and BM25-segmented) as. Vectors filled
+    in after an ingest (rag/index/build.py) are computed from the same text, so they and
+    their checkpoint keys are those a one-pass ingest would have made."""
+    return norm(_embed_input(title, chunk))
+
+
 def _prepare(raw, settings: Settings) -> tuple[str, dict]:
     """Cleaned text and metadata of one loaded document."""
     from rag.ingest.clean import clean_text, relocate
@@ -149,7 +163,7 @@ def _segment_task(task: list[tuple]) -> _Segmented:
     for title, text, size, overlap, _ in task:
         doc = [tuple(sp) for sp in chunk_spans(text, size, overlap)]
         spans.append(doc)
-        inputs.extend(norm(_embed_input(title, text[s:e])) for s, e in doc)
+        inputs.extend(embed_text(title, text[s:e]) for s, e in doc)
     seg = get_segmenter(task[0][4])  # a batch is never empty; one segmenter for all
     return _Segmented(spans, inputs, count_terms(map(seg.iter_tokens, inputs)))
 

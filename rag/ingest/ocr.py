@@ -322,12 +322,13 @@ def blank(image) -> bool:
 
 def render_pdf_page(data: bytes, index: int, dpi: int = RENDER_DPI):
     """Page `index` (0-based) of a PDF as a PIL image."""
+    from rag.ingest.pdfium import open_pdf
+
     try:
-        import pypdfium2 as pdfium
+        import pypdfium2  # noqa: F401
     except ImportError as e:
         raise OcrUnavailable(f"{e}; pip install pypdfium2") from None
-    pdf = pdfium.PdfDocument(data)
-    try:
+    with open_pdf(data) as pdf:
         page = pdf[index]
         try:
             image = page.render(scale=dpi / 72).to_pil()
@@ -335,8 +336,6 @@ def render_pdf_page(data: bytes, index: int, dpi: int = RENDER_DPI):
             page.close()
         _pending.set((index + 1, len(pdf)))  # reported when it has been read
         return image
-    finally:
-        pdf.close()
 
 
 _ENDS_SENTENCE = tuple("。！？!?；;：:…”」』）)")

@@ -1,15 +1,16 @@
 """Ruled tables on PDF pages, read by pdfplumber as rows that carry their headers.
 
-A table on a PDF page is, to pypdf, a run of cell texts one per line ("崂山区",
-"156亿元", "196"): nothing says which column a number is in. pdfplumber finds tables by
+A table on a PDF page is, to a text extractor, a run of cell texts ("崂山区 156亿元
+196"): nothing says which column a number is in. pdfplumber finds tables by
 their ruling lines; each becomes rows in the format of rag.ingest.tables
 ("表2 各区投资计划｜区县：崂山区｜2023年计划投资：156亿元"), in its place among the
 page's other lines, whose text no longer repeats the cells.
 
-pdfplumber (pdfminer) parses a page about ten times slower than pypdf, so it is run
-only on pages that may hold a ruled table (drawn lines or rectangles, or forms that may
-draw them) and only up to `TABLE_CONTENT_LIMIT` bytes of page content per file; the
-other pages keep pypdf's text. It never sees a page the PDF expansion limits refused:
+pdfplumber (pdfminer) parses a page about ten times slower than pypdf (and pypdf
+about twenty times slower than pdfium), so it is run only on pages that may hold a
+ruled table (drawn lines or rectangles, or forms that may draw them) and only up to
+`TABLE_CONTENT_LIMIT` bytes of page content per file; the other pages keep pdfium's
+text (rag.ingest.pdfium). It never sees a page the PDF expansion limits refused:
 `rag.ingest.formats._pdf` calls it after they have been checked.
 """
 

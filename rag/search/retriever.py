@@ -1,6 +1,7 @@
 """Hybrid retrieval: dense and BM25 (jieba) candidates from the index's store (FAISS
 files or Milvus, rag/index/store.py), fused by normalised score (default) or by
-reciprocal rank.
+reciprocal rank. Chunks whose vectors an ingest has not filled in yet are ranked by
+BM25 alone (`HybridIndex.n_embedded`).
 
 `HybridRetriever.search()` is the typed entry point our answerers use; to put it in a
 llama-index query engine, wrap it with `rag.integrations.llama_index.as_retriever`.
@@ -111,6 +112,9 @@ class HybridRetriever:
         t = time.perf_counter()
         if s.fusion == "rrf":
             fused = rrf([list(d_rows), list(b_rows)], [s.dense_weight, s.bm25_weight], s.rrf_k)
+            for rank, r in enumerate(b_rows, start=1):  # no vector yet: BM25 alone
+                if r >= self.index.n_embedded:
+                    fused[r] += s.dense_weight / (s.rrf_k + rank)
             if drank:  # each candidate chunk also earns its document's whole-document BM25 rank
                 doc_of = self.index.doc_ids
                 for r in fused:
@@ -126,16 +130,28 @@ class HybridRetriever:
         d_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(d_rows, d_scores))}
         b_info = {int(r): (i + 1, float(sc)) for i, (r, sc) in enumerate(zip(b_rows, b_scores))}
         order = sorted(fused, key=lambda r: (-fused[r], r))[:top_k]
+        late = self._unstored_similarity([int(r) for r in order], qv)
         hits = []
         for r in order:
             c = self.index.chunk(int(r))
-            dr, ds = d_info.get(int(r), (None, None))
+            dr, ds = d_info.get(int(r), (None, late.get(int(r))))
             br, bs = b_info.get(int(r), (None, None))
             hits.append(
                 Hit(c.row, c.id, c.doc_id, c.text, c.start, c.end, fused[r], dr, ds, br, bs)
             )
         timings["fuse_ms"] = (time.perf_counter() - t) * 1e3
         return SearchResult(query.text, hits, timings)
+
+    def _unstored_similarity(self, rows: list[int], qv: np.ndarray) -> dict[int, float]:
+        """The query's similarity to the returned chunks that have no stored vector yet
+        (an ingest is filling them in), embedded now: a few passages, and what the
+        answerers read as a hit's dense score means the same as for the other chunks."""
+        rows = [r for r in rows if r >= self.index.n_embedded]
+        if not rows:
+            return {}
+        vecs = self.embedder.embed_passages(self.index.embed_inputs(rows))
+        sims = np.asarray(vecs, np.float32) @ np.asarray(qv, np.float32).ravel()
+        return {r: float(x) for r, x in zip(rows, sims)}
 
     def _doc_ranks(self, toks: list[str], allowed: list[str] | None) -> dict[str, float]:
         """Whole-document BM25: rank (RRF) or score over the best score (score fusion)."""
@@ -174,6 +190,12 @@ class HybridRetriever:
             pos = {r: i for i, r in enumerate(cands)}
             best = float(b_scores[0]) or 1.0
             lex[[pos[int(r)] for r in b_rows]] = np.asarray(b_scores, float) / best
+        if self.index.n_embedded < len(self.index):
+            # A chunk whose vector is not computed yet (a large ingest is still filling
+            # them in) is judged by BM25 alone: a missing similarity is no evidence
+            # against it, so its lexical score stands in for the dense one.
+            no_vector = rows >= self.index.n_embedded
+            dense[no_vector] = lex[no_vector]
         fused = s.dense_weight * dense + s.bm25_weight * lex
         if doc_norm:
             doc_of = self.index.doc_ids

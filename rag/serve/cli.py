@@ -80,6 +80,11 @@ def cmd_ingest(args) -> int:
         )
         if report.resumed_chunks:
             print(f"resumed {report.resumed_chunks} chunks embedded by an interrupted run")
+    if report.deferred_chunks:
+        print(
+            f"{report.searchable_seconds:.1f} 秒后可按关键词检索，"
+            f"{report.seconds:.1f} 秒后向量补全（{report.deferred_chunks} 个分块）"
+        )
     return 0 if report.ingested_anything else 2
 
 

@@ -31,8 +31,15 @@ def relevance(system, question: str, hits) -> list[float]:
     from rag.textnorm import norm
 
     qv = np.asarray(system.embedder.embed_query(norm(question)), dtype=np.float32).ravel()
-    vecs = system.index.vectors.vectors(np.asarray([h.row for h in hits], dtype=np.int64))
-    cos = np.asarray(vecs, dtype=np.float32) @ qv
+    index = system.index
+    rows = np.asarray([h.row for h in hits], dtype=np.int64)
+    stored = rows < index.n_embedded
+    vecs = np.zeros((len(rows), len(qv)), np.float32)
+    if stored.any():
+        vecs[stored] = index.vectors.vectors(rows[stored])
+    if not stored.all():  # an ingest is still filling vectors in: these few are made now
+        vecs[~stored] = system.embedder.embed_passages(index.embed_inputs(rows[~stored]))
+    cos = vecs @ qv
     return [float(min(max(c, 0.0), 1.0)) for c in cos]
 
 

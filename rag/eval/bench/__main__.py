@@ -9,7 +9,9 @@ import sys
 # latency, and its cost against corpus size (10k to 1M chunks, with a plot);
 # `python -m rag.eval.bench agreement|ingest_speed|query_embed|query_profile`: the int8
 # ONNX embedder;
-# `python -m rag.eval.bench ray_ingest`: ingestion over Ray workers.
+# `python -m rag.eval.bench ray_ingest`: ingestion over Ray workers;
+# `python -m rag.eval.bench sheet_speed|pdf_text`: how soon a large spreadsheet is
+# searchable, and reading a text PDF.
 SUBCOMMANDS = {
     "ocr": "rag.eval.bench.ocr",
     "formats": "rag.eval.bench.formats",
@@ -23,6 +25,8 @@ SUBCOMMANDS = {
     "query_embed": "rag.eval.bench.query_embed",  # warm query embedding, ONNX against torch
     "query_profile": "rag.eval.bench.query_profile",  # where a query's embedding time goes
     "ray_ingest": "rag.eval.bench.ray_ingest",  # rag ingest --ray: the per-worker rate
+    "sheet_speed": "rag.eval.bench.sheet_speed",  # a 10,000-row sheet: searchable, embedded
+    "pdf_text": "rag.eval.bench.pdf_text",  # reading a text PDF, one checkout against another
 }
 
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:

@@ -317,6 +317,10 @@ class Library:
         self.feedback_path = Path(feedback_path)
         self.temp_dir = Path(temp_dir) if temp_dir is not None else None  # Gradio's uploads
         self._write_lock = threading.Lock()
+        self.filling: threading.Thread | None = None  # the last `fill_in_background`
+        self._filler_lock = threading.Lock()
+        if self.index.n_embedded < len(self.index):  # an upload or ingest was stopped
+            self.fill_in_background()
 
     @property
     def index(self):
@@ -416,6 +420,7 @@ class Library:
                             embedder=embedder,
                             log=log,
                             progress=True,
+                            embed_later=True,  # a large file's vectors: see below
                         )
                 with self._write_lock:  # then the index is written from the remembered vectors
                     report = ingest(
@@ -425,8 +430,11 @@ class Library:
                         log=log,
                         progress=False,
                         replace_others=False,
+                        embed_later=True,
                     )
                     self.system.reload()
+                if report.pending_chunks:  # searchable by keyword now; vectors follow
+                    self.fill_in_background()
             except RagError as e:  # e.g. another process holds the index lock
                 report = None
                 for p in names:
@@ -444,6 +452,39 @@ class Library:
             if all(r.status == "failed" for r in rs):
                 _discard_upload(slot, self.temp_dir)
         return out
+
+    def fill_in_background(self) -> threading.Thread:
+        """Compute the vectors that uploads left for later (a large sheet is searchable
+        by keyword as soon as it is read), in one background thread, and reload.
+
+        The embedding runs outside the write lock, remembered, so uploads and removals
+        go on meanwhile; the new version is then written under the lock. Rows added
+        meanwhile are picked up by the next round.
+        """
+        with self._filler_lock:
+            if self.filling is not None and self.filling.is_alive():
+                return self.filling
+            self.filling = threading.Thread(target=self._fill, name="rag-fill-vectors", daemon=True)
+            self.filling.start()
+            return self.filling
+
+    def _fill(self) -> None:
+        from rag.index.build import fill_vectors
+
+        embedder = _Remembering(self.system.embedder)
+        while True:
+            index = self.index
+            pending = range(index.n_embedded, len(index))
+            if not pending:
+                return
+            try:
+                embedder.embed_passages(index.embed_inputs(pending))
+                with self._write_lock:
+                    fill_vectors(self.settings, embedder=embedder, progress=False)
+                    self.system.reload()
+            except Exception as e:  # the chunks stay searchable by keyword; a later upload retries
+                print(f"补算向量失败：{type(e).__name__}: {e}", file=sys.stderr)
+                return
 
     def remove(self, doc_ids: Sequence[str]) -> list[UploadResult]:
         """Remove documents from the index; an uploaded file no document uses is deleted too."""

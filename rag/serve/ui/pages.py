@@ -197,15 +197,13 @@ def cited_page(
         return PageImage(highlight(image, boxes), 1, 1, tuple(boxes), True)
     if fmt != "pdf":
         raise ValueError(f"a {fmt} file has no pages to draw")
-    import pypdfium2 as pdfium
-
     from rag.ingest.ocr import RENDER_DPI
+    from rag.ingest.pdfium import open_pdf
 
     index = page_index(meta, spans[0][0])
     lo, hi = _page_range(meta, index, len(text))
     on_page = _clip(spans, lo, hi) or spans[:1]
-    pdf = pdfium.PdfDocument(data)
-    try:
+    with open_pdf(data) as pdf:  # one pdfium call at a time: sessions draw pages at once
         pages = len(pdf)
         if not 0 <= index < pages:
             raise ValueError(f"page {index + 1} is not in the file ({pages} pages)")
@@ -221,6 +219,4 @@ def cited_page(
                 boxes = text_layer_boxes(page, [text[s:e] for s, e in on_page], dpi / 72)
         finally:
             page.close()
-    finally:
-        pdf.close()
     return PageImage(highlight(image, boxes), index + 1, pages, tuple(boxes), from_scan)
