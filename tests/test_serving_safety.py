@@ -355,7 +355,7 @@ def test_cli_json_never_shows_the_key(corpus_settings, fake_llm, capsys, caplog,
     assert SECRET not in out.out + out.err + caplog.text
     assert SECRET not in json.dumps(Settings.load().to_dict())
     # a key is never a setting; only the names of the variables that hold one are
-    names = {f: v for f, v in Settings().to_dict().items() if "key" in f.lower()}
+    names = {f: v for f, v in Settings().to_dict().items() if re.search(r"(^|_)key(_|$)", f)}
     assert set(names) == {"llm_api_key_env"}
     assert all(re.fullmatch(r"[A-Z_][A-Z0-9_]*", v) for v in names["llm_api_key_env"])
 

@@ -62,6 +62,17 @@ class MultiIndex:
     def __len__(self) -> int:
         return sum(len(ix) for ix in self.indexes)
 
+    @property
+    def n_embedded(self) -> int:
+        """Rows with a dense vector, counted as HybridIndex counts them (the first rows):
+        all when every part is complete, else those before the first part's first row
+        still waiting for its vector; later parts' rows then rank by BM25 alone too, until
+        their knowledge base's own ingest has filled its vectors in."""
+        for off, ix in zip(self.offsets, self.indexes):
+            if ix.n_embedded < len(ix):
+                return int(off) + ix.n_embedded
+        return len(self)
+
     def _split(self, doc_id: str):
         kb, _, local = doc_id.partition(SEP)
         return self._by_name[kb], local

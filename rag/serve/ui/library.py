@@ -319,7 +319,9 @@ class Library:
         self._write_lock = threading.Lock()
         self.filling: threading.Thread | None = None  # the last `fill_in_background`
         self._filler_lock = threading.Lock()
-        if self.index.n_embedded < len(self.index):  # an upload or ingest was stopped
+        # an upload or ingest was stopped; a view over several knowledge bases is read-only
+        # (each one's own library fills its vectors in)
+        if not hasattr(self.index, "indexes") and self.index.n_embedded < len(self.index):
             self.fill_in_background()
 
     @property
