@@ -11,7 +11,7 @@ from rag.config import Settings
 from rag.read.answerability import WINDOW_CHARS, shared, trained, window
 from rag.read.extractive import ANSWERS, ExtractiveAnswerer, refusal_model
 
-pytestmark = pytest.mark.skipif(
+needs_model = pytest.mark.skipif(
     trained() is None, reason="this checkout ships no answerability model"
 )
 
@@ -40,6 +40,7 @@ def scorer():
     return model
 
 
+@needs_model
 def test_the_onnx_export_scores_as_the_trained_torch_model_does(scorer):
     import torch
     from transformers import AutoTokenizer
@@ -76,6 +77,7 @@ def test_the_onnx_export_scores_as_the_trained_torch_model_does(scorer):
     assert np.max(np.abs(np.array(got) - np.array(want))) < 0.06, (got, want)
 
 
+@needs_model
 def test_it_tells_the_asked_fact_from_a_passage_that_only_names_its_subjects(scorer):
     cases = [
         (
@@ -99,9 +101,10 @@ def test_it_tells_the_asked_fact_from_a_passage_that_only_names_its_subjects(sco
         assert yes > no, (q, yes, no)
 
 
+@needs_model
 def test_the_refusal_model_reads_it_and_can_do_without(corpus_system):
     retriever = corpus_system.retriever
-    on = ExtractiveAnswerer(retriever, retriever.settings)
+    on = ExtractiveAnswerer(retriever, retriever.settings.replace(answerability_model=True))
     off = ExtractiveAnswerer(retriever, retriever.settings.replace(answerability_model=False))
     assert ANSWERS in on.model["features"]
     assert off.model == refusal_model(False) and ANSWERS not in off.model["features"]

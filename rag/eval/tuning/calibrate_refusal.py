@@ -48,8 +48,10 @@ LEXICAL = ["dense_top", "coverage", "missing_idf", "type_ok", "bm25_top1", "cove
 FEATURES = LEXICAL + [ANSWERS]  # the cross-encoder's P(the evidence answers)
 
 
-def features_for(system, question: str, **filters) -> list[float] | None:
-    res = system.retriever.search(question, **filters)
+def features_for(system, question: str, exclude_doc_ids=()) -> list[float] | None:
+    from rag.types import Filters
+
+    res = system.retriever.search(question, filters=Filters(exclude_doc_ids=tuple(exclude_doc_ids)))
     _, best = system.answerer.select(question, res.hits)
     f = system.answerer.features(question, res.hits, best, answers=True)
     # None: no sentence can answer (no value of the asked kind); refused before the model
