@@ -648,9 +648,10 @@ def test_an_admin_asks_several_knowledge_bases_and_sees_the_admin_tab(browser, h
         page.wait_for_function(has, arg=["#rag-admin-users", "读者"])
         users = page.locator("#rag-admin-users").inner_text()
         assert "li" in users and "全部" in users and "编辑" in users
-        page.wait_for_function(has, arg=["#rag-admin-recent", "崂山区2023年计划完成投资多少？"])
+        # wait for the admin's own row: another test's reader asked the same question
+        page.wait_for_function(has, arg=["#rag-admin-recent", "boss"])
         recent = page.locator("#rag-admin-recent").inner_text()
-        assert "网页" in recent and "boss" in recent
+        assert "网页" in recent and "崂山区2023年计划完成投资多少？" in recent
         assert "次提问" in page.locator("#rag-admin-summary").inner_text()
         page.locator("#rag-admin-per-day img").wait_for()
         shot(page, "22_admin_tab")
