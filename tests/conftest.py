@@ -63,6 +63,21 @@ def corpus_system(corpus_settings, embedder):
     return load_system(corpus_settings, embedder=embedder)
 
 
+def cli_process(*args: str) -> subprocess.Popen:
+    """`rag ARGS...` (this checkout's code) running in its own process group, so that a
+    test's kill reaches its worker processes too; text stdout and stderr piped."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rag.serve.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 # --------------------------------------------------------------------------- the app, served
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import free_port
-from test_ingest_workers import _write_corpus
+from test_ingest_workers import _ingest, _write_corpus
 
 from rag.config import Settings
 from rag.index.embedding import BLOCK, CHECKPOINT_DIR
@@ -38,28 +36,6 @@ def ray_head():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with local_head(cpus=2, env=env) as address:
         yield address
-
-
-def _ingest(corpus: Path, index: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rag.serve.cli",
-            "ingest",
-            str(corpus),
-            "--index",
-            str(index),
-            *extra,
-        ],  # fmt: skip
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def _open(index: Path, store: str = "faiss"):

@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_process
 
 from rag.config import Settings
 from rag.index.embedding import BLOCK, CHECKPOINT_DIR
@@ -41,25 +41,7 @@ def _write_corpus(folder: Path, n_docs: int) -> None:
 
 
 def _ingest(corpus: Path, index: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rag.serve.cli",
-            "ingest",
-            str(corpus),
-            "--index",
-            str(index),
-            *extra,
-        ],  # fmt: skip
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: the kill reaches its workers too
-    )
+    return cli_process("ingest", str(corpus), "--index", str(index), *extra)
 
 
 def test_killed_ingest_resumes_without_duplicating_chunks(tmp_path: Path, embedder) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import cli_process
 from test_office_files import make_xlsx
 
 from rag.config import Settings
@@ -136,16 +136,7 @@ def test_removing_a_document_while_vectors_are_pending(tmp_path, embedder):
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "rag.serve.cli", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return cli_process(*args)
 
 
 def test_an_ingest_killed_while_filling_vectors_is_completed_by_the_next(tmp_path):
