@@ -29,6 +29,7 @@ from rag.eval.bench.stores import (
     calls,
     faiss_store,
     milvus_store,
+    store_versions,
     synthetic,
     time_calls,
 )
@@ -154,10 +155,6 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import faiss
-    import milvus_lite
-    import pymilvus
-
     ap = argparse.ArgumentParser(prog="python -m rag.eval.bench store_scale", description=__doc__.splitlines()[0])  # fmt: skip
     ap.add_argument("--sizes", default="10000,100000,1000000", help="chunk counts")
     ap.add_argument("--queries", type=int, default=200, help="queries where only FAISS runs")
@@ -188,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "ann_min": args.ann_min,
             "machine": measure.machine(),
             "git": measure.git_state(),
-            "versions": {
-                "pymilvus": pymilvus.__version__,
-                "milvus_lite": milvus_lite.__version__,
-                "faiss": faiss.__version__,
-            },  # fmt: skip
+            "versions": store_versions(),
             "sizes": [],
         }
         with tempfile.TemporaryDirectory(dir=args.work) as work:

@@ -201,11 +201,20 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def store_versions() -> dict[str, str]:
+    """The versions of the stores' libraries, written into every store benchmark's results."""
     import faiss
     import milvus_lite
     import pymilvus
 
+    return {
+        "pymilvus": pymilvus.__version__,
+        "milvus_lite": milvus_lite.__version__,
+        "faiss": faiss.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rag.eval.bench stores", description=__doc__)
     ap.add_argument("--sizes", default="10000,100000", help="chunk counts, comma-separated")
     ap.add_argument("--queries", type=int, default=200)
@@ -227,11 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "queries": args.queries,
             "machine": measure.machine(),
             "git": measure.git_state(),
-            "versions": {
-                "pymilvus": pymilvus.__version__,
-                "milvus_lite": milvus_lite.__version__,
-                "faiss": faiss.__version__,
-            },  # fmt: skip
+            "versions": store_versions(),
             "sizes": [],
         }
         with tempfile.TemporaryDirectory(dir=args.work) as work:
