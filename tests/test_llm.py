@@ -434,6 +434,20 @@ def test_follow_up_is_rewritten_by_the_llm(server, settings, corpus_system):
     assert standalone in answer_req["messages"][-1]["content"]
 
 
+def test_a_standalone_question_never_goes_to_the_rewriter(server, settings, corpus_system):
+    # issue 20: a question that names its own subject is not rewritten, by the LLM either
+    a = answerer_for(settings, corpus_system)
+    system = RagSystem(
+        settings, corpus_system.index, corpus_system.embedder, corpus_system.retriever, a
+    )
+    server.script(Reply(_chat_responder("崂山区2023年城市更新项目的投资是多少？")))
+    session = ChatSession(system, rewriter=make_rewriter(a.llm, settings))
+    session.ask(Q)
+    ans = session.ask("李瑞玲是谁？")
+    assert ans.rewritten_question == "李瑞玲是谁？"
+    assert all(r["body"].get("stream") for r in server.requests)  # no rewrite request
+
+
 def test_useless_rewrite_falls_back_to_carry_over(server, settings, corpus_system):
     a = answerer_for(settings, corpus_system)
     system = RagSystem(

@@ -164,7 +164,24 @@ def cmd_followups(args: argparse.Namespace) -> int:
 
     parts = ["rag", "eval", "followups", args.turns, "--out", args.out]
     parts += ["--split", args.split] if args.split else []
-    summary = run_followups(args.turns, args.out, split=args.split, command=shlex.join(parts))
+    rewriter = name = None
+    if args.llm_model_path:  # follow-ups rewritten by a local GGUF model (issue 21, 4c)
+        from rag.config import Settings
+        from rag.integrations.llm_backends import make_llm
+        from rag.llm.rewrite import make_rewriter
+
+        parts += ["--llm-model-path", args.llm_model_path]
+        s = Settings(llm="llamacpp", llm_model_path=args.llm_model_path, llm_temperature=0.0)
+        s = s.replace(llm_max_tokens=64, llm_timeout_s=300.0)
+        rewriter, name = make_rewriter(make_llm(s), s), f"llamacpp {Path(args.llm_model_path).name}"
+    summary = run_followups(
+        args.turns,
+        args.out,
+        split=args.split,
+        command=shlex.join(parts),
+        rewriter=rewriter,
+        rewriter_name=name,
+    )
 
     def f(x):
         return "–" if x is None else f"{x:.3f}"
@@ -278,6 +295,11 @@ def add_eval_parser(subparsers, common_parent_parser: argparse.ArgumentParser) -
     fu.add_argument("--out", default="eval/reports/followups", metavar="DIR", help="report folder")
     fu.add_argument(
         "--split", metavar="NAME", help="only this split's conversations (dev, heldout)"
+    )
+    fu.add_argument(
+        "--llm-model-path",
+        metavar="FILE",
+        help="rewrite follow-ups with this GGUF model (default: key-term carry-over)",
     )
     fu.set_defaults(func=cmd_followups)
 

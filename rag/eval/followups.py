@@ -302,6 +302,7 @@ def format_report(
         f"Data: `{data['path']}` (sha256 {data['sha256'][:16]}, {data['turns']} turns in "
         f"{data['conversations']} conversations). Code: commit {code['commit'] or '?'}"
         f"{' (uncommitted changes)' if code.get('dirty') else ''}, jieba {code['jieba']}.",
+        f"Follow-ups rewritten by: {provenance.get('rewriter', 'carry_over')}.",
         "",
         "The decision is `is_follow_up(question)` on every turn; the rewrite is "
         "`ChatSession.rewrite` replaying each conversation, scored on the later turns. "
@@ -374,22 +375,29 @@ def run_followups(
     out: str | Path = DEFAULT_OUT,
     split: str | None = None,
     command: str | None = None,
+    rewriter: Callable[[str, list], str] | None = None,
+    rewriter_name: str | None = None,
 ) -> FollowUpSummary:
     """Score a follow-up data set and write `report.md`, `metrics.json` and `results.jsonl`
-    (one row a turn) to `out`. `split` keeps only that split's conversations."""
+    (one row a turn) to `out`. `split` keeps only that split's conversations; `rewriter`
+    (an LLM's, `rag.llm.rewrite.make_rewriter`, named `rewriter_name` in the report)
+    rewrites the follow-ups in place of the key-term carry-over."""
     path, out = Path(path), Path(out)
     turns = load_turns(path)
     if split is not None:
         turns = [t for t in turns if t.split == split]
         if not turns:
             raise ConfigError(f"{path}: no turns in split {split!r}")
-    rows = judge_turns(turns)
+    from rag.read.followup import ChatSession
+
+    rows = judge_turns(turns, session_factory=lambda: ChatSession(None, rewriter=rewriter))
     present = sorted({r["split"] for r in rows}, key=lambda s: (_order(s), s))
     metrics = {s: summarize([r for r in rows if r["split"] == s]) for s in present}
     if len(present) > 1:
         metrics["all"] = summarize(rows)
     missed = misses(rows)
     prov = _provenance(path, turns, command)
+    prov["rewriter"] = rewriter_name or "carry_over (key terms of the previous turn)"
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out / "results.jsonl", rows)
     write_json(out / "metrics.json", {**prov, "metrics": metrics, "misses": missed})

@@ -334,6 +334,8 @@ class ChatSession:
     def rewrite(self, question: str) -> str:
         if not self.history:
             return question
+        if not is_follow_up(question):  # names its own subject: never rewritten, by anyone
+            return question.strip()
         if self.rewriter is not None:
             try:
                 return self.rewriter(question, self.history) or question

@@ -150,6 +150,21 @@ def paired(a: list[dict], b: list[dict], key: str = "contains", n: int = 2000) -
     }
 
 
+def sample(qs: list[dict], answerable: int, unanswerable: int, seed: int) -> list[dict]:
+    """A seeded sample of each kind, in the file's order, so the extractive run and the
+    LLM run of the same arguments ask the same questions."""
+    import random
+
+    rng = random.Random(seed)
+    picked: set[str] = set()
+    for want, n in ((True, answerable), (False, unanswerable)):
+        pool = [q["id"] for q in qs if bool(q["answerable"]) == want]
+        if n > len(pool):
+            raise SystemExit(f"only {len(pool)} questions with answerable={want}, asked {n}")
+        picked.update(rng.sample(pool, n))
+    return [q for q in qs if q["id"] in picked]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rag.eval.bench.llm")
     p.add_argument("questions")
@@ -158,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--limit", type=int)
     p.add_argument("--ids", help="comma-separated question ids (instead of --limit)")
+    p.add_argument(
+        "--answerable", type=int, help="a seeded sample of this many answerable questions"
+    )
+    p.add_argument(
+        "--unanswerable", type=int, help="a seeded sample of this many unanswerable questions"
+    )
+    p.add_argument("--within", type=int, help="sample only among the first N questions")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sentences", type=int, default=-1, help="context sentences; 0: whole")
     p.add_argument("--max-tokens", type=int, default=160)
     p.add_argument("--extractive", action="store_true", help="the extractive answerer instead")
@@ -181,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         want = args.ids.split(",")
         qs = [q for q in qs if q["id"] in want]
     qs = qs[: args.limit] if args.limit else qs
+    if args.answerable is not None or args.unanswerable is not None:
+        qs = sample(qs[: args.within], args.answerable or 0, args.unanswerable or 0, args.seed)
     out = Path(args.out)
     done = {json.loads(x)["id"] for x in out.open()} if out.exists() else set()
     with out.open("a", encoding="utf-8") as f:
