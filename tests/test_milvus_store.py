@@ -214,6 +214,31 @@ def test_updates_and_removals_leave_no_stale_rows(tmp_path, embedder):
     assert idx.vectors.count() == len(idx) and "a" not in idx.vectors.doc_ids()
 
 
+def test_bm25_scores_stay_those_of_the_whole_corpus_after_incremental_ingests(tmp_path, embedder):
+    # Rows written by an earlier ingest carry that corpus's mean passage length; once
+    # long documents join, a stale norm would score old and new rows on different scales.
+    docs = _docs(tmp_path)
+    first = tmp_path / "first"
+    first.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):  # short notices only
+        (docs / name).rename(first / name)
+    s = Settings(index_dir=str(tmp_path / "kb"), store=str(tmp_path / "drift.db"))
+    ingest([first], s, embedder=embedder, progress=False, log=_quiet)
+    before = HybridIndex.open(s.index_path, s).bm25.avgdl
+    ingest([first, docs], s, embedder=embedder, progress=False, log=_quiet)  # + the articles
+    idx = HybridIndex.open(s.index_path, s)
+    assert idx.bm25.avgdl > 2 * before  # the mean moved far past SPARSE_DRIFT
+    assert idx.manifest["store"]["avgdl"] == pytest.approx(idx.bm25.avgdl)
+    for q in ("全市计划改造老旧小区多少个？", "老旧小区改造资金", "崂山区城市更新项目投资"):
+        tokens = idx.tokenize(q)
+        milvus = idx.vectors.sparse(tokens, 10)
+        local = idx.bm25.search(tokens, 10)
+        got = dict(zip(milvus.rows.tolist(), milvus.scores.tolist()))
+        want = dict(zip(local.rows.tolist(), local.scores.tolist()))
+        assert got.keys() == want.keys(), q
+        assert all(got[r] == pytest.approx(want[r], rel=1e-4) for r in want), q
+
+
 def test_a_crash_before_the_swap_leaves_the_old_version_answering(tmp_path, embedder):
     docs = _docs(tmp_path)
     s = Settings(index_dir=str(tmp_path / "kb"), store=str(tmp_path / "crash.db"))

@@ -184,11 +184,32 @@ class BM25Index:
         df = self.df.astype(float)
         return np.log1p((n - df + 0.5) / (df + 0.5))
 
-    def term_part(self, rows: np.ndarray) -> sp.csr_matrix:
+    @property
+    def avgdl(self) -> float:
+        """The mean passage length in tokens, BM25's length norm."""
+        n = self.tf.shape[0]
+        return float(self.tf.sum()) / n if n else 1.0
+
+    def term_part(self, rows: np.ndarray, avgdl: float | None = None) -> sp.csr_matrix:
         """The weights of `rows` without their IDF factor: what a store that takes the
         IDF from the query side keeps per chunk (rag/index/milvus.py), so that
-        sum(idf(t) * term_part(t)) over the query's terms is this index's BM25 score."""
-        w = self.weights.tocsr()[np.asarray(rows, np.int64)]
+        sum(idf(t) * term_part(t)) over the query's terms is this index's BM25 score.
+
+        `avgdl`: the length norm to use instead of this index's own. A store keeps one
+        for all its rows, so that rows written by earlier ingests (other lengths) and new
+        ones are scored alike."""
+        rows = np.asarray(rows, np.int64)
+        if avgdl is not None:
+            tf = self.tf[rows]
+            dl = np.asarray(self.tf.sum(axis=1)).ravel()[rows]
+            per = np.repeat(dl, np.diff(tf.indptr))
+            part = (
+                tf.data
+                * (self.k1 + 1)
+                / (tf.data + self.k1 * (1 - self.b + self.b * per / max(avgdl, 1e-9)))
+            )
+            return sp.csr_matrix((part.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)
+        w = self.weights.tocsr()[rows]
         idf = self.column_idf
         return sp.csr_matrix(
             ((w.data / idf[w.indices]).astype(np.float32), w.indices, w.indptr), shape=w.shape

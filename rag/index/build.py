@@ -384,9 +384,10 @@ def _vector_store(
         rows = np.arange(done, len(table))
         if vecs is None:
             vecs = _placeholders(old, table.ids[done:], dim)
-        store.write(
-            table.ids[done:], table.doc_ids[done:], vecs, bm25.term_part(rows), docs, fresh=fresh
-        )
+        if not fresh:  # the kept rows' length norm, if this ingest moved the mean
+            store.realign_sparse(table.ids[:done], bm25, np.arange(done))
+        sparse = store.sparse_rows(bm25, rows)
+        store.write(table.ids[done:], table.doc_ids[done:], vecs, sparse, docs, fresh=fresh)
         return store
     vecs = np.zeros((0, dim), np.float32) if vecs is None else vecs
     if old is not None and len(keep) == len(old) and _same_ann(old.vectors, settings):
@@ -467,7 +468,7 @@ def _fill(index_dir: Path, settings: Settings, embedder, report, log, progress, 
     store = idx.vectors
     ids, doc_ids = idx.ids[done:], idx.doc_ids[done:]
     if store.kind != FAISS:  # upserts: each entity rewritten whole, now with its vector
-        store.write(ids, doc_ids, vecs, idx.bm25.term_part(rows), idx.docs)
+        store.write(ids, doc_ids, vecs, store.sparse_rows(idx.bm25, rows), idx.docs)
     elif _same_ann(store, settings):
         store.add_vectors(vecs, ids, doc_ids)  # this process's copy of the loaded index
     else:

@@ -73,7 +73,7 @@ def copy_index(
             ef_search=settings.hnsw_ef_search,
             replace=replace,
         )
-        terms = source.bm25.term_part(np.arange(n))
+        terms = store.sparse_rows(source.bm25, np.arange(n))
         faiss, embedded = source.vectors.client, source.n_embedded
         for a in range(0, n, _BATCH):
             b = min(a + _BATCH, n)

@@ -11,6 +11,11 @@ BM25 function: milvus-lite 3.2 has no "chinese" analyzer (it offers a jieba toke
 but segments the raw text its own way, without our normalisation), and with the same
 segmentation and statistics both stores rank alike. The IDF is the query's side of the
 product (`BM25Index.query_weights`), so adding documents never rewrites old rows' IDF.
+The length norm (the mean passage length) is the row's side: the collection keeps one
+(`avgdl`, in the manifest's store record) for all its rows, new rows are written with it,
+and when an ingest moves the corpus's own mean by more than `SPARSE_DRIFT` every row's
+sparse vector is rewritten with the new one (`realign_sparse`, a partial upsert that
+leaves the dense vectors alone).
 
 A URI ending in .db is a milvus-lite file (one process at a time); http://host:19530
 (or milvus://host:19530) a Milvus standalone server or cluster. The catalogue (texts,
@@ -40,6 +45,9 @@ MILVUS = "milvus"
 FILTER_FIELDS = ("doc_number", "issuer")
 _MAX = {"id": 64, "doc_id": 1024, "date": 32, "doc_number": 512, "issuer": 512}
 _BATCH = 1000  # entities per insert call
+# relative change of the mean passage length at which every row's BM25 part is rewritten:
+# 5% moves a term's weight in a passage of twice the mean length by at most about 2%
+SPARSE_DRIFT = 0.05
 _TOP_K_MAX = 16384  # Milvus's limit on one search's results
 
 _clients: dict[str, Any] = {}
@@ -160,6 +168,7 @@ class MilvusStore:
         self._row_of: Mapping[str, int] = {}
         self._bm25: Any = None
         self._embedded = 0
+        self.avgdl: float | None = None  # the length norm of every row's sparse vector
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -217,6 +226,7 @@ class MilvusStore:
                 "请用 `rag index copy` 重新复制，或用 `rag ingest --rebuild` 重建"
             )
         store.client.load_collection(store.collection)
+        store.avgdl = record.get("avgdl")  # None: written before it was kept
         return store
 
     def record(self) -> dict[str, Any]:
@@ -228,6 +238,7 @@ class MilvusStore:
             "collection": self.collection,
             "index": self.index_type,
             "sparse": "bm25-term-part",  # query side: IDF (rag/index/bm25.py)
+            "avgdl": self.avgdl,
         }
 
     def bind(
@@ -286,6 +297,32 @@ class MilvusStore:
                     }
                 )
             put(self.collection, rows)
+
+    def sparse_rows(self, bm25: Any, rows: np.ndarray) -> sp.csr_matrix:
+        """The BM25 parts of catalogue `rows` as this collection writes them: with its
+        length norm, set from `bm25` when it has none yet."""
+        if self.avgdl is None:
+            self.avgdl = bm25.avgdl
+        return bm25.term_part(rows, avgdl=self.avgdl)
+
+    def realign_sparse(self, ids: Sequence[str], bm25: Any, rows: np.ndarray) -> int:
+        """Rewrite the sparse vectors of the chunks `ids` (catalogue `rows` of `bm25`)
+        with `bm25`'s own length norm when the collection's has drifted from it by more
+        than `SPARSE_DRIFT` (or is unknown); the number of rows rewritten. A run stopped
+        half-way leaves the recorded norm unchanged, so the next ingest rewrites again."""
+        now = bm25.avgdl
+        if self.avgdl is not None and abs(now / max(self.avgdl, 1e-9) - 1) <= SPARSE_DRIFT:
+            return 0
+        part = bm25.term_part(rows, avgdl=now)
+        for a in range(0, len(ids), _BATCH):
+            batch = []
+            for i in range(a, min(a + _BATCH, len(ids))):
+                lo, hi = part.indptr[i], part.indptr[i + 1]
+                cols, vals = part.indices[lo:hi].tolist(), part.data[lo:hi].tolist()
+                batch.append({"id": ids[i], "sparse": dict(zip(cols, vals))})
+            self.client.upsert(self.collection, batch, partial_update=True)
+        self.avgdl = now
+        return len(ids)
 
     def delete_docs(self, doc_ids: Iterable[str], keep_ids: Iterable[str] = ()) -> None:
         """Remove the chunks of `doc_ids`, except `keep_ids` (the chunks a changed document
