@@ -17,13 +17,16 @@ import time
 from pathlib import Path
 
 from rag.config import Settings
+from rag.eval.metrics import bootstrap_ci, containment, rgb_correct
 from rag.llm.grounding import check_citations
-from rag.textnorm import norm
 
 
-def _contains(text: str, answers: list[str]) -> bool:
-    t = norm(text)
-    return any(norm(a) in t for a in answers if a)
+def correct(text: str, q: dict) -> bool:
+    """Does `text` hold the answer: one of `answers`, or for RGB every item of
+    `answer_items` by one of its synonyms (RGB's `answers` are not alternatives)."""
+    if q.get("answer_items"):
+        return rgb_correct(text, q["answer_items"]) == 1.0
+    return containment(text, q.get("answers", [])) == 1.0
 
 
 def measure(system, q: dict) -> dict:
@@ -64,8 +67,8 @@ def measure(system, q: dict) -> dict:
         "notice": final.notice,
         "shown": shown,
         "refused": bool(final.refused),
-        "contains": bool(not final.refused and _contains(final.text, q.get("answers", []))),
-        "raw_contains": _contains(raw, q.get("answers", [])),
+        "contains": bool(not final.refused and correct(final.text, q)),
+        "raw_contains": correct(raw, q),
         "cited_sentences": len(cited),
         "valid_citations": len(valid),
         "sentences": len(checks),
@@ -87,7 +90,7 @@ def measure_extractive(system, q: dict) -> dict:
         "answer": ans.text,
         "shown": "refusal" if ans.refused else "extractive",
         "refused": bool(ans.refused),
-        "contains": bool(not ans.refused and _contains(ans.text, q.get("answers", []))),
+        "contains": bool(not ans.refused and correct(ans.text, q)),
         "supported": sum(1 for x in ans.sentences if x.supported),
         "sentences": len(ans.sentences),
         "total_ms": (time.perf_counter() - t0) * 1e3,
@@ -134,20 +137,14 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def paired(a: list[dict], b: list[dict], key: str = "contains", n: int = 2000) -> dict:
-    """Paired bootstrap 95% interval of mean(b[key]) - mean(a[key]) on the shared ids."""
-    import random
-
+def paired(a: list[dict], b: list[dict], key: str = "contains") -> dict:
+    """mean(b[key]) - mean(a[key]) on the ids both runs asked, with its paired
+    bootstrap 95% interval (the questions resampled, both answers kept together)."""
     by = {r["id"]: r for r in a}
-    pairs = [(float(by[r["id"]][key]), float(r[key])) for r in b if r["id"] in by]
-    d = [y - x for x, y in pairs]
-    rng = random.Random(0)
-    means = sorted(sum(rng.choice(d) for _ in d) / len(d) for _ in range(n))
-    return {
-        "n": len(d),
-        "diff": sum(d) / len(d),
-        "ci95": (means[int(0.025 * n)], means[int(0.975 * n)]),
-    }
+    d = [float(r[key]) - float(by[r["id"]][key]) for r in b if r["id"] in by]
+    if not d:
+        return {"n": 0, "diff": None, "ci95": None}
+    return {"n": len(d), "diff": sum(d) / len(d), "ci95": bootstrap_ci(d, n_resamples=2000)}
 
 
 def sample(qs: list[dict], answerable: int, unanswerable: int, seed: int) -> list[dict]:
