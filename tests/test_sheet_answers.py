@@ -117,6 +117,7 @@ def test_the_exact_failing_case_keeps_the_value(sheet):
     quote = ans.sentences[0].text
     assert f"计划投资（万元）：{figure(ROWS[0])}" in quote, ans.text
     assert f"项目名称：{ROWS[0][2]}" in quote  # the row whole: what the figure is for
+    assert ans.short_answer == f"{figure(ROWS[0])}万元"  # read with its column's unit
 
 
 def test_every_rows_investment_is_answered_with_that_rows_figure(sheet):

@@ -11,7 +11,7 @@ import re
 
 from rag.ingest.tables import CELL_SEP
 from rag.read.constraints import tag
-from rag.read.reader import answer_type, asked_cell, question_slot
+from rag.read.reader import answer_type, asked_cell, cell_reading, question_slot
 from rag.textnorm import norm
 from rag.types import Answer
 
@@ -92,9 +92,10 @@ def _original(sentence: str, normalized_span: str) -> str:
 
 
 def _cell(qn: str, row: str) -> str | None:
-    """The value of the row's cell whose header shares most with the question."""
+    """The value of the row's cell whose header shares most with the question, with its
+    column's unit ("42602.1万元")."""
     cell = asked_cell(qn, row)
-    return cell.value if cell else None
+    return cell_reading(cell) if cell else None
 
 
 def grade(ans: Answer) -> Answer:

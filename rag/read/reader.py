@@ -173,12 +173,18 @@ def named_share(question_norm: str, row_norm: str) -> float:
     return sum(map(len, longest)) / max(len(question_norm), 1)
 
 
+def cell_reading(c: Cell) -> str:
+    """A cell's value with its column's unit when the value is a bare figure:
+    "42602.1万元" under "计划投资（万元）"."""
+    unit = _HEADER_UNIT.search(c.header)
+    if unit and re.fullmatch(r"-?[\d.,]+", c.value):
+        return c.value + unit.group(1)
+    return c.value
+
+
 def _cell_answers(c: Cell, slot: re.Pattern | None) -> bool:
     """A figure cell read with its column's unit fills the slot (42602.1 under 万元)."""
-    if slot is None:
-        return False
-    unit = _HEADER_UNIT.search(norm(c.header))
-    return bool(slot.search(norm(c.value) + (unit.group(1) if unit else "")))
+    return slot is not None and bool(slot.search(norm(cell_reading(c))))
 
 
 def _row_type(sentence_norm: str, slot: re.Pattern | None, question_norm: str) -> float | None:
@@ -378,7 +384,7 @@ class Reader:
         q = self.analyse(question)
         out = []
         for s, e in split_sentences(text):
-            if CELL_SEP in text[s:e] and is_row(text[s:e]):
+            if is_row(text[s:e]):
                 # a table row is a unit: whole, or (too long) a run of whole cells
                 if e - s > self.max_row_chars:
                     s, e = self._window(text, s, e, q, self.max_row_chars, row=True)
