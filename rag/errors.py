@@ -24,6 +24,10 @@ class IndexStoreError(RagError):
     """The index is missing, locked, from another schema, or damaged."""
 
 
+class IndexLockedError(IndexStoreError):
+    """Another process is writing the index and did not finish within the wait."""
+
+
 class IndexSchemaError(IndexStoreError):
     """The index was written by another version of rag; `rag ingest` rebuilds it."""
 

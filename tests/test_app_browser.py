@@ -223,6 +223,8 @@ def test_upload_appears_in_the_list_and_answers(page, tmp_path):
     row = upload(page, doc)
     assert "已添加" in row.inner_text() and "青岚湖治理报告" in row.inner_text()
     page.locator("#rag-docs").get_by_text("青岚湖治理报告").first.wait_for()
+    listed = page.locator("#rag-docs").inner_text()
+    assert "状态" in listed and "就绪" in listed  # its vectors' status (embedded at once)
     shot(page, "06_uploaded")
 
     open_tab(page, "对话")

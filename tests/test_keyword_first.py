@@ -7,9 +7,11 @@ Sheets are made here with openpyxl; the model, FAISS and milvus-lite are the rea
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -193,3 +195,75 @@ def test_an_upload_is_answered_at_once_and_embedded_in_the_background(tmp_path, 
     _assert_complete(index, s.index_path)
     row, line = _row_query(index, "街道00321")
     assert row in index.store.dense(embedder.embed_query(line), 10).rows.tolist()
+
+
+def _list_json(index_dir: Path) -> dict[str, dict]:
+    """`rag list --json`, in its own process: {doc_id: document}."""
+    out = cli_process("list", "--index", str(index_dir), "--json").communicate(timeout=300)
+    docs = json.loads(out[0])["documents"]
+    return {d["doc_id"]: d for d in docs}
+
+
+def test_every_document_list_says_whose_vectors_are_pending_or_failed(
+    tmp_path, embedder, monkeypatch, caplog
+):
+    """Pending vectors show as "向量计算中（done/total）" in the page's list, `rag list
+    --json` and the documents API alike; a background fill that fails (another process
+    holds the index's write lock) shows why there, is logged, and the next try mends it."""
+    from rag.index.fill_status import FILL_FAILED
+    from rag.serve.passages import documents
+    from rag.serve.ui.library import DOC_HEADERS, Library, document_rows
+    from rag.system import load_system
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "notice.txt").write_text(f"城市更新通知\n\n{NOTICE}", encoding="utf-8")
+    s = Settings(index_dir=str(tmp_path / "data" / "index"), keyword_first_chunks=10)
+    ingest([docs], s, embedder=embedder, progress=False, log=_quiet)
+    make_xlsx(docs / "big.xlsx", extra_rows=400)
+    report = ingest([docs], s, embedder=embedder, progress=False, log=_quiet, embed_later=True)
+    n = report.pending_chunks
+    assert n >= 10
+    system = load_system(s, embedder=embedder)
+    rows = {r.doc_id: r for r in document_rows(system.index)}
+    assert rows["big"].status == f"向量计算中（0/{n:,}）" and rows["notice"].status == "就绪"
+    assert len(rows["big"].shown()) == len(DOC_HEADERS) and rows["big"].shown()[-1] == rows["big"].status  # fmt: skip
+    listed = _list_json(s.index_path)
+    assert listed["big"]["status"] == rows["big"].status and listed["big"]["embedded_chunks"] == 0
+    assert listed["notice"]["status"] == "就绪" and listed["notice"]["embedded_chunks"] == 1
+
+    # another process holds the index's write lock while the background fill runs
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(s.index_path / ".lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(Library, "fill_lock_wait_s", 1.0)
+        with caplog.at_level("WARNING", logger="rag.serve.ui.library"):
+            library = Library(system, tmp_path / "data" / "uploads", tmp_path / "data" / "f.jsonl")
+            library.filling.join(timeout=600)
+        assert not library.filling.is_alive()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    failed = (
+        f"向量计算失败：另一个程序正在写入这个知识库的索引，将在下次上传或重启时重试"
+        f"（已完成0/{n:,}）"
+    )
+    assert {r.doc_id: r.status for r in library.documents()}["big"] == failed
+    assert {d.doc_id: d.status for d in documents(library)}["big"] == failed  # the API's
+    assert _list_json(s.index_path)["big"]["status"] == failed  # another process's view
+    [record] = [r for r in caplog.records if r.name == "rag.serve.ui.library"]
+    assert record.levelname == "WARNING" and "另一个程序正在写入" in record.getMessage()
+    # still answered by keyword meanwhile
+    ans = library.system.ask("街道00321的预算金额是多少？")
+    assert not ans.refused and "预算金额（万元）：963" in ans.sentences[0].text, ans.text
+
+    library.fill_in_background().join(timeout=600)  # the lock is free: the retry mends it
+    _assert_complete(library.index, s.index_path)
+    assert not (s.index_path / FILL_FAILED).exists()
+    assert {r.status for r in library.documents()} == {"就绪"}
+    assert {d["status"] for d in _list_json(s.index_path).values()} == {"就绪"}

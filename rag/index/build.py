@@ -18,6 +18,7 @@ from rag.errors import IndexSchemaError
 from rag.index.bm25 import BM25Index
 from rag.index.embedding import checkpoint_for, embed_chunks
 from rag.index.executors import connect_ray, ray_workers
+from rag.index.fill_status import clear_failure
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
 from rag.index.hybrid import HybridIndex
@@ -456,6 +457,7 @@ def _fill(index_dir: Path, settings: Settings, embedder, report, log, progress, 
     report.total_chunks, report.total_docs = n, len(idx.docs)
     if done == n:
         report.pending_chunks = 0
+        clear_failure(index_dir)
         return
     if idx.manifest["embedding"]["model"] != embedder.model_id:
         raise IndexSchemaError(
@@ -494,6 +496,7 @@ def _fill(index_dir: Path, settings: Settings, embedder, report, log, progress, 
     }
     _write_version(index_dir, idx, manifest, idx.table, idx.bm25, store, {}, crash_hook, True)
     checkpoint_for(index_dir, embedder).clear()  # the vectors are in the live version
+    clear_failure(index_dir)  # an earlier background fill's failure is mended
     report.pending_chunks = 0
     log(f"向量已补全：{n - done} 个分块现在也可按语义检索")
 

@@ -28,13 +28,14 @@ import importlib.util
 import json
 import re
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 from rag.config import Settings
 from rag.errors import IndexSchemaError, IndexStoreError
 from rag.index.bm25 import BM25Index
+from rag.index.fill_status import last_failure
 from rag.index.segment import LEGACY_SEGMENTER, SEGMENTERS, get_segmenter
 from rag.index.store import FAISS, ChunkStore, LocalStore, store_kind
 from rag.index.table import ChunkTable
@@ -94,6 +95,15 @@ class HybridIndex:
         later version fills their vectors in.
         """
         return int(self.manifest.get("n_embedded", len(self.ids)))
+
+    def pending_vectors(self) -> dict[str, int]:
+        """Per document, its chunks still waiting for a vector (none listed: all have one)."""
+        return dict(Counter(self.doc_ids[self.n_embedded :]))
+
+    def fill_failure(self, doc_id: str | None = None) -> str | None:
+        """Why the last background fill of this index's vectors failed (rag.index.fill_status);
+        None when it did not. `doc_id` is for a view over several indexes."""
+        return last_failure(self.folder.parent)
 
     def embed_inputs(self, rows: Sequence[int]) -> list[str]:
         """What the embedder was (or will be) given for these rows."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from rag.errors import IndexStoreError
+from rag.errors import IndexLockedError, IndexStoreError
 from rag.fileio import fsync_dir, write_text_atomic
 
 # 2: the chunk table moved from one chunks.json to rag/index/table.py's three files
@@ -78,7 +78,7 @@ def index_lock(
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 if time.monotonic() >= deadline:
-                    raise IndexStoreError(
+                    raise IndexLockedError(
                         f"{index_dir}: another ingest is still writing this index; "
                         "try again when it has finished"
                     ) from None

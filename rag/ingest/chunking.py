@@ -11,6 +11,7 @@ import hashlib
 import re
 from typing import NamedTuple
 
+from rag.ingest.tables import CELL_SEP, is_row
 from rag.types import Chunk
 
 # A sentence ends at 。！？!?；; or …… (plus any closing quotes/brackets), or at a line break.
@@ -24,14 +25,35 @@ class Span(NamedTuple):
 
 
 def split_sentences(text: str) -> list[Span]:
-    """Sentence spans of `text`; white space between sentences belongs to no span."""
+    """Sentence spans of `text`; white space between sentences belongs to no span.
+
+    A table row's line (rag.ingest.tables.is_row) is one span whatever its cells say:
+    "建设内容：新建道路。改造管网。｜计划投资（万元）：42602.1" is one record, and a
+    quote or a chunk cut at the 。 would part the project from its figure.
+    """
+    if CELL_SEP not in text:
+        return _sentences(text, 0, len(text))
     spans: list[Span] = []
     pos = 0
-    for m in SENTENCE_END.finditer(text):
-        end = m.end() if not m.group().startswith("\n") else m.start()
-        _append_stripped(text, pos, end, spans)
+    while pos <= len(text):
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        if is_row(text[pos:end]):
+            _append_stripped(text, pos, end, spans)
+        else:
+            spans.extend(_sentences(text, pos, end))
+        pos = end + 1
+    return spans
+
+
+def _sentences(text: str, start: int, end: int) -> list[Span]:
+    spans: list[Span] = []
+    pos = start
+    for m in SENTENCE_END.finditer(text, start, end):
+        stop = m.end() if not m.group().startswith("\n") else m.start()
+        _append_stripped(text, pos, stop, spans)
         pos = m.end()
-    _append_stripped(text, pos, len(text), spans)
+    _append_stripped(text, pos, end, spans)
     return spans
 
 
@@ -45,16 +67,21 @@ def _append_stripped(text: str, start: int, end: int, out: list[Span]) -> None:
 
 
 def _split_long(text: str, span: Span, size: int) -> list[Span]:
-    """Break a sentence longer than `size` at commas, or hard at `size` without them.
+    """Break a sentence longer than `size` at commas (a table row between its cells), or
+    hard at `size` without them.
 
     Parts are trimmed like sentences: a cut inside a long run of blanks would otherwise
     make chunks of nothing but white space, which were embedded and indexed.
     """
     parts: list[Span] = []
     start = span.start
+    row = is_row(text[span.start : span.end])
     while span.end - start > size:
         window = text[start : start + size]
-        cut = max((m.end() for m in _SOFT_BREAK.finditer(window)), default=0)
+        # a row is cut between cells, never between a header and its value
+        cut = window.rfind(CELL_SEP) + 1 if row else 0
+        if cut < size // 3:
+            cut = max((m.end() for m in _SOFT_BREAK.finditer(window)), default=0)
         if cut < size // 3:  # no usable comma: hard cut
             cut = size
         _append_stripped(text, start, start + cut, parts)

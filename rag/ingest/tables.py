@@ -18,7 +18,7 @@ import datetime as dt
 import io
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from rag.ingest.decode import _norm_newlines, decode_bytes
 from rag.ingest.headings import SECTION
@@ -26,6 +26,58 @@ from rag.ingest.headings import SECTION
 CELL_SEP = "｜"
 MAX_CELL_CHARS = 500  # one cell of a spreadsheet can hold a page: keep rows searchable
 _SPACE = re.compile(r"\s+")
+
+
+class Cell(NamedTuple):
+    """One "header：value" cell of a row line, with its offsets in the line."""
+
+    header: str
+    value: str
+    start: int
+    end: int
+
+
+# normalised text (rag.textnorm.norm) writes the separators half-width
+_CELL_SPLIT = re.compile(r"[｜|]")
+_HEADER_SEP = re.compile(r"[：:]")
+
+
+def row_cells(line: str) -> list[Cell]:
+    """The "header：value" cells of a row line as `row_lines` writes it (original or
+    normalised text); the caption and cells without a header are not among them."""
+    out = []
+    start = 0
+    for m in [*_CELL_SPLIT.finditer(line), None]:
+        end = m.start() if m else len(line)
+        part = line[start:end]
+        sep = _HEADER_SEP.search(part)
+        header = part[: sep.start()].strip() if sep else ""
+        if _is_header(header) and part[sep.end() :].strip():
+            out.append(Cell(header, part[sep.end() :].strip(), start, end))
+        start = end + 1
+    return out
+
+
+def _is_header(text: str) -> bool:
+    """A column header is a label: short, no sentence in it ("会议指出：" is prose)."""
+    return 0 < len(text) <= MAX_HEADER_CHARS and not _SENTENCE_MARK.search(text)
+
+
+MAX_HEADER_CHARS = 40
+_SENTENCE_MARK = re.compile(r"[。！？!?；;]")
+
+
+def is_row(line: str) -> bool:
+    """A line that is a table row ("表2｜区县：崂山区｜项目数：196"): a unit, quoted and
+    chunked whole, never split between a header and its value.
+
+    Most of its `CELL_SEP`-separated parts are "header：value" cells (the caption and
+    cells named by their own value are not), so prose with a stray ｜ stays prose.
+    """
+    if CELL_SEP not in line:
+        return False
+    parts = line.count(CELL_SEP) + 1
+    return 2 * len(row_cells(line)) >= parts - 1
 
 
 def cell_text(value: Any) -> str:

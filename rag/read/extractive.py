@@ -25,7 +25,7 @@ from rag.read.answerability import evidence
 from rag.read.answerability import shared as answerability_model
 from rag.read.constraints import YEAR, constraints, parts, shown, tag, unmet
 from rag.read.grade import CONFLICT, grade
-from rag.read.reader import Reader, years_named, years_untied
+from rag.read.reader import Reader, named_share, years_named, years_untied
 from rag.textnorm import norm, without_glosses
 from rag.types import Answer, AnswerSentence, Citation, Filters, Hit, Searcher
 
@@ -433,9 +433,10 @@ class ExtractiveAnswerer:
                 and used + len(c.text) <= budget
                 and len(c.text) >= 10  # a bare heading adds nothing to an answer
                 and not overlaps
-                # another table row joins only if it matches the question as fully: the
-                # row of another district is not context, it is another answer
-                and (CELL_SEP not in c.text or c.coverage >= best.coverage)
+                # another table row joins only if it matches the question as fully and
+                # its cells name as much of it: the row of another district or project
+                # is not context, it is another answer
+                and (CELL_SEP not in c.text or self._as_named(question, c, best))
                 # nor the document's title line, in a list of points
                 and not (gather and self._is_title(hits[c.hit_i], c))
                 # nor does a sentence about another place or year
@@ -445,6 +446,13 @@ class ExtractiveAnswerer:
         chosen = [self._with_subject(hits[c.hit_i], c) for c in chosen]
         # best sentence first: the reader sees the answer before the supporting context
         return self._cited(question, hits, chosen, conf, numbered=gather)
+
+    @staticmethod
+    def _as_named(question: str, c: _Cand, best: _Cand) -> bool:
+        q = norm(question)
+        return c.coverage >= best.coverage and named_share(q, norm(c.text)) >= named_share(
+            q, norm(best.text)
+        )
 
     # list questions (GATHER): up to this many points, this many times the answer budget,
     # each scoring at least this share of the best

@@ -11,7 +11,7 @@ import re
 
 from rag.ingest.tables import CELL_SEP
 from rag.read.constraints import tag
-from rag.read.reader import answer_type, question_slot
+from rag.read.reader import answer_type, asked_cell, cell_reading, question_slot
 from rag.textnorm import norm
 from rag.types import Answer
 
@@ -92,19 +92,10 @@ def _original(sentence: str, normalized_span: str) -> str:
 
 
 def _cell(qn: str, row: str) -> str | None:
-    """The value of the row's cell whose header shares most with the question."""
-    best, best_score = None, 0.0
-    for cell in row.split(CELL_SEP):
-        header, sep, value = cell.partition("：")
-        if not sep or not value.strip():
-            continue
-        h = norm(header)
-        score = sum(h[i : i + 2] in qn for i in range(len(h) - 1)) + (h in qn) * 2
-        if norm(value.strip()) in qn:
-            continue  # the row's key (区县：崂山区) is what the question names, not asks
-        if score > best_score:
-            best, best_score = value.strip(), score
-    return best
+    """The value of the row's cell whose header shares most with the question, with its
+    column's unit ("42602.1万元")."""
+    cell = asked_cell(qn, row)
+    return cell_reading(cell) if cell else None
 
 
 def grade(ans: Answer) -> Answer:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from rag.ingest.chunking import split_sentences
+from rag.ingest.tables import CELL_SEP, Cell, is_row, row_cells
 from rag.textnorm import norm
 from rag.types import Query
 
@@ -43,7 +44,8 @@ _DATE = re.compile(
 )
 _LIST = re.compile(r"[、，,；;].*[、，,；;]")
 _CLAUSE = re.compile(r"[，,；;：:、]\s*")
-_OPEN_END = frozenset("，,；;：:、 \t\u3000")
+_CELL_END = re.compile(re.escape(CELL_SEP))
+_OPEN_END = frozenset("，,；;：:、｜| \t\u3000")
 
 
 # the first cue found decides: 哪一年有多少 asks for a date, 哪两个部门 for names
@@ -89,7 +91,8 @@ def question_unit(question: str) -> str | None:
 # What a number question without a counter word asks for, told by its noun: 预算是多少
 # wants an amount of money, 通过率是多少 a percentage, 常住人口有多少 a count of people.
 # A sentence with some other number (194个项目) does not answer it.
-_AMOUNT = rf"[{_CN_NUM}.,]+\s*(?:多|余)?\s*"
+# an amount starts with a digit: the header "计划投资（万元）" names a unit, not a sum
+_AMOUNT = rf"[0-9一二三四五六七八九十百千两半几数][{_CN_NUM}.,]*\s*(?:多|余)?\s*"
 _PEOPLE_UNITS = ("人", "名", "位", "人次", "万人")
 _PEOPLE = re.compile(
     _AMOUNT + r"(?:[万亿]\s*)?(?:名|人次|人|位)"
@@ -134,14 +137,81 @@ def question_slot(question: str, normalized: bool = False) -> re.Pattern | None:
     return best[1] if best else None
 
 
-# a numeric cell of a table row ("项目数：120｜"): its header says what it counts
-_TABLE_NUMBER = re.compile(r"[:：]\s*-?[\d.,]+\s*[^\d｜|]{0,6}(?:[｜|]|$)")
+# a table cell that holds a figure ("120", "156亿元", "42602.1"), and a header's unit
+# ("计划投资（万元）": the figures of that column are amounts of 万元)
+_CELL_NUMBER = re.compile(r"-?[\d.,]+\s*[^\d]{0,6}")
+_HEADER_UNIT = re.compile(r"[(（]\s*([^()（）]{1,6}?)\s*[)）]\s*$")
 
 
-def type_match(kind: str, sentence_norm: str, slot: re.Pattern | None = None) -> float:
+def header_affinity(header_norm: str, question_norm: str) -> int:
+    """How much of a column header the question names: its bigrams found, and 2 more
+    when the question holds the whole header."""
+    h = header_norm
+    return sum(h[i : i + 2] in question_norm for i in range(len(h) - 1)) + 2 * (h in question_norm)
+
+
+def asked_cell(question_norm: str, row: str) -> Cell | None:
+    """The cell of a table row whose header the question names most (None: no header is
+    named); never the row's key, the cell whose value the question itself says
+    (区县：崂山区 in "崂山区……多少")."""
+    best, best_score = None, 0
+    for c in row_cells(row):
+        if norm(c.value) in question_norm:
+            continue
+        score = header_affinity(norm(c.header), question_norm)
+        if score > best_score:
+            best, best_score = c, score
+    return best
+
+
+def named_share(question_norm: str, row_norm: str) -> float:
+    """The share of the question that a row's cell values spell out whole: the row of
+    "莱西市中部体育馆改造工程" names all of that project, its neighbour "……建设工程" only
+    the district, though both hold every term of the question."""
+    named = {c.value for c in row_cells(row_norm) if len(c.value) >= 2 and c.value in question_norm}
+    longest = [v for v in named if not any(v != w and v in w for w in named)]
+    return sum(map(len, longest)) / max(len(question_norm), 1)
+
+
+def cell_reading(c: Cell) -> str:
+    """A cell's value with its column's unit when the value is a bare figure:
+    "42602.1万元" under "计划投资（万元）"."""
+    unit = _HEADER_UNIT.search(c.header)
+    if unit and re.fullmatch(r"-?[\d.,]+", c.value):
+        return c.value + unit.group(1)
+    return c.value
+
+
+def _cell_answers(c: Cell, slot: re.Pattern | None) -> bool:
+    """A figure cell read with its column's unit fills the slot (42602.1 under 万元)."""
+    return slot is not None and bool(slot.search(norm(cell_reading(c))))
+
+
+def _row_type(sentence_norm: str, slot: re.Pattern | None, question_norm: str) -> float | None:
+    """`type_match` of a table row for a number question; None when no cell holds a figure.
+
+    The figure must be the asked one: in the cell whose header the question names, or
+    one that fills the question's slot with its column's unit. A row (or part of one)
+    whose only figure is another column's (序号：1) holds a number of another kind.
+    """
+    figures = [c for c in row_cells(sentence_norm) if _CELL_NUMBER.fullmatch(c.value)]
+    if not figures:
+        return None
+    asked = asked_cell(question_norm, sentence_norm) if question_norm else None
+    if any(c == asked or _cell_answers(c, slot) for c in figures) or not question_norm:
+        return 2.0 if slot is not None else 1.0
+    return 0.25 if slot is not None else 1.0
+
+
+def type_match(
+    kind: str, sentence_norm: str, slot: re.Pattern | None = None, question_norm: str = ""
+) -> float:
+    """How well a sentence holds the asked kind of value (0 none, 1 yes, 2 the slot's
+    kind); `question_norm`, the normalised question, tells which cell of a row is asked."""
     if kind == "number" and ("｜" in sentence_norm or "|" in sentence_norm):
-        if _TABLE_NUMBER.search(sentence_norm):  # which cell answers, coverage decides
-            return 2.0 if slot is not None else 1.0
+        row = _row_type(sentence_norm, slot, question_norm)
+        if row is not None:
+            return row
     if kind == "number":
         # When the question says what it counts, only a number of that kind answers it.
         if slot is not None:
@@ -232,18 +302,25 @@ class Question(NamedTuple):
     bigrams: frozenset[str]
     names_year: bool
     years: frozenset[str]  # the years it names ("2023")
+    normalized: str  # rag.textnorm.norm of the text
 
 
 class Reader:
     """Scores the sentences of a passage as answers to a question (no model, a few ms).
 
     score = IDF coverage of the question's terms + `weights` x (share of the question's
-    character bigrams found, the answer-type match) - a penalty for long sentences.
-    Weights were chosen on the CMRC tuning split for the answerer.
+    character bigrams found, the answer-type match, for a table row the share of the
+    question its cells spell out) - a penalty for long sentences. The first weights were
+    chosen on the CMRC tuning split for the answerer (it has no tables).
     """
 
     max_sentence_chars = 90
-    weights = {"bigram": 0.6, "type": 0.4}
+    # a table row is quoted whole up to what a chunk holds (Settings.chunk_size); only a
+    # longer one (cells of a page each) is cut, between cells
+    max_row_chars = 300
+    # "named": a table row's `named_share`, outweighing a passage's rank prior (at most
+    # 0.5, rag.read.extractive) between rows that differ in one word of the key cell
+    weights = {"bigram": 0.6, "type": 0.4, "named": 1.0}
     cache_size = 4096  # (question, passage) pairs: a few queries' worth of top passages
 
     def __init__(self, index):
@@ -277,6 +354,7 @@ class Reader:
             frozenset(q_norm[i : i + 2] for i in range(len(q_norm) - 1)),
             bool(years),
             years,
+            q_norm,
         )
         self._last = q
         return q
@@ -286,10 +364,13 @@ class Reader:
         # `b in sn` per question bigram: the same count as intersecting the sentence's
         # bigram set, without building it
         bi = sum(b in sn for b in q.bigrams) / max(len(q.bigrams), 1)
-        tm = type_match(q.kind, sn, q.slot)
+        tm = type_match(q.kind, sn, q.slot, q.normalized)
         length_pen = 0.15 * max(0.0, (len(sn) - 120) / 120)
         typed = self.weights["type"] * tm * (q.kind != "other")
-        return cov + self.weights["bigram"] * bi + typed - length_pen, cov, tm
+        sc = cov + self.weights["bigram"] * bi + typed - length_pen
+        if "|" in sn or "｜" in sn:  # a table row: the one whose cells the question names
+            sc += self.weights["named"] * named_share(q.normalized, sn)
+        return sc, cov, tm
 
     def sentences(self, question: str, text: str) -> tuple[Sentence, ...]:
         """The passage's answer candidates: its sentences (long ones cut to their best run
@@ -303,8 +384,12 @@ class Reader:
         q = self.analyse(question)
         out = []
         for s, e in split_sentences(text):
-            if e - s > self.max_sentence_chars:
-                s, e = self._window(text, s, e, q)
+            if is_row(text[s:e]):
+                # a table row is a unit: whole, or (too long) a run of whole cells
+                if e - s > self.max_row_chars:
+                    s, e = self._window(text, s, e, q, self.max_row_chars, row=True)
+            elif e - s > self.max_sentence_chars:
+                s, e = self._window(text, s, e, q, self.max_sentence_chars)
             # an answer never ends at 、，；：(a clause of a longer sentence, a speaker's
             # "李瑞玲："): the quote stops at the last word
             while e > s and text[e - 1] in _OPEN_END:
@@ -322,16 +407,20 @@ class Reader:
                 self._cache.popitem(last=False)
         return result
 
-    def _window(self, text: str, s: int, e: int, q: Question) -> tuple[int, int]:
-        """The best run of clauses of a long sentence that fits in `max_sentence_chars`."""
-        cuts = [s] + [m.end() for m in _CLAUSE.finditer(text, s, e) if m.end() < e] + [e]
+    def _window(
+        self, text: str, s: int, e: int, q: Question, limit: int, row: bool = False
+    ) -> tuple[int, int]:
+        """The best run of clauses of a long sentence (of whole cells, for a table row:
+        never a header without its value) that fits in `limit` characters."""
+        marks = _CELL_END.finditer(text, s, e) if row else _CLAUSE.finditer(text, s, e)
+        cuts = [s] + [m.end() for m in marks if m.end() < e] + [e]
         if len(cuts) == 2:  # no clause marks (text that lost its punctuation): fixed windows
-            step = self.max_sentence_chars // 2
+            step = limit // 2
             cuts = list(range(s, e, step)) + [e]
-        best, best_span = float("-inf"), (s, min(e, s + self.max_sentence_chars))
+        best, best_span = float("-inf"), (s, min(e, s + limit))
         for a in range(len(cuts) - 1):
             for b in range(a + 1, len(cuts)):
-                if cuts[b] - cuts[a] > self.max_sentence_chars:
+                if cuts[b] - cuts[a] > limit:
                     break
                 sc = self._score(norm(text[cuts[a] : cuts[b]]), q)[0]
                 if sc > best:

@@ -73,6 +73,22 @@ class MultiIndex:
                 return int(off) + ix.n_embedded
         return len(self)
 
+    def pending_vectors(self) -> dict[str, int]:
+        """Per (qualified) document, its chunks still waiting for a vector."""
+        return {
+            qualify(kb, d): n
+            for kb, ix in zip(self.names, self.indexes)
+            for d, n in ix.pending_vectors().items()
+        }
+
+    def fill_failure(self, doc_id: str | None = None) -> str | None:
+        """Why the last background fill of `doc_id`'s knowledge base failed (None: it did
+        not); without a document, the first part's that did."""
+        if doc_id is not None:
+            ix, _ = self._split(doc_id)
+            return ix.fill_failure()
+        return next((f for ix in self.indexes if (f := ix.fill_failure())), None)
+
     def _split(self, doc_id: str):
         kb, _, local = doc_id.partition(SEP)
         return self._by_name[kb], local

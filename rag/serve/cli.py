@@ -375,6 +375,23 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_list(args) -> int:
+    """The indexed documents, as the web page lists them: title, date, type, chunks and
+    whether their vectors are ready ("向量计算中（1,200/5,512）" while being filled in)."""
+    from rag.index.hybrid import HybridIndex
+    from rag.serve.passages import index_documents
+
+    s = _settings(args)
+    docs = index_documents(HybridIndex.open(s.index_path, s))
+    if args.json:
+        out = {"index_dir": str(s.index_path), "documents": [d.to_json() for d in docs]}
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    for d in docs:
+        print("  ".join(x for x in (d.title, d.date, d.kind, f"{d.chunks}个片段", d.status) if x))
+    return 0
+
+
 # ---------------------------------------------------------------------------- serve
 def cmd_serve(args) -> int:
     from rag.serve.api import ServeOptions, api_keys, serve, ui_login
@@ -474,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", parents=[common], help="describe the index")
     info.set_defaults(func=cmd_info)
+
+    lst = sub.add_parser("list", parents=[common], help="list the indexed documents")
+    lst.add_argument("--json", action="store_true", help="one JSON object with every document")
+    lst.set_defaults(func=cmd_list)
 
     srv = sub.add_parser(
         "serve", parents=[common], help="serve the OpenAI-compatible and Dify APIs over HTTP"

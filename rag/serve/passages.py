@@ -137,6 +137,8 @@ class DocumentInfo:
     file: str  # the file's name, never a server path
     doc_number: str  # 发文字号, when the document states one
     issuer: str  # 发文机关
+    status: str  # "就绪", "向量计算中（1,200/5,512）", "向量计算失败：……" (as the UI shows it)
+    embedded_chunks: int  # of `chunks`, those with a vector (the rest found by keyword alone)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -144,9 +146,16 @@ class DocumentInfo:
 
 def documents(library) -> list[DocumentInfo]:
     """The knowledge base's documents, most recently indexed first, as the UI lists them."""
-    docs = library.index.docs
+    return index_documents(library.index)
+
+
+def index_documents(index) -> list[DocumentInfo]:
+    """`documents` of a loaded index (`rag list` reads one without serving it)."""
+    from rag.serve.ui.library import document_rows
+
+    docs = index.docs
     out = []
-    for row in library.documents():
+    for row in document_rows(index):
         d = docs.get(row.doc_id, {})
         meta = d.get("meta") or {}
         out.append(
@@ -162,6 +171,8 @@ def documents(library) -> list[DocumentInfo]:
                 file=meta.get("original_file") or _file_name(d),
                 doc_number=str(meta.get("doc_number") or ""),
                 issuer=str(meta.get("issuer") or ""),
+                status=row.status,
+                embedded_chunks=row.chunks if row.embedded is None else row.embedded,
             )
         )
     return out

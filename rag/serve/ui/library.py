@@ -4,6 +4,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -18,10 +19,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rag.config import Settings
-from rag.errors import IndexStoreError, LoadError, RagError
+from rag.errors import IndexLockedError, IndexStoreError, LoadError, RagError
 from rag.serve.ui.render import UploadResult, esc, render_document
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+log = logging.getLogger("rag.serve.ui.library")
 
 
 DEFAULT_CORPUS = REPO_ROOT / "corpus"
@@ -30,7 +32,17 @@ DEFAULT_CORPUS = REPO_ROOT / "corpus"
 DEFAULT_QA = REPO_ROOT / "eval" / "datasets" / "corpus_qa.jsonl"
 
 
-DOC_HEADERS = ["标题", "日期", "文号 · 发文机关", "类型", "篇幅", "片段数", "来源", "入库时间"]
+DOC_HEADERS = [
+    "标题",
+    "日期",
+    "文号 · 发文机关",
+    "类型",
+    "篇幅",
+    "片段数",
+    "来源",
+    "入库时间",
+    "状态",
+]
 _KINDS = {
     "txt": "文本", "md": "Markdown", "html": "网页", "pdf": "PDF", "docx": "Word",
     "jsonl": "数据记录", "xlsx": "Excel", "csv": "CSV 表格", "tsv": "TSV 表格",
@@ -209,6 +221,9 @@ class _Remembering:
 
 
 # =========================================================================== shared state
+READY = "就绪"  # every chunk of the document has its vector
+
+
 class DocRow(NamedTuple):
     """One line of the document list: what staff recognise, no internal ids or hashes
     (`doc_id` is kept for the code, not shown)."""
@@ -222,9 +237,52 @@ class DocRow(NamedTuple):
     source: str  # "知识库" or who uploaded it
     indexed_at: str
     doc_id: str
+    status: str = READY  # `vector_status`: whether it is found by meaning yet
+    embedded: int | None = None  # its chunks with a vector (None: not counted)
 
     def shown(self) -> list:
-        return list(self[:-1])
+        """The columns of DOC_HEADERS."""
+        return [*self[:8], self.status]
+
+
+def vector_status(done: int, total: int, failure: str | None = None) -> str:
+    """A document's status as every list shows it: "就绪" when each chunk has its vector,
+    "向量计算中（1,200/5,512）" while keyword-first ingest fills them in (found by
+    keyword meanwhile), or why the last fill failed and when it is tried again."""
+    if done >= total:
+        return READY
+    if failure:
+        return f"向量计算失败：{failure}，将在下次上传或重启时重试（已完成{done:,}/{total:,}）"
+    return f"向量计算中（{done:,}/{total:,}）"
+
+
+def document_rows(index) -> list[DocRow]:
+    """The indexed documents, most recently indexed first, each with its vectors' status
+    (the web page's list, `rag list`, the documents API)."""
+    docs = sorted(index.docs.items(), key=lambda kv: kv[1].get("title") or kv[0])
+    docs.sort(key=lambda kv: kv[1].get("indexed_at") or "", reverse=True)
+    pending = index.pending_vectors()
+    rows = []
+    for doc_id, d in docs:
+        total = len(d.get("chunk_ids", []))
+        done = total - pending.get(doc_id, 0)
+        failure = index.fill_failure(doc_id) if done < total else None
+        rows.append(
+            DocRow(
+                d.get("title") or doc_id,
+                d.get("date") or "",
+                _official(d),
+                _kind(d),
+                _size(d.get("n_chars") or 0),
+                total,
+                _source(d),
+                _local_time(d.get("indexed_at")),
+                doc_id,
+                vector_status(done, total, failure),
+                done,
+            )
+        )
+    return rows
 
 
 def pick_labels(rows: Sequence[DocRow]) -> list[tuple[str, str]]:
@@ -245,6 +303,18 @@ def pick_labels(rows: Sequence[DocRow]) -> list[tuple[str, str]]:
         # still the same: number them, in the order of the document list
         out.append((f"{lab}（第{seen[lab]}份）" if labels.count(lab) > 1 else lab, r.doc_id))
     return out
+
+
+def fill_failure_reason(e: BaseException) -> str:
+    """Why a background fill failed, as a document list shows it: in words for the usual
+    causes, else the error's own first line (no server paths, at most 120 characters)."""
+    if isinstance(e, IndexLockedError):
+        return "另一个程序正在写入这个知识库的索引"
+    if isinstance(e, MemoryError):
+        return "内存不足"
+    first = (str(e).strip().splitlines() or [""])[0]
+    first = re.sub(r"(?:/[^\s/:：]+)+/?", "…", first)  # paths name the server's folders
+    return f"{type(e).__name__}: {first}"[:120]
 
 
 def _kind(d: dict) -> str:
@@ -329,23 +399,8 @@ class Library:
         return self.system.index
 
     def documents(self) -> list[DocRow]:
-        """The indexed documents, most recently indexed first."""
-        docs = sorted(self.index.docs.items(), key=lambda kv: kv[1].get("title") or kv[0])
-        docs.sort(key=lambda kv: kv[1].get("indexed_at") or "", reverse=True)
-        return [
-            DocRow(
-                d.get("title") or doc_id,
-                d.get("date") or "",
-                _official(d),
-                _kind(d),
-                _size(d.get("n_chars") or 0),
-                len(d.get("chunk_ids", [])),
-                _source(d),
-                _local_time(d.get("indexed_at")),
-                doc_id,
-            )
-            for doc_id, d in docs
-        ]
+        """The indexed documents, most recently indexed first (`document_rows`)."""
+        return document_rows(self.index)
 
     def scopes(self) -> dict[str, list[str]]:
         """What the chat can narrow a search to: each official-document field's values
@@ -470,10 +525,16 @@ class Library:
             self.filling.start()
             return self.filling
 
+    # how long a fill waits for another process's write of the index before it fails
+    fill_lock_wait_s = 30.0
+
     def _fill(self) -> None:
         from rag.index.build import fill_vectors
+        from rag.index.fill_status import clear_failure, record_failure
 
         embedder = _Remembering(self.system.embedder)
+        index_dir = self.settings.index_path
+        clear_failure(index_dir)  # tried again: the list says "计算中" meanwhile
         while True:
             index = self.index
             pending = range(index.n_embedded, len(index))
@@ -482,10 +543,24 @@ class Library:
             try:
                 embedder.embed_passages(index.embed_inputs(pending))
                 with self._write_lock:
-                    fill_vectors(self.settings, embedder=embedder, progress=False)
+                    fill_vectors(
+                        self.settings,
+                        embedder=embedder,
+                        progress=False,
+                        log=lambda m: log.info("%s", m),
+                        lock_wait_s=self.fill_lock_wait_s,
+                    )
                     self.system.reload()
             except Exception as e:  # the chunks stay searchable by keyword; a later upload retries
-                print(f"补算向量失败：{type(e).__name__}: {e}", file=sys.stderr)
+                reason = fill_failure_reason(e)
+                log.warning(
+                    "background vector fill of %s failed (%d chunks still found by keyword "
+                    "alone; the next upload or start retries): %s",
+                    index_dir, len(pending), reason,
+                    exc_info=not isinstance(e, RagError),
+                )  # fmt: skip
+                with contextlib.suppress(OSError):
+                    record_failure(index_dir, reason)
                 return
 
     def remove(self, doc_ids: Sequence[str]) -> list[UploadResult]:
