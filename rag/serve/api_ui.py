@@ -142,9 +142,9 @@ def run(opts: AppOptions) -> int:
         root = data_dir(settings)
         feedback = Path(opts.feedback) if opts.feedback else root / "feedback.jsonl"
         library = Library(system, root / "uploads", feedback, upload_tmp)
-        # a login's questions go into the home's audit log, as its conversations do
-        audit = AuditLog(settings.home_path / "audit.db") if auth else None
-        access = bare_access(library, audit)
+        # every question goes into the home's audit log, a login's under its name, else
+        # as anonymous (rag.org.audit.ANONYMOUS); its conversations into the home too
+        access = bare_access(library, AuditLog(settings.home_path / "audit.db"))
         checker = login_checker(dict([auth]), settings.login_delay_s) if auth else None
     print("Loading the embedding model ...", file=sys.stderr, flush=True)
     system.embedder.embed_query("预热")  # load the model now, not on the first question

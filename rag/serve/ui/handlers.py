@@ -298,8 +298,9 @@ class ChatState:
         return self.library, c
 
     def _audit(self, turn: int, answer, started: float) -> None:
-        """A logged-in user's question into the audit log (rag.org.audit), by its caller."""
-        if self.access is None or not self.user:
+        """The question into the audit log (rag.org.audit) by its caller: the login, else
+        (over a bare index, nobody logged in) `ANONYMOUS`."""
+        if self.access is None:
             return
         qid = self.access.record(self.caller or self.access.caller(self.user),
                                  self.library.system, answer, started)  # fmt: skip
