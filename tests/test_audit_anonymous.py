@@ -18,8 +18,8 @@ def test_the_chat_page_without_login_audits_as_anonymous(corpus_system, tmp_path
 
     audit = AuditLog(tmp_path / "home" / "audit.db")
     library = Library(corpus_system, tmp_path / "uploads", tmp_path / "feedback.jsonl")
+    # nobody logged in, and a session the page's ask made afresh (no load event before it)
     st = ChatState(library, library.settings, access=bare_access(library, audit))
-    st.login(None)  # nobody: the page was opened without a login
     messages = list(st.respond(LAOSHAN))[-1]
     (row,) = audit.rows()
     assert (row.user, row.channel, row.kbs, row.question) == (

@@ -94,7 +94,7 @@ class OidcLogin:
     sends back. One per process; the discovery document and keys are read once (the
     keys again when the issuer signs with a key it did not list before)."""
 
-    def __init__(self, settings: Settings, secret: str | None = None):
+    def __init__(self, settings: Settings):
         from authlib.integrations.starlette_client import StarletteIntegration, StarletteOAuth2App
 
         if not settings.oidc_issuer:
@@ -105,7 +105,7 @@ class OidcLogin:
             StarletteIntegration("rag"),
             name="rag",
             client_id=settings.oidc_client_id,
-            client_secret=secret if secret is not None else client_secret(settings),
+            client_secret=client_secret(settings),
             server_metadata_url=f"{self.issuer}/.well-known/openid-configuration",
             client_kwargs={
                 "scope": settings.oidc_scope,
