@@ -101,6 +101,7 @@ def running_app(
     log: Path,
     env: Mapping[str, str | None] | None = None,
     startup_s: float = APP_STARTUP_S,
+    port: int | None = None,
 ) -> Iterator[RunningApp]:
     """Serve `python app.py ARGS --port P` until the block ends; yield it once its page answers.
 
@@ -108,7 +109,7 @@ def running_app(
     is a folder beside `log` unless `env` names one). Output goes
     to `log`, whose tail is shown when the app exits early or is not up in `startup_s`.
     """
-    port = free_port()
+    port = port or free_port()  # given when the app's address must be known before it starts
     full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     # the app writes its audit log (and a login's conversations) into the home: the
     # test's folder, never the checkout's .rag/

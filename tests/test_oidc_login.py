@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import free_port, running_app
 from oidc_provider import OidcProvider
 from org_home import make_home
 
@@ -247,6 +247,32 @@ def test_oidc_needs_its_settings_and_the_secret_in_the_environment(home, monkeyp
         OidcLogin(ok)
     monkeypatch.setenv(SECRET_ENV, SECRET)
     assert OidcLogin(ok).issuer == "https://sso.example.org/realms/city"
+
+
+@pytest.mark.slow
+def test_app_py_over_a_home_logs_in_through_the_issuer(home, tmp_path):
+    """`python app.py --home H --config FILE`: the OIDC settings from the settings file,
+    the secret from the environment, the login as `rag serve --ui`'s."""
+    s, _ = home
+    port = free_port()
+    with OidcProvider(CLIENT_ID, SECRET, f"http://127.0.0.1:{port}/auth/callback") as idp:
+        config = tmp_path / "rag.toml"
+        config.write_text(
+            f'oidc_issuer = "{idp.issuer}"\noidc_client_id = "{CLIENT_ID}"\n'
+            f'oidc_redirect_uri = "http://127.0.0.1:{port}/auth/callback"\n'
+            f'oidc_client_secret_env = "{SECRET_ENV}"\n',
+            encoding="utf-8",
+        )
+        env = {"RAG_HOME": None, "RAG_INDEX": None, "RAG_AUTH": None, SECRET_ENV: SECRET}
+        args = ["--home", s.home, "--config", str(config)]
+        with running_app(args, tmp_path / "app.log", env=env, port=port) as app:
+            with _client(app.url.rstrip("/")) as c:
+                assert OIDC_BUTTON in c.get("/").text
+                r = c.get("/auth/oidc")
+                assert r.status_code == 200 and 'id="rag-login"' not in r.text
+                assert _logged_in_as(c) == "li"
+            log = app.log.read_text(encoding="utf-8", errors="replace")
+        assert f"OIDC login through {idp.issuer}" in log and SECRET not in log
 
 
 @pytest.mark.slow
