@@ -107,6 +107,30 @@ def check_base_url(url: str | None, where: str) -> None:
         raise ConfigError(f"{where}: base_url must be an http:// or https:// address, got {url!r}")
 
 
+OIDC_CALLBACK = "auth/callback"  # the chat page's route the issuer sends the browser back to
+
+
+def check_oidc(s: Settings) -> None:
+    """An OIDC login needs its issuer as an address, its client and where it comes back."""
+    check_base_url(s.oidc_issuer, "oidc_issuer")
+    if not s.oidc_client_id:
+        raise ConfigError("oidc_client_id: set it to the client id registered at the issuer")
+    uri = s.oidc_redirect_uri or ""
+    u = urlsplit(uri)
+    if (
+        u.scheme not in ("http", "https")
+        or not u.hostname
+        or not u.path.endswith("/" + OIDC_CALLBACK)
+    ):
+        raise ConfigError(
+            f"oidc_redirect_uri: {uri[:200]!r} must be the chat page's address followed by "
+            f"{OIDC_CALLBACK}, e.g. https://rag.example.org/{OIDC_CALLBACK}, registered at "
+            "the issuer as the client's redirect URI"
+        )
+    if s.oidc_timeout_s <= 0:
+        raise ConfigError("oidc_timeout_s must be more than 0 seconds")
+
+
 @dataclass(frozen=True)
 class Settings:
     # where things live: one home (--home, $RAG_HOME) holds the knowledge bases (HOME/index
@@ -221,13 +245,15 @@ class Settings:
     ldap_default_role: str = "reader"
     # OIDC (Keycloak, Authing, ...): the issuer's discovery document is at
     # {oidc_issuer}/.well-known/openid-configuration; the secret is read from the
-    # environment variable `oidc_client_secret_env`, never written in the file
+    # environment variable `oidc_client_secret_env`, never written in the file; the
+    # redirect URI is the chat page's address + auth/callback (rag.org.oidc)
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
     oidc_client_secret_env: str = "RAG_OIDC_CLIENT_SECRET"
     oidc_redirect_uri: str | None = None
     oidc_scope: str = "openid profile email"
     oidc_username_claim: str = "preferred_username"
+    oidc_timeout_s: float = 10.0  # each request to the issuer (discovery, keys, token)
 
     def __post_init__(self) -> None:
         if isinstance(self.generators, dict):
@@ -280,6 +306,8 @@ class Settings:
             raise ConfigError(f"chunk_overlap must be 0 or more, got {self.chunk_overlap}")
         if self.ldap_default_role not in ROLES:
             raise ConfigError(f"ldap_default_role must be one of {', '.join(ROLES)}")
+        if self.oidc_issuer:
+            check_oidc(self)
         if self.evidence_depth < 0:
             raise ConfigError(
                 f"evidence_depth must be 0 or more (0 turns the answer rerank off), "

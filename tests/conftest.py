@@ -20,6 +20,7 @@ import pytest
 from rag.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+APP_HOME = "rag-home"  # the served app's home, beside its log (`running_app`)
 APP_STARTUP_S = 420  # model load (+ embedding a small corpus) on a busy 2-core machine
 
 
@@ -100,14 +101,19 @@ def running_app(
     log: Path,
     env: Mapping[str, str | None] | None = None,
     startup_s: float = APP_STARTUP_S,
+    port: int | None = None,
 ) -> Iterator[RunningApp]:
     """Serve `python app.py ARGS --port P` until the block ends; yield it once its page answers.
 
-    `env` changes the inherited environment (a None value removes a variable). Output goes
+    `env` changes the inherited environment (a None value removes a variable; RAG_HOME
+    is a folder beside `log` unless `env` names one). Output goes
     to `log`, whose tail is shown when the app exits early or is not up in `startup_s`.
     """
-    port = free_port()
+    port = port or free_port()  # given when the app's address must be known before it starts
     full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    # the app writes its audit log (and a login's conversations) into the home: the
+    # test's folder, never the checkout's .rag/
+    full_env["RAG_HOME"] = str(log.parent / APP_HOME)
     for key, value in (env or {}).items():
         if value is None:
             full_env.pop(key, None)

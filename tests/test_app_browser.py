@@ -18,7 +18,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import running_app
+from conftest import APP_HOME, running_app
+
+from rag.org.audit import ANONYMOUS, AuditLog
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -411,6 +413,10 @@ def test_feedback_is_appended_to_the_jsonl(page, server):
         and rows[-1]["settings"]["top_k"] == 5
     )
     assert rows[-2]["id"] == rows[-1]["id"] and rows[-2]["comment"] == ""
+    # nobody logged in: the question is in the home's audit log as anonymous, thumb beside
+    asked = AuditLog(server.log.parent / APP_HOME / "audit.db").rows()
+    assert (asked[-1].user, asked[-1].channel, asked[-1].question) == (ANONYMOUS, "ui", ANSWERABLE)
+    assert asked[-1].rating == "up"
     shot(page, "11_feedback")
 
 

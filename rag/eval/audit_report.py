@@ -2,66 +2,25 @@
 per day, the refusal rate per day, the questions most often left unanswered and the
 documents most often cited, as plots and tables (report.md, per_day.png, cited.png).
 
-The figures are small pure functions over `rag.org.audit.AuditRow`s, so the admin page
-can show the same ones.
+The figures are counted by SQLite (`rag.org.audit.AuditLog.figures`), so a long log
+costs a few rows here; the admin tab draws the same plots with `write_report`.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
-from rag.org.audit import AuditRow
-from rag.textnorm import norm
+from rag.org.audit import AuditFigures
 
 
-def per_day(rows: Sequence[AuditRow]) -> list[tuple[str, int, int]]:
-    """(day, questions, refused) for each day with questions, oldest first."""
-    asked: Counter[str] = Counter()
-    refused: Counter[str] = Counter()
-    for r in rows:
-        asked[r.at[:10]] += 1
-        refused[r.at[:10]] += r.refused
-    return [(d, asked[d], refused[d]) for d in sorted(asked)]
-
-
-def unanswered(rows: Sequence[AuditRow], n: int = 10) -> list[tuple[str, int]]:
-    """The `n` refused questions asked most often (counted by their normalised text)."""
-    seen: dict[str, str] = {}
-    counts: Counter[str] = Counter()
-    for r in rows:
-        if r.refused:
-            key = norm(r.question).strip(" ?？")
-            seen.setdefault(key, r.question)
-            counts[key] += 1
-    return [(seen[k], c) for k, c in counts.most_common(n)]
-
-
-def most_cited(rows: Sequence[AuditRow], n: int = 10) -> list[tuple[str, str, int]]:
-    """(knowledge base, document title, answers citing it) for the `n` most cited
-    documents; an answer citing a document twice counts once."""
-    counts: Counter[tuple[str, str]] = Counter()
-    titles: dict[tuple[str, str], str] = {}
-    for r in rows:
-        if r.refused:
-            continue
-        for key in {(c.get("kb", ""), c["doc_id"]) for c in r.citations}:
-            counts[key] += 1
-        for c in r.citations:
-            titles.setdefault((c.get("kb", ""), c["doc_id"]), c.get("title") or c["doc_id"])
-    return [(kb, titles[(kb, d)], k) for (kb, d), k in counts.most_common(n)]
-
-
-def write_report(rows: Sequence[AuditRow], out: Path) -> Path:
-    """report.md, per_day.png and cited.png in `out`; returns report.md's path."""
+def write_report(figures: AuditFigures, out: Path) -> Path:
+    """report.md, per_day.png and cited.png of `figures` in `out`; returns report.md's path."""
     from rag.eval.report_plots import pyplot, quiet_fonts
 
     out.mkdir(parents=True, exist_ok=True)
-    days, top, cited = per_day(rows), unanswered(rows), most_cited(rows)
-    total = len(rows)
-    refused = sum(r.refused for r in rows)
+    days, top, cited = figures.per_day, figures.unanswered, figures.most_cited
+    total, refused = figures.total, figures.refused
     quiet_fonts()
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3))
@@ -112,8 +71,8 @@ def cmd_audit_report(args) -> int:
     from rag.org.cli import _since, audit_log
 
     s = Settings.load(args.config, home=args.home)
-    rows = audit_log(s).rows(_since(args.since), args.user)
-    print(f"已写出：{write_report(rows, Path(args.out))}")
+    figures = audit_log(s).figures(_since(args.since), args.user)
+    print(f"已写出：{write_report(figures, Path(args.out))}")
     return 0
 
 

@@ -15,6 +15,11 @@ from pathlib import Path
 
 from rag.errors import ConfigError, NotFoundError
 from rag.org.db import connect, now
+from rag.textnorm import norm
+
+# who asked when nobody logged in (the chat page or an API without accounts): never an
+# account's name, which cannot hold parentheses (rag.org.accounts)
+ANONYMOUS = "(anonymous)"
 
 AUDIT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS questions (
@@ -43,6 +48,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     comment TEXT NOT NULL DEFAULT '',
     correction TEXT NOT NULL DEFAULT ''  -- the answer the user says is right
 );
+CREATE INDEX IF NOT EXISTS feedback_question ON feedback(question_id);
 CREATE TRIGGER IF NOT EXISTS questions_no_update BEFORE UPDATE ON questions
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS questions_no_delete BEFORE DELETE ON questions
@@ -92,6 +98,35 @@ def _citations(answer) -> list[dict]:
     ]  # fmt: skip
 
 
+UNANSWERED_GROUPS_PER_ROW = 10  # groups read per unanswered question shown, to merge spellings
+
+
+@dataclass(frozen=True)
+class AuditFigures:
+    """What the admins are shown of a log: how many questions and refusals, (day,
+    questions, refused) per day oldest first, the refused questions asked most often
+    (text, times), and the documents most often cited (knowledge base, title, answers
+    citing it; an answer citing a document twice counts once, a refusal cites nothing)."""
+
+    total: int
+    refused: int
+    per_day: list[tuple[str, int, int]]
+    unanswered: list[tuple[str, int]]
+    most_cited: list[tuple[str, str, int]]
+
+
+def _where(since: str | None, user: str | None, *more: str) -> tuple[str, list]:
+    """The WHERE clause (with its leading space; "" for none) and its arguments."""
+    where, args = list(more), []
+    if since:
+        where.append("q.at >= ?")
+        args.append(since)
+    if user:
+        where.append("q.user = ?")
+        args.append(user)
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
 class AuditLog:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -136,23 +171,76 @@ class AuditLog:
     def rows(self, since: str | None = None, user: str | None = None) -> list[AuditRow]:
         """The logged questions, oldest first, from `since` (an ISO date or time, UTC)
         and of `user` when given."""
-        where, args = [], []
-        if since:
-            where.append("q.at >= ?")
-            args.append(since)
-        if user:
-            where.append("q.user = ?")
-            args.append(user)
+        return self._select(since, user, "q.id")
+
+    def latest(self, n: int) -> list[AuditRow]:
+        """The `n` latest questions, newest first: one bounded query, however long the log."""
+        return self._select(None, None, "q.id DESC", n)
+
+    def _select(self, since: str | None, user: str | None, order: str,
+                limit: int | None = None) -> list[AuditRow]:  # fmt: skip
+        where, args = _where(since, user)
         sql = (
             "SELECT q.*, f.rating, f.comment, f.correction FROM questions q LEFT JOIN "
             "feedback f ON f.id = (SELECT MAX(id) FROM feedback WHERE question_id = q.id)"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY q.id"
+            + where
+            + f" ORDER BY {order}"
+            + (" LIMIT ?" if limit is not None else "")
         )
         if not self.path.exists():
             return []
         with closing(self._con()) as con:
-            return [self._row(r) for r in con.execute(sql, args)]
+            rows = con.execute(sql, [*args, *([limit] if limit is not None else [])])
+            return [self._row(r) for r in rows]
+
+    def figures(self, since: str | None = None, user: str | None = None, top: int = 10,
+                days: int | None = None) -> AuditFigures:  # fmt: skip
+        """What the log says for its admins (`rag audit-report`, the admin tab), counted by
+        SQLite over the questions from `since` and of `user`: a few rows come back however
+        many were logged. `days` keeps only the latest days of the per-day figures."""
+        if not self.path.exists():
+            return AuditFigures(0, 0, [], [], [])
+        where, args = _where(since, user)
+        refused = _where(since, user, "q.refused = 1")[0]
+        answered = _where(since, user, "q.refused = 0")[0]
+        with closing(self._con()) as con:
+            total, n_refused = con.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(q.refused), 0) FROM questions q{where}", args
+            ).fetchone()
+            per_day = con.execute(
+                f"SELECT substr(q.at, 1, 10) AS day, COUNT(*), SUM(q.refused) FROM questions q"
+                f"{where} GROUP BY day ORDER BY day DESC"
+                + (" LIMIT ?" if days is not None else ""),
+                [*args, *([days] if days is not None else [])],
+            ).fetchall()
+            # the same question asked with or without its question mark is one group here;
+            # other spellings (traditional characters, full-width letters) are merged below,
+            # among the groups asked most often
+            groups = con.execute(
+                "SELECT q.question, COUNT(*) AS n, MIN(q.id) AS first FROM questions q"
+                f"{refused} GROUP BY rtrim(q.question, ' ?？') ORDER BY n DESC, first LIMIT ?",
+                [*args, top * UNANSWERED_GROUPS_PER_ROW],
+            ).fetchall()
+            # SQLite's bare columns: `title` is the one of the row where MIN(q.id) is
+            cited = con.execute(
+                "SELECT COALESCE(json_extract(c.value, '$.kb'), '') AS kb,"
+                " json_extract(c.value, '$.doc_id') AS doc,"
+                " COALESCE(NULLIF(json_extract(c.value, '$.title'), ''),"
+                " json_extract(c.value, '$.doc_id')) AS title,"
+                " COUNT(DISTINCT q.id) AS n, MIN(q.id) AS first"
+                f" FROM questions q, json_each(q.citations) c{answered}"
+                " GROUP BY kb, doc ORDER BY n DESC, first LIMIT ?",
+                [*args, top],
+            ).fetchall()
+        merged: dict[str, list] = {}  # normalised text -> [shown text, count, first id]
+        for question, n, first in sorted(groups, key=lambda g: g[2]):
+            m = merged.setdefault(norm(question).strip(" ?？"), [question, 0, first])
+            m[1] += n
+        unanswered = sorted(merged.values(), key=lambda m: (-m[1], m[2]))[:top]
+        return AuditFigures(
+            int(total), int(n_refused), [(d, int(a), int(f)) for d, a, f in reversed(per_day)],
+            [(q, n) for q, n, _ in unanswered], [(kb, t, int(n)) for kb, _, t, n, _ in cited],
+        )  # fmt: skip
 
     @staticmethod
     def _row(r) -> AuditRow:

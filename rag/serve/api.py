@@ -605,17 +605,18 @@ def serve(opts: ServeOptions, settings) -> int:
 
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         temp_dir = use_upload_temp_dir(settings)
-    systems = accounts = audit = None
+    from rag.org.audit import AuditLog
+
+    systems = accounts = None
+    audit = AuditLog(settings.home_path / "audit.db")  # every answer, a bare index's too
     ui_auth = opts.ui_auth
     if settings.index_dir:  # one bare index (--index, $RAG_INDEX), served as `default`
         system = load_system(settings)
-    else:  # the home's knowledge bases, its accounts' keys, its audit log
+    else:  # the home's knowledge bases, its accounts' keys
         from rag.org.accounts import Accounts
-        from rag.org.audit import AuditLog
         from rag.system import KbSystems
 
         systems, accounts = KbSystems(settings), Accounts(settings)
-        audit = AuditLog(settings.home_path / "audit.db")
         names = systems.names()
         if not names:
             raise ConfigError(

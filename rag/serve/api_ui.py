@@ -28,12 +28,10 @@ def mount_ui(app, system, auth: tuple[str, str] | Callable | None = None,
     upload through (so both write under one lock), else a new one; `service` the APIs'
     (rag.serve.service): over a home, each login reads the knowledge bases it was granted."""
     import gradio as gr
-    from starlette.middleware import Middleware
 
     from rag.serve.ui.handlers import example_questions
     from rag.serve.ui.layout import build_app, ui_i18n
     from rag.serve.ui.library import Library, data_dir
-    from rag.serve.ui.login import LoginPage
     from rag.serve.ui.render import CSS
 
     settings = system.settings
@@ -65,10 +63,39 @@ def mount_ui(app, system, auth: tuple[str, str] | Callable | None = None,
         footer_links=[],
         run_history=False,
         show_error=False,
-        app_kwargs={"middleware": [Middleware(LoginPage, ldap=bool(settings.ldap_url))]}
-        if auth
-        else None,
+        app_kwargs={"middleware": login_middleware(settings, access)} if auth else None,
     )
+
+
+def login_middleware(settings: Settings, access: UiAccess) -> list:
+    """The page's login in front of Gradio's app: the Chinese login page and, when the
+    logins are the home's accounts and `oidc_issuer` is set, the OIDC routes
+    (rag.serve.ui.oidc). Raises ConfigError when OIDC is configured but cannot work."""
+    from starlette.middleware import Middleware
+
+    from rag.serve.ui.login import LoginPage
+
+    oidc = bool(settings.oidc_issuer) and access.accounts is not None
+    if settings.oidc_issuer and not oidc:
+        print(
+            "oidc_issuer is set, but this page logs in one USER:PASSWORD (--auth) or serves "
+            "a bare index (--index): the OIDC login is off",
+            file=sys.stderr,
+            flush=True,
+        )
+    out = [Middleware(LoginPage, ldap=bool(settings.ldap_url), oidc=oidc)]
+    if oidc:
+        from rag.org.oidc import OidcLogin
+        from rag.serve.ui.oidc import OidcRoutes
+
+        out.append(Middleware(OidcRoutes, login=OidcLogin(settings)))
+        print(
+            f"OIDC login through {settings.oidc_issuer} (client {settings.oidc_client_id}); "
+            f"the issuer sends users back to {settings.oidc_redirect_uri}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return out
 
 
 # =========================================================================== app.py
@@ -127,7 +154,6 @@ def run(opts: AppOptions) -> int:
     from rag.serve.ui.handlers import example_questions
     from rag.serve.ui.layout import build_app, ui_i18n
     from rag.serve.ui.library import Library, data_dir, ensure_index
-    from rag.serve.ui.login import LoginPage
     from rag.serve.ui.render import CSS
     from rag.system import load_system, make_embedder
 
@@ -142,10 +168,11 @@ def run(opts: AppOptions) -> int:
         root = data_dir(settings)
         feedback = Path(opts.feedback) if opts.feedback else root / "feedback.jsonl"
         library = Library(system, root / "uploads", feedback, upload_tmp)
-        # a login's questions go into the home's audit log, as its conversations do
-        audit = AuditLog(settings.home_path / "audit.db") if auth else None
-        access = bare_access(library, audit)
+        # every question goes into the home's audit log, a login's under its name, else
+        # as anonymous (rag.org.audit.ANONYMOUS); its conversations into the home too
+        access = bare_access(library, AuditLog(settings.home_path / "audit.db"))
         checker = login_checker(dict([auth]), settings.login_delay_s) if auth else None
+    login_page = login_middleware(settings, access) if checker else []  # OIDC checked now
     print("Loading the embedding model ...", file=sys.stderr, flush=True)
     system.embedder.embed_query("预热")  # load the model now, not on the first question
     feedback = library.feedback_path
@@ -174,7 +201,6 @@ def run(opts: AppOptions) -> int:
         flush=True,
     )
     print(listen_message(opts.host, opts.port, auth, accounts), file=sys.stderr, flush=True)
-    login_page = [Middleware(LoginPage, ldap=bool(settings.ldap_url))] if checker else []
     demo.launch(
         server_name=opts.host,
         server_port=opts.port,

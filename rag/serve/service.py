@@ -9,8 +9,8 @@ A caller is a `rag.org.accounts.Caller`: a service key (`--api-key`, named "key1
 "key2" ... in the order given, never the key itself) reads every knowledge base; an
 account's key (`rag user add`) reads those it was granted and edits them as its role
 allows. One bare index (`--index`) is served as the knowledge base `default`; a home
-(`--home`) serves each of its knowledge bases (`rag.system.KbSystems`) and records every
-answer in its audit log.
+(`--home`) serves each of its knowledge bases (`rag.system.KbSystems`). Either way every
+answer goes into the home's audit log, a caller let in without a key as anonymous.
 """
 
 from __future__ import annotations
@@ -218,12 +218,17 @@ class Service:
         return self.knowledge_base(name, caller).system
 
     def record(self, caller, system, ans, started: float, via: str = "api") -> int | None:
-        """The answer into the home's audit log (none for a bare index); its id there."""
+        """The answer into the audit log (none when the service has none); its id there.
+        A caller let in without a key (`--no-auth`) is logged as `ANONYMOUS`."""
+        from rag.org.audit import ANONYMOUS
+
         if self.audit is None or ans is None:
             return None
         latency = (time.perf_counter() - started) * 1e3
         kbs = getattr(system, "kbs", None) or (KNOWLEDGE_BASE,)
-        return self.audit.record(str(as_caller(caller)), kbs, ans, latency, via)
+        user = str(as_caller(caller))
+        return self.audit.record(ANONYMOUS if user == NO_AUTH_CALLER else user, kbs, ans,
+                                 latency, via)  # fmt: skip
 
     # ----------------------------------------------------------------- answers
     @property

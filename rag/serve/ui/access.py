@@ -4,7 +4,8 @@ Every read and write the page makes goes through `rag.serve.service.Service` wit
 login's `Caller`, as the HTTP APIs do: the knowledge bases a caller may not read are
 never opened for it, so none of their passages reaches an answer, a citation, a source
 view, a document list or an error message. Over a bare index (no accounts) the one
-login, or nobody, is the operator, who reads and changes everything.
+login, or nobody (`ANONYMOUS` in the audit log), is the operator, who reads and changes
+everything.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from rag.errors import ForbiddenError, NotFoundError
 from rag.org.accounts import Caller
+from rag.org.audit import ANONYMOUS
 
 
 class UiAccess:
@@ -38,9 +40,10 @@ class UiAccess:
 
     def caller(self, username: str | None) -> Caller:
         """The caller a login name is, read afresh (a grant or revoke counts at once); an
-        account removed since its login reads nothing."""
+        account removed since its login reads nothing. Over a bare index, nobody logged
+        in is `ANONYMOUS` (so the audit log says so), who may do what the operator may."""
         if self.accounts is None:
-            return Caller(username or "operator", "admin", None)
+            return Caller(username or ANONYMOUS, "admin", None)
         try:
             return self.accounts.caller(username or "")
         except NotFoundError:

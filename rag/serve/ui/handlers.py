@@ -298,13 +298,18 @@ class ChatState:
         return self.library, c
 
     def _audit(self, turn: int, answer, started: float) -> None:
-        """A logged-in user's question into the audit log (rag.org.audit), by its caller."""
-        if self.access is None or not self.user:
+        """The question into the audit log (rag.org.audit) by its caller: the login, else
+        (over a bare index, nobody logged in) `ANONYMOUS`."""
+        if self.access is None:
             return
-        qid = self.access.record(self.caller or self.access.caller(self.user),
-                                 self.library.system, answer, started)  # fmt: skip
+        qid = self.access.record(self._asker(), self.library.system, answer, started)
         if qid is not None:
             self.audit_ids[turn] = qid
+
+    def _asker(self):
+        """Who the audit log says asked: this session's caller, else (a session whose page
+        never loaded, e.g. nobody logged in) the caller its login name is."""
+        return self.caller or self.access.caller(self.user)
 
     def _history(self):
         from rag.org.cli import history_store
@@ -409,8 +414,8 @@ class ChatState:
         )
         self._append(rec)
         self.pending, self.pending_turn = rec, turn
-        if self.access is not None and self.caller is not None:
-            self.access.feedback(self.audit_ids.get(turn), self.caller, rating)
+        if self.access is not None:
+            self.access.feedback(self.audit_ids.get(turn), self._asker(), rating)
         return rec
 
     def _append(self, rec) -> None:
@@ -428,8 +433,8 @@ class ChatState:
         check_comment(text, self.library.settings)
         rec = self.pending.with_comment(text)
         self._append(rec)
-        if self.access is not None and self.caller is not None:
-            self.access.feedback(self.audit_ids.get(self.pending_turn), self.caller,
+        if self.access is not None:
+            self.access.feedback(self.audit_ids.get(self.pending_turn), self._asker(),
                                  rec.rating, text)  # fmt: skip
         self.pending = None
         return rec
