@@ -48,3 +48,28 @@ def test_an_api_without_keys_audits_as_anonymous(corpus_system, tmp_path):
     (row,) = audit.rows()
     assert (row.user, row.channel, row.question) == (ANONYMOUS, "api", LAOSHAN)
     assert row.answer == r.json()["choices"][0]["message"]["content"]
+
+
+def test_the_cli_over_a_bare_index_audits_where_a_home_keeps_a_log(
+    corpus_settings, tmp_path, monkeypatch, capsys
+):
+    from rag.serve.cli import main
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("RAG_HOME", str(home))
+    assert main(["ask", LAOSHAN, "--index", corpus_settings.index_dir, "--json"]) == 0
+    assert not (home / "audit.db").exists()  # a laptop's bare index: no home, nothing kept
+    audit = AuditLog(home / "audit.db")  # a department's home, whose pages keep a log
+    from rag.org.audit import AUDIT_SCHEMA
+    from rag.org.db import connect
+
+    connect(home / "audit.db", AUDIT_SCHEMA).close()  # as the page's first question makes it
+    assert main(["ask", LAOSHAN, "--index", corpus_settings.index_dir, "--json"]) == 0
+    (row,) = audit.rows()
+    assert (row.user, row.channel, row.kbs, row.question) == (
+        "operator",
+        "cli",
+        ("default",),
+        LAOSHAN,
+    )
+    assert "156" in row.answer and row.citations

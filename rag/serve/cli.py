@@ -246,18 +246,21 @@ def _read_batch(path: str):
 
 def _audited(args, system):
     """Record each answer in the home's audit log when knowledge bases are asked (--kb,
-    --user); returns record(answer, started) -> the row's number, or None."""
-    if not system.kbs:
+    --user), or over a bare index when the home keeps an audit log already (a department
+    install: the chat page and the API write one); returns record(answer, started) -> the
+    row's number, or None. A bare index on a laptop without a home writes nothing."""
+    from rag.org.cli import audit_log
+
+    if not system.kbs and not (system.settings.home_path / "audit.db").is_file():
         return lambda ans, started: None
     import time
-
-    from rag.org.cli import audit_log
 
     log = audit_log(system.settings)
     user = getattr(args, "user", None) or "operator"
 
     def record(ans, started: float) -> int:
-        return log.record(user, system.kbs, ans, (time.perf_counter() - started) * 1e3, "cli")
+        kbs = system.kbs or ("default",)  # a bare index, named as the chat page names it
+        return log.record(user, kbs, ans, (time.perf_counter() - started) * 1e3, "cli")
 
     return record
 
