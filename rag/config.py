@@ -20,6 +20,7 @@ from rag.errors import ConfigError
 DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
 API_KEY_ENV = ("RAG_LLM_API_KEY", "OPENAI_API_KEY")
 LLM_KINDS = ("extractive", "openai", "ollama", "llamacpp")
+LLM_QUESTIONS = ("all", "lists")
 EMBED_BACKENDS = ("auto", "onnx", "torch")  # rag/embed/embedder.py
 EMBED_DEVICES = ("auto", "cpu", "cuda")
 MIN_CHUNK_SIZE = 20  # below it a chunk cannot hold one Chinese sentence
@@ -213,6 +214,12 @@ class Settings:
     # further generators a chat session may choose by name ([generators.NAME] tables);
     # the llm_* settings above are the default one
     generators: tuple[GeneratorSpec, ...] = ()
+    # which questions the LLM answers (issue 21, eval/reports/llm/): "all", or "lists"
+    # (哪些/有什么/经验/措施/总结…: it gathers a list's items better than quoting does; the
+    # extractive answerer answers the rest, in milliseconds and more often right)
+    llm_questions: str = "all"
+    # follow-ups rewritten by the LLM when one answers; off: the key-term carry-over
+    llm_rewrite: bool = True
     grounding_threshold: float | None = None  # None: the calibrated one (rag/llm/grounding.py)
     max_answer_sentences: int = 3
     answer_max_chars: int = 110  # the quoted sentences together (about 85 on CMRC, 93 with markers)
@@ -286,6 +293,10 @@ class Settings:
             raise ConfigError("generator names must be unique, and not 'default' or 'extractive'")
         if self.llm not in LLM_KINDS:
             raise ConfigError(f"unknown llm {self.llm!r}; choose one of {', '.join(LLM_KINDS)}")
+        if self.llm_questions not in LLM_QUESTIONS:
+            raise ConfigError(
+                f"llm_questions must be one of {', '.join(LLM_QUESTIONS)}, not {self.llm_questions!r}"
+            )
         check_base_url(self.llm_base_url, "llm_base_url")
         check_store(self.store)
         if self.embed_backend not in EMBED_BACKENDS:

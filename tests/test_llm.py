@@ -32,6 +32,7 @@ from rag.llm.answerer import (  # noqa: E402
     build_messages,
     clean_rewrite,
     make_rewriter,
+    rewriter_for,
 )
 from rag.llm.grounding import (  # noqa: E402
     check_citations,
@@ -445,6 +446,32 @@ def test_a_standalone_question_never_goes_to_the_rewriter(server, settings, corp
     session.ask(Q)
     ans = session.ask("李瑞玲是谁？")
     assert ans.rewritten_question == "李瑞玲是谁？"
+    assert all(r["body"].get("stream") for r in server.requests)  # no rewrite request
+
+
+def test_llm_questions_lists_sends_only_list_questions_to_the_llm(server, settings, corpus_system):
+    # issue 21, 4d: the model gathers a list's items better; the rest stay extractive
+    a = answerer_for(settings.replace(llm_questions="lists"), corpus_system)
+    server.script(Reply(cite(1)))
+    ans = a.answer(Q)  # 多少个: a figure, answered by quoting
+    assert ans.generator != a.name and not server.requests and "196" in ans.text
+    server.script(Reply(cite(1)))
+    ans = a.answer("杭州考察有哪些经验？")
+    assert len(server.requests) == 1 and ans.generator == a.name
+    with pytest.raises(ConfigError, match="llm_questions"):
+        settings.replace(llm_questions="some")
+
+
+def test_llm_rewrite_off_keeps_the_carry_over(server, settings, corpus_system):
+    s = settings.replace(llm_rewrite=False)
+    a = answerer_for(s, corpus_system)
+    assert rewriter_for(a, s) is None and rewriter_for(a, settings) is not None
+    system = RagSystem(s, corpus_system.index, corpus_system.embedder, corpus_system.retriever, a)
+    server.script(Reply(cite(1)))
+    session = ChatSession(system, rewriter=rewriter_for(a, s))
+    session.ask(Q)
+    ans = session.ask("那它的投资是多少？")
+    assert ans.rewritten_question == carry_over("那它的投资是多少？", Q)
     assert all(r["body"].get("stream") for r in server.requests)  # no rewrite request
 
 

@@ -14,7 +14,14 @@ from typing import Any
 from rag.eval.index_cache import _hash_file
 
 # Settings that do not change results: a resumed run may differ in these.
-_NOT_COMPARED = ("home", "index_dir", "cache_dir", "embed_batch_size", "embed_device", "llm_timeout_s")
+_NOT_COMPARED = (
+    "home",
+    "index_dir",
+    "cache_dir",
+    "embed_batch_size",
+    "embed_device",
+    "llm_timeout_s",
+)
 
 
 _VERSIONED = (

@@ -39,9 +39,10 @@ from rag.llm.grounding import (
     strip_citations,
 )
 from rag.llm.prompts import Passage, build_messages, focus
-from rag.llm.rewrite import clean_rewrite, make_rewriter
+from rag.llm.rewrite import clean_rewrite, make_rewriter, rewriter_for
 from rag.read.extractive import (
     CONFLICT,
+    GATHER,
     REFUSAL,
     ExtractiveAnswerer,
     make_citation,
@@ -49,6 +50,7 @@ from rag.read.extractive import (
     unmet_reason,
 )
 from rag.read.grade import grade
+from rag.textnorm import norm
 from rag.types import Answer, AnswerSentence, Filters, Hit
 
 log = logging.getLogger("rag.llm.answerer")
@@ -177,7 +179,7 @@ class LLMAnswerer:
         t1 = time.perf_counter()
         timings = {**res.timings_ms, "retrieve_ms": (t1 - t0) * 1e3}
         extractive = self.fallback.compose(question, hits)
-        if not hits:
+        if not hits or not self.answers(question):
             yield from self._finish(extractive, timings, t0)
             return
         if extractive.refused and extractive.sentences:
@@ -304,6 +306,10 @@ class LLMAnswerer:
             generator=self.name,
         )
 
+    def answers(self, question: str) -> bool:
+        """Does the LLM answer this question (`llm_questions`), or the extractive answerer?"""
+        return self.settings.llm_questions == "all" or bool(GATHER.search(norm(question)))
+
     # -- pieces ------------------------------------------------------------------------
     def _produce(self, messages, stop: threading.Event) -> Iterator[str]:
         for piece in self.llm.stream(messages):
@@ -404,5 +410,6 @@ __all__ = [
     "make_answerer",
     "make_rewriter",
     "redact",
+    "rewriter_for",
     "split_answer",
 ]

@@ -41,6 +41,15 @@ def make_rewriter(generator, settings: Settings) -> Callable[[str, list], str]:
     return rewrite
 
 
+def rewriter_for(answerer, settings: Settings) -> Callable[[str, list], str] | None:
+    """The follow-up rewriter of a chat over `answerer`: the LLM's when it has one and
+    `llm_rewrite` is on, else None (the key-term carry-over)."""
+    llm = getattr(answerer, "llm", None)
+    if llm is None or not settings.llm_rewrite:
+        return None
+    return make_rewriter(llm, settings)
+
+
 def clean_rewrite(output: str, question: str) -> str:
     """The rewritten question from the LLM's output, or LLMFailure if it is not one."""
     line = next((x.strip() for x in output.strip().splitlines() if x.strip()), "")

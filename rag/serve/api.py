@@ -242,8 +242,7 @@ def read_conversation(system, messages: list[dict]) -> Conversation:
     Earlier user messages are rewritten without an LLM (`carry_over`), as `rag chat` would
     have, so a follow-up ("那它的投资是多少？") carries the subject of the turns before it.
     """
-    from rag.llm.answerer import LLMAnswerer
-    from rag.llm.rewrite import make_rewriter
+    from rag.llm.rewrite import rewriter_for
     from rag.read.followup import ChatSession, Turn, carry_over
 
     turns: list[tuple[str, str]] = []  # (user question, the assistant's answer after it)
@@ -256,10 +255,7 @@ def read_conversation(system, messages: list[dict]) -> Conversation:
     if not turns or not turns[-1][0]:
         raise RagError("没有找到要回答的问题：messages 的最后一条用户消息不能为空。")
     *earlier, (question, _) = turns
-    rewriter = None
-    if isinstance(system.answerer, LLMAnswerer):
-        rewriter = make_rewriter(system.answerer.llm, system.settings)
-    session = ChatSession(system, rewriter=rewriter)
+    session = ChatSession(system, rewriter=rewriter_for(system.answerer, system.settings))
     for q, a in earlier:
         if q:
             previous = session.history[-1].rewritten if session.history else ""

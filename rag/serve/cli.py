@@ -315,15 +315,11 @@ def cmd_ask(args) -> int:
 def cmd_chat(args) -> int:
     import time
 
-    from rag.llm.answerer import LLMAnswerer
-    from rag.llm.rewrite import make_rewriter
+    from rag.llm.rewrite import rewriter_for
     from rag.read.followup import ChatSession, Turn
 
     system = _system(args)
-    rewriter = None
-    if isinstance(system.answerer, LLMAnswerer):  # follow-ups rewritten by the LLM
-        rewriter = make_rewriter(system.answerer.llm, system.settings)
-    session = ChatSession(system, rewriter=rewriter)
+    session = ChatSession(system, rewriter=rewriter_for(system.answerer, system.settings))
     record = _audited(args, system)
     keep, conv_id = None, args.resume
     if args.resume:  # the turns so far, so that follow-ups read them

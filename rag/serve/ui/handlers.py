@@ -51,14 +51,11 @@ def build_answerer(settings: Settings, retriever, embedder) -> tuple[Any, str]:
 
 def _rewriter_for(answerer, settings: Settings):
     """An LLM follow-up rewriter when the answerer has an LLM (else None: key-term carry-over)."""
-    llm = getattr(answerer, "llm", None)
-    if llm is None:
-        return None
     try:
-        from rag.llm.rewrite import make_rewriter
+        from rag.llm.rewrite import rewriter_for
     except ImportError:
         return None
-    return make_rewriter(llm, settings)
+    return rewriter_for(answerer, settings)
 
 
 @dataclass
