@@ -208,3 +208,18 @@ def test_the_chat_asks_a_new_subject_as_it_is_and_shows_a_rewrite(corpus_system)
     shown = then.to_json()  # what `rag chat --json` prints
     assert shown["question"] == "那威海呢？"
     assert shown["rewritten_question"] == "2023 计划 完成 投资：那威海呢？"
+
+
+def test_an_llm_rewrite_that_still_leans_on_the_turn_before_is_not_used():
+    # the local model often echoes an elliptical question: searched as it is, it has no
+    # subject, so the session carries the key terms instead (eval/reports/followups/llm)
+    from rag.read.followup import ChatSession, Turn, carry_over
+
+    previous = "威海改造了多少个老旧小区？"
+    for reply in ("它被称为什么？", "还有吗？"):
+        session = ChatSession(None, rewriter=lambda q, h, r=reply: r)
+        session.history.append(Turn(previous, previous, ""))
+        assert session.rewrite(reply) == carry_over(reply, previous)
+    session = ChatSession(None, rewriter=lambda q, h: "威海加装了多少部电梯？")
+    session.history.append(Turn(previous, previous, ""))
+    assert session.rewrite("还有加装电梯呢？") == "威海加装了多少部电梯？"

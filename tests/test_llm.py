@@ -465,7 +465,8 @@ def test_llm_questions_lists_sends_only_list_questions_to_the_llm(server, settin
 def test_llm_rewrite_off_keeps_the_carry_over(server, settings, corpus_system):
     s = settings.replace(llm_rewrite=False)
     a = answerer_for(s, corpus_system)
-    assert rewriter_for(a, s) is None and rewriter_for(a, settings) is not None
+    assert rewriter_for(a, s) is None
+    assert rewriter_for(a, s.replace(llm_rewrite=True)) is not None
     system = RagSystem(s, corpus_system.index, corpus_system.embedder, corpus_system.retriever, a)
     server.script(Reply(cite(1)))
     session = ChatSession(system, rewriter=rewriter_for(a, s))

@@ -338,9 +338,13 @@ class ChatSession:
             return question.strip()
         if self.rewriter is not None:
             try:
-                return self.rewriter(question, self.history) or question
+                out = self.rewriter(question, self.history)
             except Exception:  # an LLM failure must not stop the chat: fall back
-                pass
+                out = None
+            # a rewrite that still leans on the turn before (the question echoed, "它"
+            # kept) would be searched without its subject: carry the key terms instead
+            if out and not is_follow_up(out):
+                return out
         return carry_over(question, self.history[-1].rewritten)
 
     def ask(self, question: str, top_k: int | None = None, filters: Filters | None = None):
