@@ -538,11 +538,17 @@ def test_cli_settings_file_and_fallback_notice(tmp_path, corpus_settings, capsys
     assert "Traceback" not in out.out + out.err
 
 
-def test_cli_chat_shows_the_rewritten_question(server, corpus_settings, capsys, monkeypatch):
+def test_cli_chat_shows_the_rewritten_question(
+    server, corpus_settings, capsys, monkeypatch, tmp_path
+):
     standalone = "崂山区2023年城市更新项目的投资是多少？"
     server.script(Reply(_chat_responder(standalone)))
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{Q}\n那它的投资是多少？\n/exit\n"))
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text("[rag]\nllm_rewrite = true\n", encoding="utf-8")  # off by default
     flags = [
+        "--config",
+        str(cfg),
         "--index",
         corpus_settings.index_dir,
         "--llm",
