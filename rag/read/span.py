@@ -1,0 +1,282 @@
+"""The exact span of a quoted sentence that answers a question: the figure with its
+unit, the date, the name, the place, or whatever fills the question's gap.
+
+Two ways, the typed one first:
+
+- A question that asks for a figure, a date, a person or a place (`answer_type`) is
+  answered by the first such thing in the sentence that the question does not name
+  itself; a table row by the cell whose header the question names.
+- Any other question is aligned with the sentence (`_aligned`): its question word
+  (什么, 哪个, 谁, 多少, 如何……) splits it into the words before and after the gap; the
+  longest end of the words before that the sentence repeats, and the nearest start of
+  the words after, frame the span. "西溪湿地位于杭州市什么区？" over
+  "西溪湿地位于杭州市西湖区……" gives 西湖区.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rag.ingest.tables import CELL_SEP
+from rag.read.constraints import tag
+from rag.read.reader import answer_type, question_slot, question_unit
+from rag.textnorm import norm, normalize
+
+# a number with its unit: 156亿元, 40.6公里, 150多名, 30%
+_FIGURE = re.compile(
+    r"[0-9一二三四五六七八九十百千万亿两半.,]+\s*(?:多|余)?\s*(?:[万亿千百]\s*)*"
+    r"(?:平方公里|平方米|公里|千米|公顷|亿元|万元|美元|个百分点|人次|[%％元米亩吨人名位个项次年天座条部处家种届期岁层套辆所篇场户栋间台件倍]|)"
+)
+_DATE_SPAN = re.compile(
+    r"(?:\d{4}|[一二三四五六七八九〇零]{4})\s*年(?:\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*日)?)?"
+    r"|\d{1,2}\s*月\s*\d{1,2}\s*日|\d{1,2}\s*月"
+)
+_ENTITY_TAGS = {"person": ("PER", "nr"), "place": ("LOC", "ns")}
+
+
+def short_answer(question: str, sentence: str) -> str | None:
+    """The span of `sentence` that answers `question`, as `sentence` writes it; None
+    when no span answers (the question asks yes or no, or the sentence only repeats
+    the question)."""
+    qn = norm(question)
+    if CELL_SEP in sentence:  # a table row: the cell whose header the question names
+        return _cell(qn, sentence)
+    kind = answer_type(qn, normalized=True)
+    if kind == "reason":
+        return _reason(sentence)
+    if kind in _WHOLE:
+        return None
+    if kind in _ALIGN_FIRST:
+        return _aligned(qn, sentence) or _typed(qn, kind, sentence)
+    if kind in _TYPED_IN_GAP:
+        gap = _aligned(qn, sentence)
+        return (gap and _typed(qn, kind, gap)) or _typed(qn, kind, sentence) or gap
+    return _typed(qn, kind, sentence) or _aligned(qn, sentence)
+
+
+_WHOLE: set = {"list"}
+_TYPED_IN_GAP: set = {"number", "date", "person"}
+
+
+_ALIGN_FIRST: set = {"place"}
+
+
+def _typed(qn: str, kind: str, sentence: str) -> str | None:
+    if kind == "number":
+        slot = question_slot(qn, normalized=True)
+        if slot is not None:
+            m = slot.search(norm(sentence))
+            if m and m.group().strip(" ,."):
+                return _original(sentence, m.group().strip(" ,."))
+        return _first(_FIGURE, sentence, qn, need_digit=True)
+    if kind == "date":
+        return _first(_DATE_SPAN, sentence, qn)
+    if kind in _ENTITY_TAGS:
+        tags = _ENTITY_TAGS[kind]
+        for word, t, _src in tag(sentence):
+            if t in tags and len(word) >= 2 and norm(word) not in qn:
+                return word
+    return None
+
+
+# the question word: where the answer's gap is. Longest first; 为何 asks why (no span)
+_QWORD = re.compile(
+    r"什么样的?|什么时候|什么|啥|谁|多少|怎样|怎么样|怎么|如何|多[大长高远久重宽深]"
+    r"|哪(?:一|几|两|[二三四五六七八九十])?(?:个|些|种|位|年|里|儿|家|条|部|所|支|队|国|次|天|份|座|本|首|项|门|类)?"
+    r"|(?<!为)何(?:时|地|处|人|种|年|者)?|几(?:个|种|位|年|次|天)?"
+)
+# a question that asks yes or no has no span to mark
+_YES_NO = re.compile(r"是否|有无|有没有|能否|可否|是不是|吗[？?]?$")
+_ASKS_AFTER = re.compile(r"(?:是|为|叫|指|有)$")  # "乔许·哈却森的职业是？": the gap is at the end
+_QTAIL = re.compile(r"[\s？?。！!,，、：:；;呢呀啊]+$")  # not 么: 什么 ends questions
+_CLAUSE_END = re.compile(r"[，,；;。！!？?：:]")
+# what may stand at the edge of a gap without being part of the answer
+_EDGE = "是为的了在于由被把将和与及着，,、：:；;。.！!？?“”\"'「」『』（）() "
+_MAX_SPAN = 40
+
+
+def _aligned(qn: str, sentence: str) -> str | None:
+    """The part of `sentence` that stands where the question word stands in `qn`."""
+    if _YES_NO.search(qn):
+        return None
+    q = _QTAIL.sub("", qn)
+    m = _QWORD.search(q)
+    if m:
+        left, right = q[: m.start()], q[m.end() :]
+    elif _ASKS_AFTER.search(q):
+        left, right = q, ""
+    else:
+        return None
+    nz = normalize(sentence)
+    ns = nz.text
+    found = _best_gap(left, right, ns)
+    if found is None:
+        return None
+    start, end = found
+    head = _head(m.group() if m else "", right, q)
+    if head and ns.startswith(head, end):  # 什么区 is answered by 西湖区, 多少公里 by 61公里
+        end += len(head)
+    while start < end and ns[start] in _EDGE:
+        start += 1
+    while end > start and ns[end - 1] in _EDGE:
+        end -= 1
+    span = ns[start:end]
+    if not span or span in qn:
+        return None
+    a, b = nz.span(start, end)
+    return sentence[a:b]
+
+
+_DETERMINER = re.compile(r"^(?:什么|啥|哪|何种|多少|几)")
+
+
+def _head(qword: str, right: str, q: str) -> str | None:
+    """The word after a question word that the answer carries too: the unit after
+    多少/几, the noun after 什么/哪个."""
+    if not right or not _DETERMINER.match(qword):
+        return None
+    if qword.startswith(("多少", "几")):
+        unit = question_unit(q)
+        return unit if unit and right.startswith(unit) else None
+    word, pos, _src = tag(right)[0]
+    return word if pos.startswith("n") and len(word) <= 3 else None
+
+
+# how much a word of the question counts less for each character it stands from the
+# gap, and how much each character of the span costs: the nearest, shortest frame wins
+_FAR, _LONG = 1.0, 0.01
+_MIN_FRAME = 1.5  # the question's words must frame the gap by at least this much
+_EDGE_SCORE = 0.5
+
+
+def _best_gap(left: str, right: str, ns: str) -> tuple[int, int] | None:
+    """[start, end) of the span of `ns` that the question's words frame best: what
+    precedes it repeats the end of `left`, what follows it the start of `right`."""
+    n = len(ns)
+    starts = _frame_scores(left[::-1], ns[::-1])[::-1]  # by where the span starts
+    ends = _frame_scores(right, ns)  # by where the span ends
+    cuts = (
+        {0, n}
+        | {c.end() for c in _CLAUSE_END.finditer(ns)}
+        | {c.start() for c in _CLAUSE_END.finditer(ns)}
+    )
+    # a clause's edge frames a span too: fully where the gap opens or closes the
+    # question, a little where the question's words are not found there
+    edge_l = 1.0 if not left else _EDGE_SCORE
+    edge_r = 1.0 if not right else _EDGE_SCORE
+    for c in cuts:
+        starts[c] = max(starts[c], edge_l)
+        ends[c] = max(ends[c], edge_r)
+    best, where = _MIN_FRAME, None
+    for i in range(n):
+        if starts[i] <= 0:
+            continue
+        for j in range(i + 1, min(n, i + _MAX_SPAN) + 1):
+            if ends[j] <= 0:
+                continue
+            score = starts[i] + ends[j] - _LONG * (j - i)
+            if score > best:
+                best, where = score, (i, j)
+    return where
+
+
+def _frame_scores(words: str, ns: str) -> list[float]:
+    """For each position j of `ns`, how well `ns[j:]` opens with `words` or a piece of
+    it: the length of the longest common start of ns[j:] and words[p:], less _FAR per
+    character p it stands from the gap; one character counts only right at the gap."""
+    n, m = len(ns), len(words)
+    out = [0.0] * (n + 1)
+    if not m:
+        return out
+    # run[j][p]: length of the common start of ns[j:] and words[p:]
+    nxt = [0] * (m + 1)
+    for j in range(n - 1, -1, -1):
+        cur = [0] * (m + 1)
+        c = ns[j]
+        for p in range(m - 1, -1, -1):
+            if words[p] == c:
+                cur[p] = nxt[p + 1] + 1
+        best = 0.0
+        for p in range(m):
+            k = cur[p]
+            if k >= 2 or (k == 1 and p == 0):
+                best = max(best, k - _FAR * p)
+        out[j] = best
+        nxt = cur
+    return out
+
+
+# what opens a reason (由于……, 为了……) and what opens its consequence (……，所以)
+_BECAUSE = re.compile(r"由于|因为|是为了|为了|主要目的是|目的是|用途是|原因是|因(?![此而素])")
+_SO = re.compile(
+    r"[，,；;]?\s*(?:所以|因此|因而|于是|以致|故(?!事|乡|意|宫|居))|而(?=[^，,；;。]{0,8}$)"
+)
+
+
+def _reason(sentence: str) -> str | None:
+    """The reason a sentence gives: what follows 由于/为了 up to its consequence, or
+    what comes before ……所以."""
+    nz = normalize(sentence)
+    ns = nz.text
+    m = _BECAUSE.search(ns)
+    if m:
+        start = m.end()
+        so = _SO.search(ns, start)
+        end = so.start() if so else len(ns)
+    else:
+        so = _SO.search(ns)
+        if not so:
+            return None
+        start, end = 0, so.start()
+    while start < end and ns[start] in _EDGE:
+        start += 1
+    while end > start and ns[end - 1] in _EDGE:
+        end -= 1
+    if end <= start:
+        return None
+    a, b = nz.span(start, end)
+    return sentence[a:b]
+
+
+def _first(pattern: re.Pattern, sentence: str, qn: str, need_digit: bool = False) -> str | None:
+    for m in pattern.finditer(sentence):
+        span = m.group().strip(" ,.")
+        if not span or (need_digit and not re.search(r"[0-9一二三四五六七八九十百千万两半]", span)):
+            continue
+        if norm(span) in qn:  # the question's own year is not the answer
+            continue
+        return span
+    return None
+
+
+def _original(sentence: str, normalized_span: str) -> str:
+    """`normalized_span` as `sentence` writes it (full-width digits, traditional script)."""
+    target = re.sub(r"\s+", "", normalized_span)
+    ns = norm(sentence)
+    at = ns.find(target)
+    if at >= 0 and len(ns) == len(sentence):  # the usual case: norm kept every offset
+        return sentence[at : at + len(target)]
+    for i in range(len(sentence)):
+        for j in range(i + 1, min(len(sentence), i + len(target) * 2 + 4) + 1):
+            if re.sub(r"\s+", "", norm(sentence[i:j])) == target:
+                return sentence[i:j]
+    return normalized_span
+
+
+def _cell(qn: str, row: str) -> str | None:
+    """The value of the row's cell whose header shares most with the question."""
+    best, best_score = None, 0.0
+    for cell in row.split(CELL_SEP):
+        header, sep, value = cell.partition("：")
+        if not sep or not value.strip():
+            continue
+        h = norm(header)
+        score = sum(h[i : i + 2] in qn for i in range(len(h) - 1)) + (h in qn) * 2
+        if norm(value.strip()) in qn:
+            continue  # the row's key (区县：崂山区) is what the question names, not asks
+        if score > best_score:
+            best, best_score = value.strip(), score
+    return best
+
+
+__all__ = ["short_answer"]
