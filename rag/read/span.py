@@ -93,6 +93,7 @@ _CLAUSE_END = re.compile(r"[，,；;。！!？?：:]")
 # what may stand at the edge of a gap without being part of the answer
 _EDGE = "是为的了在于由被把将和与及着，,、：:；;。.！!？?“”\"'「」『』（）() "
 _MAX_SPAN = 40
+_SAME_FROM, _SAME_TO = "为系乃叫名做", "是是是称称作"
 
 
 def _aligned(qn: str, sentence: str) -> str | None:
@@ -116,15 +117,25 @@ def _aligned(qn: str, sentence: str) -> str | None:
     head = _head(m.group() if m else "", right, q)
     if head and ns.startswith(head, end):  # 什么区 is answered by 西湖区, 多少公里 by 61公里
         end += len(head)
-    while start < end and ns[start] in _EDGE:
-        start += 1
-    while end > start and ns[end - 1] in _EDGE:
-        end -= 1
+    if ns.startswith("(", start):  # the subject's gloss: 尚恩·菲南（Shane Filan），
+        close = ns.find(")", start, end)
+        if close > 0:
+            start = close + 1
+    start, end = _trim(ns, start, end)
     span = ns[start:end]
     if not span or span in qn:
         return None
     a, b = nz.span(start, end)
     return sentence[a:b]
+
+
+def _trim(ns: str, start: int, end: int) -> tuple[int, int]:
+    """[start, end) without the particles and punctuation at its edges."""
+    while start < end and ns[start] in _EDGE:
+        start += 1
+    while end > start and ns[end - 1] in _EDGE:
+        end -= 1
+    return start, end
 
 
 _DETERMINER = re.compile(r"^(?:什么|啥|哪|何种|多少|几)")
@@ -142,9 +153,14 @@ def _head(qword: str, right: str, q: str) -> str | None:
     return word if pos.startswith("n") and len(word) <= 3 else None
 
 
+# words a sentence may say for the question's: 是/为/系, 又叫/又称/又名 (one character
+# for another keeps every offset)
+_SAME = str.maketrans(_SAME_FROM, _SAME_TO)
+
 # how much a word of the question counts less for each character it stands from the
 # gap, and how much each character of the span costs: the nearest, shortest frame wins
-_FAR, _LONG = 1.0, 0.01
+_FAR, _LONG = 0.7, 0.01
+_CAP = 3.0
 _MIN_FRAME = 1.5  # the question's words must frame the gap by at least this much
 _EDGE_SCORE = 0.5
 
@@ -153,8 +169,9 @@ def _best_gap(left: str, right: str, ns: str) -> tuple[int, int] | None:
     """[start, end) of the span of `ns` that the question's words frame best: what
     precedes it repeats the end of `left`, what follows it the start of `right`."""
     n = len(ns)
-    starts = _frame_scores(left[::-1], ns[::-1])[::-1]  # by where the span starts
-    ends = _frame_scores(right, ns)  # by where the span ends
+    left, right, cs = (t.translate(_SAME) for t in (left, right, ns))
+    starts = _frame_scores(left[::-1], cs[::-1])[::-1]  # by where the span starts
+    ends = _frame_scores(right, cs)  # by where the span ends
     cuts = (
         {0, n}
         | {c.end() for c in _CLAUSE_END.finditer(ns)}
@@ -200,7 +217,7 @@ def _frame_scores(words: str, ns: str) -> list[float]:
         for p in range(m):
             k = cur[p]
             if k >= 2 or (k == 1 and p == 0):
-                best = max(best, k - _FAR * p)
+                best = max(best, min(k, _CAP) - _FAR * p)
         out[j] = best
         nxt = cur
     return out
@@ -228,10 +245,7 @@ def _reason(sentence: str) -> str | None:
         if not so:
             return None
         start, end = 0, so.start()
-    while start < end and ns[start] in _EDGE:
-        start += 1
-    while end > start and ns[end - 1] in _EDGE:
-        end -= 1
+    start, end = _trim(ns, start, end)
     if end <= start:
         return None
     a, b = nz.span(start, end)
