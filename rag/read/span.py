@@ -1,16 +1,20 @@
 """The exact span of a quoted sentence that answers a question: the figure with its
 unit, the date, the name, the place, or whatever fills the question's gap.
 
-Two ways, the typed one first:
-
-- A question that asks for a figure, a date, a person or a place (`answer_type`) is
-  answered by the first such thing in the sentence that the question does not name
-  itself; a table row by the cell whose header the question names.
-- Any other question is aligned with the sentence (`_aligned`): its question word
-  (什么, 哪个, 谁, 多少, 如何……) splits it into the words before and after the gap; the
-  longest end of the words before that the sentence repeats, and the nearest start of
-  the words after, frame the span. "西溪湿地位于杭州市什么区？" over
+- Every question but a why-question is aligned with the sentence (`_aligned`): its
+  question word (什么, 哪个, 谁, 多少, 如何……) splits it into the words before and
+  after the gap, and the span of the sentence that those words frame best, nearest
+  words counting most, is the answer. "西溪湿地位于杭州市什么区？" over
   "西溪湿地位于杭州市西湖区……" gives 西湖区.
+- A question that asks for a figure, a date or a person takes the first such thing
+  (`_typed`) inside that span, else in the sentence; a place takes the span first (LAC's
+  first place name is often only the country of a longer address).
+- A why-question takes the reason the sentence gives (由于……, 为了……, ……所以).
+- A table row gives the cell whose header the question names.
+
+None when nothing answers: a yes/no question, a sentence that only repeats the
+question, or one that the question's words do not frame. Measured in
+eval/reports/trust/short_answer.md.
 """
 
 from __future__ import annotations
@@ -22,13 +26,25 @@ from rag.read.constraints import tag
 from rag.read.reader import answer_type, question_slot, question_unit
 from rag.textnorm import norm, normalize
 
-# a number with its unit: 156亿元, 40.6公里, 150多名, 30%
-_FIGURE = re.compile(
-    r"[0-9一二三四五六七八九十百千万亿两半.,]+\s*(?:多|余)?\s*(?:[万亿千百]\s*)*"
-    r"(?:平方公里|平方米|公里|千米|公顷|亿元|万元|美元|个百分点|人次|[%％元米亩吨人名位个项次年天座条部处家种届期岁层套辆所篇场户栋间台件倍]|)"
+# a number with its unit: 156亿元, 40.6公里, 150多名, 30%, 65-70厘米, 100至400公尺
+_AMOUNT = r"[0-9一二三四五六七八九十百千万亿两半.,]+\s*(?:多|余)?\s*(?:[万亿千百]\s*)*"
+_UNIT = "|".join(
+    sorted(
+        "平方公里 平方米 平方英里 公里 千米 公尺 公分 厘米 毫米 英里 英尺 公顷 公斤 千克 亿元 万元 美元"
+        " 港元 日元 欧元 英镑 个百分点 人次 小时 分钟 地球日 mb gb kb".split(),
+        key=len,
+        reverse=True,
+    )
+    + [
+        "[%％元米亩吨克人名位个项次年天座条部处家种届期岁层套辆所篇场户栋间台件倍颗组集页枚只头匹首张话章秒分]"
+    ]
 )
+_FIGURE = re.compile(rf"{_AMOUNT}(?:\s*[-~～至到]\s*{_AMOUNT})?(?:{_UNIT}|)")
+# a date: 2019年5月, 5月12日, and a reign's year with the western one, 天启五年（1625年）
+_MONTH = r"(?:\s*(?:\d{1,2}|[正一二三四五六七八九十]{1,3})\s*月(?:\s*\d{1,2}\s*日)?)?"
+_ERA = r"[\u4e00-\u9fff]{2}(?:元|[一二三四五六七八九十]{1,3}|\d{1,3})\s*年\s*[(（]\s*前?\d{1,4}\s*年\s*[)）]"
 _DATE_SPAN = re.compile(
-    r"(?:\d{4}|[一二三四五六七八九〇零]{4})\s*年(?:\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*日)?)?"
+    rf"(?:{_ERA}|前\d{{1,4}}\s*年|(?:\d{{4}}|[一二三四五六七八九〇零]{{4}})\s*年){_MONTH}"
     r"|\d{1,2}\s*月\s*\d{1,2}\s*日|\d{1,2}\s*月"
 )
 _ENTITY_TAGS = {"person": ("PER", "nr"), "place": ("LOC", "ns")}
@@ -44,30 +60,26 @@ def short_answer(question: str, sentence: str) -> str | None:
     kind = answer_type(qn, normalized=True)
     if kind == "reason":
         return _reason(sentence)
-    if kind in _WHOLE:
-        return None
-    if kind in _ALIGN_FIRST:
-        return _aligned(qn, sentence) or _typed(qn, kind, sentence)
-    if kind in _TYPED_IN_GAP:
-        gap = _aligned(qn, sentence)
-        return (gap and _typed(qn, kind, gap)) or _typed(qn, kind, sentence) or gap
-    return _typed(qn, kind, sentence) or _aligned(qn, sentence)
-
-
-_WHOLE: set = {"list"}
-_TYPED_IN_GAP: set = {"number", "date", "person"}
-
-
-_ALIGN_FIRST: set = {"place"}
+    gap = _aligned(qn, sentence)
+    if kind == "place":  # a place is more than LAC's first name: 澳洲维多利亚州墨尔本
+        return gap or _typed(qn, kind, sentence)
+    # a figure, date or name inside the gap first: the sentence may hold several
+    return (gap and _typed(qn, kind, gap)) or _typed(qn, kind, sentence) or gap
 
 
 def _typed(qn: str, kind: str, sentence: str) -> str | None:
+    """The first figure, date, person or place of `sentence` the question does not
+    name, for a question of that kind."""
     if kind == "number":
         slot = question_slot(qn, normalized=True)
         if slot is not None:
-            m = slot.search(norm(sentence))
+            ns = norm(sentence)
+            m = slot.search(ns)
             if m and m.group().strip(" ,."):
-                return _original(sentence, m.group().strip(" ,."))
+                # with the range and unit the slot's pattern leaves out: 30~270公尺
+                f = _FIGURE.match(ns, m.start())
+                found = f.group() if f and f.end() > m.end() else m.group()
+                return _original(sentence, found.strip(" ,."))
         return _first(_FIGURE, sentence, qn, need_digit=True)
     if kind == "date":
         return _first(_DATE_SPAN, sentence, qn)
@@ -90,8 +102,9 @@ _YES_NO = re.compile(r"是否|有无|有没有|能否|可否|是不是|吗[？?]
 _ASKS_AFTER = re.compile(r"(?:是|为|叫|指|有)$")  # "乔许·哈却森的职业是？": the gap is at the end
 _QTAIL = re.compile(r"[\s？?。！!,，、：:；;呢呀啊]+$")  # not 么: 什么 ends questions
 _CLAUSE_END = re.compile(r"[，,；;。！!？?：:]")
-# what may stand at the edge of a gap without being part of the answer
-_EDGE = "是为的了在于由被把将和与及着，,、：:；;。.！!？?“”\"'「」『』（）() "
+# what may stand at the edge of a gap without being part of the answer (not 和/及/将:
+# they open names, 和平, 将军)
+_EDGE = "是为的了在于由被，,、：:；;。.！!？?“”\"'「」『』（）() "
 _MAX_SPAN = 40
 _SAME_FROM, _SAME_TO = "为系乃叫名做", "是是是称称作"
 
@@ -149,7 +162,10 @@ def _head(qword: str, right: str, q: str) -> str | None:
     if qword.startswith(("多少", "几")):
         unit = question_unit(q)
         return unit if unit and right.startswith(unit) else None
-    word, pos, _src = tag(right)[0]
+    words = tag(right)
+    if not words:
+        return None
+    word, pos, _src = words[0]
     return word if pos.startswith("n") and len(word) <= 3 else None
 
 
@@ -185,16 +201,18 @@ def _best_gap(left: str, right: str, ns: str) -> tuple[int, int] | None:
         starts[c] = max(starts[c], edge_l)
         ends[c] = max(ends[c], edge_r)
     best, where = _MIN_FRAME, None
-    for i in range(n):
+    for i in range(n + 1):
         if starts[i] <= 0:
             continue
-        for j in range(i + 1, min(n, i + _MAX_SPAN) + 1):
+        for j in range(i, min(n, i + _MAX_SPAN) + 1):
             if ends[j] <= 0:
                 continue
             score = starts[i] + ends[j] - _LONG * (j - i)
             if score > best:
                 best, where = score, (i, j)
-    return where
+    # framed best with nothing between: the sentence says the question's words
+    # without a gap ("这项工作意义重大" for 这项工作有什么意义), so no span answers
+    return where if where and where[0] < where[1] else None
 
 
 def _frame_scores(words: str, ns: str) -> list[float]:
