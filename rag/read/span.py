@@ -23,7 +23,7 @@ import re
 
 from rag.ingest.tables import CELL_SEP
 from rag.read.constraints import tag
-from rag.read.reader import answer_type, question_slot, question_unit
+from rag.read.reader import answer_type, question_slot
 from rag.textnorm import norm, normalize
 
 # a number with its unit: 156亿元, 40.6公里, 150多名, 30%, 65-70厘米, 100至400公尺
@@ -39,6 +39,7 @@ _UNIT = "|".join(
         "[%％元米亩吨克人名位个项次年天座条部处家种届期岁层套辆所篇场户栋间台件倍颗组集页枚只头匹首张话章秒分]"
     ]
 )
+_UNIT_AT = re.compile(_UNIT)
 _FIGURE = re.compile(rf"{_AMOUNT}(?:\s*[-~～至到]\s*{_AMOUNT})?(?:{_UNIT}|)")
 # a date: 2019年5月, 5月12日, and a reign's year with the western one, 天启五年（1625年）
 _MONTH = r"(?:\s*(?:\d{1,2}|[正一二三四五六七八九十]{1,3})\s*月(?:\s*\d{1,2}\s*日)?)?"
@@ -80,6 +81,13 @@ def _typed(qn: str, kind: str, sentence: str) -> str | None:
                 f = _FIGURE.match(ns, m.start())
                 found = f.group() if f and f.end() > m.end() else m.group()
                 return _original(sentence, found.strip(" ,."))
+        m = re.search(r"(?:多少|几)(.*)", qn)
+        unit = _asked_unit(m.group(1)) if m else None
+        if unit:  # 共33话 answers 多少话, not the 2009年 before it
+            pattern = re.compile(rf"{_AMOUNT}(?:\s*[-~～至到]\s*{_AMOUNT})?{re.escape(unit)}")
+            return _first(pattern, sentence, qn, need_digit=True) or _first(
+                _FIGURE, sentence, qn, need_digit=True
+            )
         return _first(_FIGURE, sentence, qn, need_digit=True)
     if kind == "date":
         return _first(_DATE_SPAN, sentence, qn)
@@ -124,10 +132,10 @@ def _aligned(qn: str, sentence: str) -> str | None:
     nz = normalize(sentence)
     ns = nz.text
     found = _best_gap(left, right, ns)
+    head = _head(m.group() if m else "", right, q)
     if found is None:
         return None
     start, end = found
-    head = _head(m.group() if m else "", right, q)
     if head and ns.startswith(head, end):  # 什么区 is answered by 西湖区, 多少公里 by 61公里
         end += len(head)
     if ns.startswith("(", start):  # the subject's gloss: 尚恩·菲南（Shane Filan），
@@ -143,12 +151,25 @@ def _aligned(qn: str, sentence: str) -> str | None:
 
 
 def _trim(ns: str, start: int, end: int) -> tuple[int, int]:
-    """[start, end) without the particles and punctuation at its edges."""
+    """[start, end) without the particles and punctuation at its edges, but with the
+    bracket that closes one it opens: 天启五年（1625年）."""
     while start < end and ns[start] in _EDGE:
         start += 1
     while end > start and ns[end - 1] in _EDGE:
+        opener = _OPENER.get(ns[end - 1])
+        if opener and opener in ns[start : end - 1]:
+            break
         end -= 1
     return start, end
+
+
+_OPENER = {")": "(", "」": "「", "』": "『", "”": "“"}
+
+
+def _asked_unit(after_qword: str) -> str | None:
+    """The unit a 多少/几 question asks in: 多少公分 -> 公分, 几话 -> 话."""
+    m = _UNIT_AT.match(after_qword)
+    return m.group() if m else None
 
 
 _DETERMINER = re.compile(r"^(?:什么|啥|哪|何种|多少|几)")
@@ -160,8 +181,7 @@ def _head(qword: str, right: str, q: str) -> str | None:
     if not right or not _DETERMINER.match(qword):
         return None
     if qword.startswith(("多少", "几")):
-        unit = question_unit(q)
-        return unit if unit and right.startswith(unit) else None
+        return _asked_unit(right)
     words = tag(right)
     if not words:
         return None
@@ -186,8 +206,9 @@ def _best_gap(left: str, right: str, ns: str) -> tuple[int, int] | None:
     precedes it repeats the end of `left`, what follows it the start of `right`."""
     n = len(ns)
     left, right, cs = (t.translate(_SAME) for t in (left, right, ns))
-    starts = _frame_scores(left[::-1], cs[::-1])[::-1]  # by where the span starts
-    ends = _frame_scores(right, cs)  # by where the span ends
+    said_l = _frame_scores(left[::-1], cs[::-1])[::-1]  # by where the span starts
+    said_r = _frame_scores(right, cs)  # by where the span ends
+    starts, ends = list(said_l), list(said_r)
     cuts = (
         {0, n}
         | {c.end() for c in _CLAUSE_END.finditer(ns)}
@@ -200,14 +221,22 @@ def _best_gap(left: str, right: str, ns: str) -> tuple[int, int] | None:
     for c in cuts:
         starts[c] = max(starts[c], edge_l)
         ends[c] = max(ends[c], edge_r)
+    # words[j] - words[i]: characters of ns[i:j] that are more than particles and
+    # punctuation; a gap of only those (the 。 after a repeated word) is no span
+    words = [0] * (n + 1)
+    for k, c in enumerate(ns):
+        words[k + 1] = words[k] + (c not in _EDGE)
     best, where = _MIN_FRAME, None
     for i in range(n + 1):
         if starts[i] <= 0:
             continue
         for j in range(i, min(n, i + _MAX_SPAN) + 1):
-            if ends[j] <= 0:
+            if j == i:  # no gap: only where the question's own words meet
+                score = said_l[i] + said_r[i] if said_l[i] > 0 and said_r[i] > 0 else 0
+            elif ends[j] <= 0 or words[j] == words[i]:
                 continue
-            score = starts[i] + ends[j] - _LONG * (j - i)
+            else:
+                score = starts[i] + ends[j] - _LONG * (j - i)
             if score > best:
                 best, where = score, (i, j)
     # framed best with nothing between: the sentence says the question's words
