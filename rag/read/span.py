@@ -26,8 +26,9 @@ from rag.read.constraints import tag
 from rag.read.reader import answer_type, question_slot
 from rag.textnorm import norm, normalize
 
-# a number with its unit: 156亿元, 40.6公里, 150多名, 30%, 65-70厘米, 100至400公尺
-_AMOUNT = r"[0-9一二三四五六七八九十百千万亿两半.,]+\s*(?:多|余)?\s*(?:[万亿千百]\s*)*"
+# a number with its unit: 156亿元, 40.6公里, 150多名, 30%, 65-70厘米, 100至400公尺;
+# not the digits of a name or a plate (庞x0, 晋A12345)
+_AMOUNT = r"(?<![a-zA-Z×*&#\d.,])[0-9一二三四五六七八九十百千万亿两半.,]+\s*(?:多|余)?\s*(?:[万亿千百]\s*)*"
 _UNIT = "|".join(
     sorted(
         "平方公里 平方米 平方英里 公里 千米 公尺 公分 厘米 毫米 英里 英尺 公顷 公斤 千克 亿元 万元 美元"
@@ -41,6 +42,9 @@ _UNIT = "|".join(
 )
 _UNIT_AT = re.compile(_UNIT)
 _FIGURE = re.compile(rf"{_AMOUNT}(?:\s*[-~～至到]\s*{_AMOUNT})?(?:{_UNIT}|)")
+_FIGURE_WITH_UNIT = re.compile(rf"{_AMOUNT}(?:\s*[-~～至到]\s*{_AMOUNT})?(?:{_UNIT})")
+# what a question asks an amount of money of, when it does not say 元
+_MONEY = re.compile(r"费|金|款|钱|价|资|额|赔偿|罚")
 # a date: 2019年5月, 5月12日, and a reign's year with the western one, 天启五年（1625年）
 _MONTH = r"(?:\s*(?:\d{1,2}|[正一二三四五六七八九十]{1,3})\s*月(?:\s*\d{1,2}\s*日)?)?"
 _ERA = r"[\u4e00-\u9fff]{2}(?:元|[一二三四五六七八九十]{1,3}|\d{1,3})\s*年\s*[(（]\s*前?\d{1,4}\s*年\s*[)）]"
@@ -83,12 +87,17 @@ def _typed(qn: str, kind: str, sentence: str) -> str | None:
                 return _original(sentence, found.strip(" ,."))
         m = re.search(r"(?:多少|几)(.*)", qn)
         unit = _asked_unit(m.group(1)) if m else None
+        if unit is None and _MONEY.search(qn):  # 多少保险费, 赔偿多少: an amount in 元
+            unit = "元"
         if unit:  # 共33话 answers 多少话, not the 2009年 before it
             pattern = re.compile(rf"{_AMOUNT}(?:\s*[-~～至到]\s*{_AMOUNT})?{re.escape(unit)}")
-            return _first(pattern, sentence, qn, need_digit=True) or _first(
-                _FIGURE, sentence, qn, need_digit=True
-            )
-        return _first(_FIGURE, sentence, qn, need_digit=True)
+            found = _first(pattern, sentence, qn, need_digit=True)
+            if found:
+                return found
+        # a figure with a unit before a bare number
+        return _first(_FIGURE_WITH_UNIT, sentence, qn, need_digit=True) or _first(
+            _FIGURE, sentence, qn, need_digit=True
+        )
     if kind == "date":
         return _first(_DATE_SPAN, sentence, qn)
     if kind in _ENTITY_TAGS:
@@ -110,6 +119,16 @@ _YES_NO = re.compile(r"是否|有无|有没有|能否|可否|是不是|吗[？?]
 _ASKS_AFTER = re.compile(r"(?:是|为|叫|指|有)$")  # "乔许·哈却森的职业是？": the gap is at the end
 _QTAIL = re.compile(r"[\s？?。！!,，、：:；;呢呀啊]+$")  # not 么: 什么 ends questions
 _CLAUSE_END = re.compile(r"[，,；;。！!？?：:]")
+_PLACE_CUE = re.compile(
+    r"位于|地处|坐落于|坐落在|出生于|出生在|生于|原址|分布于|分布在|产于|来自|籍贯|原籍|设于|建于"
+)
+# a question for another name, and where a sentence gives one
+_NAMING = re.compile(
+    r"(?:又|也|还|亦|俗|别|原|本|简|曾|旧|通|学|英文)(?:可以)?(?:被)?(?:称|叫|名|译)(?:作|做|为|成)?(?:是)?$|(?:别名|原名|简称|俗称|旧称|字|号)(?:是|为)?$"
+)
+_NAME_CUE = re.compile(
+    r"(?:又|也|亦|俗|别|原|本|简|曾|旧|通)(?:称|名|叫|译)(?:作|做|为)?|别名|字|号"
+)
 # what may stand at the edge of a gap without being part of the answer (not 和/及/将:
 # they open names, 和平, 将军)
 _EDGE = "是为的了在于由被，,、：:；;。.！!？?“”\"'「」『』（）() "
@@ -131,7 +150,12 @@ def _aligned(qn: str, sentence: str) -> str | None:
         return None
     nz = normalize(sentence)
     ns = nz.text
-    found = _best_gap(left, right, ns)
+    opens = []
+    if answer_type(q, normalized=True) == "place":  # 位于……, 生于……: where a place follows
+        opens = [c.end() for c in _PLACE_CUE.finditer(ns)]
+    elif _NAMING.search(left):  # 又叫什么: 又称……, 别名……, 字……
+        opens = [c.end() for c in _NAME_CUE.finditer(ns)]
+    found = _best_gap(left, right, ns, opens)
     head = _head(m.group() if m else "", right, q)
     if found is None:
         return None
@@ -197,11 +221,12 @@ _SAME = str.maketrans(_SAME_FROM, _SAME_TO)
 # gap, and how much each character of the span costs: the nearest, shortest frame wins
 _FAR, _LONG = 0.7, 0.01
 _CAP = 3.0
+_CUE_SCORE = 2.5
 _MIN_FRAME = 1.5  # the question's words must frame the gap by at least this much
 _EDGE_SCORE = 0.5
 
 
-def _best_gap(left: str, right: str, ns: str) -> tuple[int, int] | None:
+def _best_gap(left: str, right: str, ns: str, opens: list[int] = ()) -> tuple[int, int] | None:
     """[start, end) of the span of `ns` that the question's words frame best: what
     precedes it repeats the end of `left`, what follows it the start of `right`."""
     n = len(ns)
@@ -209,6 +234,8 @@ def _best_gap(left: str, right: str, ns: str) -> tuple[int, int] | None:
     said_l = _frame_scores(left[::-1], cs[::-1])[::-1]  # by where the span starts
     said_r = _frame_scores(right, cs)  # by where the span ends
     starts, ends = list(said_l), list(said_r)
+    for i in opens:  # where the question's kind says an answer opens
+        starts[i] = max(starts[i], _CUE_SCORE)
     cuts = (
         {0, n}
         | {c.end() for c in _CLAUSE_END.finditer(ns)}
