@@ -52,6 +52,7 @@ _DATE_SPAN = re.compile(
     rf"(?:{_ERA}|前\d{{1,4}}\s*年|(?:\d{{4}}|[一二三四五六七八九〇零]{{4}})\s*年){_MONTH}"
     r"|\d{1,2}\s*月\s*\d{1,2}\s*日|\d{1,2}\s*月"
 )
+_FEW = re.compile(r"哪[两二三四五六七八九十]|哪几")
 _ENTITY_TAGS = {"person": ("PER", "nr"), "place": ("LOC", "ns")}
 
 
@@ -65,6 +66,8 @@ def short_answer(question: str, sentence: str) -> str | None:
     kind = answer_type(qn, normalized=True)
     if kind == "reason":
         return _reason(sentence)
+    if kind == "list" and not _FEW.search(qn):  # 哪些/有什么: the items run on past
+        return None  # any frame, the sentence is them; 哪两个公司 asks for two names
     gap = _aligned(qn, sentence)
     if kind == "place":  # a place is more than LAC's first name: 澳洲维多利亚州墨尔本
         return gap or _typed(qn, kind, sentence)
