@@ -330,13 +330,18 @@ def _reason(sentence: str) -> str | None:
 
 
 def _first(pattern: re.Pattern, sentence: str, qn: str, need_digit: bool = False) -> str | None:
-    for m in pattern.finditer(sentence):
+    """The first match of `pattern` in `sentence` (matched in its normalised form: 33話
+    is 33话, ３６页 is 36页) that the question does not name, as the sentence writes it."""
+    nz = normalize(sentence)
+    for m in pattern.finditer(nz.text):
         span = m.group().strip(" ,.")
         if not span or (need_digit and not re.search(r"[0-9一二三四五六七八九十百千万两半]", span)):
             continue
-        if norm(span) in qn:  # the question's own year is not the answer
+        if span in qn:  # the question's own year is not the answer
             continue
-        return span
+        start = m.start() + m.group().index(span)
+        a, b = nz.span(start, start + len(span))
+        return sentence[a:b]
     return None
 
 
