@@ -114,6 +114,11 @@ def test_a_traditional_sentence_gives_its_own_characters():
         short_answer("西溪湿地位于杭州市什么区？", "西溪濕地位於杭州市西湖區，是國家濕地公園。")
         == "西湖區"
     )
+    # the unit the question asks in, 话, is the sentence's 話
+    assert (
+        short_answer("《最游记外传》连载完结时一共有多少话？", "已在2009年連載完結，共33話。")
+        == "33話"
+    )
 
 
 @pytest.mark.parametrize(("question", "sentence", "expected"), ALIGNED + TYPED + REASONS)
