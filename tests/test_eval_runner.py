@@ -102,6 +102,11 @@ def test_run_writes_rows_metrics_config_report(base_run, qfile):
             "timings_ms",
         }
         assert r["timings_ms"]["total"] > 0
+        # the quote the short answer comes from is kept, so a span rule can be re-scored
+        if r["refused"]:
+            assert r["first_quote"] is None and r["span"] is None
+        else:
+            assert r["first_quote"] and r["span"] == (r["short_answer"] or r["first_quote"])
         assert len(r["retrieved_doc_ids"]) == len(set(r["retrieved_doc_ids"])) <= 10
         if r["answerable"]:
             assert r["metrics"]["recall@5"] == M.recall_at_k(

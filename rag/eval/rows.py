@@ -133,6 +133,9 @@ def make_row(
         {
             "answer": ans.text,
             "short_answer": getattr(ans, "short_answer", None),
+            # the sentence the short answer is taken from, so a span rule can be
+            # re-scored on stored rows without asking again
+            "first_quote": None if refused or not ans.sentences else ans.sentences[0].text,
             # what short_em / short_f1 score: the short answer, else the first quote
             "span": None
             if refused

@@ -1,5 +1,5 @@
 """What an answer says of itself: how sure it is (高/中/低, and why, in words) and the
-exact span that answers (the figure with its unit, the date, the name, the place).
+exact span that answers (found by `rag.read.span.short_answer`).
 
 One implementation for every answerer: the extractive one and the LLM one both call
 `grade` on their finished `Answer`.
@@ -7,12 +7,8 @@ One implementation for every answerer: the extractive one and the LLM one both c
 
 from __future__ import annotations
 
-import re
-
-from rag.ingest.tables import CELL_SEP
-from rag.read.constraints import tag
-from rag.read.reader import answer_type, asked_cell, cell_reading, question_slot
-from rag.textnorm import norm
+from rag.read.reader import answer_type
+from rag.read.span import short_answer
 from rag.types import Answer
 
 HIGH, MID, LOW = "高", "中", "低"
@@ -29,73 +25,6 @@ _KIND_WORDS = {
     "person": "所问的人名",
     "place": "所问的地点",
 }
-
-# a number with its unit: 156亿元, 40.6公里, 150多名, 30%
-_FIGURE = re.compile(
-    r"[0-9一二三四五六七八九十百千万亿两半.,]+\s*(?:多|余)?\s*(?:[万亿千百]\s*)*"
-    r"(?:平方公里|平方米|公里|千米|公顷|亿元|万元|美元|个百分点|人次|[%％元米亩吨人名位个项次年天座条部处家种届期岁层套辆所篇场户栋间台件倍]|)"
-)
-_DATE_SPAN = re.compile(
-    r"(?:\d{4}|[一二三四五六七八九〇零]{4})\s*年(?:\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*日)?)?"
-    r"|\d{1,2}\s*月\s*\d{1,2}\s*日|\d{1,2}\s*月"
-)
-_ENTITY_TAGS = {"person": ("PER", "nr"), "place": ("LOC", "ns")}
-
-
-def short_answer(question: str, sentence: str) -> str | None:
-    """The span of `sentence` that answers `question`, when the question asks for a
-    figure, a date, a person or a place and the sentence holds one; else None."""
-    qn = norm(question)
-    kind = answer_type(qn, normalized=True)
-    if CELL_SEP in sentence:  # a table row: the cell whose header the question names
-        return _cell(qn, sentence)
-    if kind == "number":
-        slot = question_slot(qn, normalized=True)
-        if slot is not None:
-            m = slot.search(norm(sentence))
-            if m and m.group().strip(" ,."):
-                return _original(sentence, m.group().strip(" ,."))
-        return _first(_FIGURE, sentence, qn, need_digit=True)
-    if kind == "date":
-        return _first(_DATE_SPAN, sentence, qn)
-    if kind in _ENTITY_TAGS:
-        tags = _ENTITY_TAGS[kind]
-        for word, t, _src in tag(sentence):
-            if t in tags and len(word) >= 2 and norm(word) not in qn:
-                return word
-    return None
-
-
-def _first(pattern: re.Pattern, sentence: str, qn: str, need_digit: bool = False) -> str | None:
-    for m in pattern.finditer(sentence):
-        span = m.group().strip(" ,.")
-        if not span or (need_digit and not re.search(r"[0-9一二三四五六七八九十百千万两半]", span)):
-            continue
-        if norm(span) in qn:  # the question's own year is not the answer
-            continue
-        return span
-    return None
-
-
-def _original(sentence: str, normalized_span: str) -> str:
-    """`normalized_span` as `sentence` writes it (full-width digits, traditional script)."""
-    target = re.sub(r"\s+", "", normalized_span)
-    ns = norm(sentence)
-    at = ns.find(target)
-    if at >= 0 and len(ns) == len(sentence):  # the usual case: norm kept every offset
-        return sentence[at : at + len(target)]
-    for i in range(len(sentence)):
-        for j in range(i + 1, min(len(sentence), i + len(target) * 2 + 4) + 1):
-            if re.sub(r"\s+", "", norm(sentence[i:j])) == target:
-                return sentence[i:j]
-    return normalized_span
-
-
-def _cell(qn: str, row: str) -> str | None:
-    """The value of the row's cell whose header shares most with the question, with its
-    column's unit ("42602.1万元")."""
-    cell = asked_cell(qn, row)
-    return cell_reading(cell) if cell else None
 
 
 def grade(ans: Answer) -> Answer:
