@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rag.eval.bench.llm_report import main
 from rag.read.extractive import REFUSAL
 
@@ -33,6 +35,8 @@ def test_the_report_rescores_pairs_and_gates(tmp_path):
         {"id": "b", "question": "多少？", "answers": ["156亿元"], "answerable": True},
         {"id": "c", "question": "何时？", "answers": [], "answerable": False},
         {"id": "d", "question": "哪里？", "answers": [], "answerable": False},
+        {"id": "e", "question": "哪几家？", "answers": ["甲院", "乙院"], "answerable": True,
+         "type": "list"},
     ]  # fmt: skip
     _write(tmp_path / "q.jsonl", qs)
     runs = tmp_path / "runs"
@@ -40,20 +44,22 @@ def test_the_report_rescores_pairs_and_gates(tmp_path):
     _write(
         runs / "s.extractive.jsonl",
         [_ext("a", "张丹与张昊[1]"), _ext("b", "156亿元[1]"), _ext("c", "2023年[1]"),
-         _ext("d", REFUSAL, refused=True)],
+         _ext("d", REFUSAL, refused=True), _ext("e", "甲院[1]")],
     )  # fmt: skip
     _write(
         runs / "s.qwen.jsonl",
         [_llm("a", "张丹[1]", "张丹[1]"), _llm("b", "156亿元[1]", "156亿元[1]"),
-         _llm("c", REFUSAL, REFUSAL, "refusal", True), _llm("d", REFUSAL, REFUSAL, "refusal", True)],
+         _llm("c", REFUSAL, REFUSAL, "refusal", True), _llm("d", REFUSAL, REFUSAL, "refusal", True),
+         _llm("e", "甲院[1]、乙院[2]", "甲院[1]、乙院[2]")],
     )  # fmt: skip
     out = tmp_path / "rep"
     assert main([str(runs), "--set", f"s={tmp_path / 'q.jsonl'}", "--out", str(out)]) == 0
     m = json.loads((out / "sets.json").read_text("utf-8"))["sets"]["s"]
-    assert (m["answerable"], m["unanswerable"]) == (2, 2)
+    assert (m["answerable"], m["unanswerable"]) == (3, 2)
     assert m["extractive"]["containment"] == 1.0
-    assert m["llm"]["containment"] == 0.5  # RGB: 张丹 alone misses the item 张昊
-    assert m["paired"]["containment"]["diff"] == -0.5
+    assert m["llm"]["containment"] == pytest.approx(2 / 3)  # RGB: 张丹 alone misses 张昊
+    assert m["paired"]["containment"]["diff"] == pytest.approx(-1 / 3)
+    assert (m["lists"]["items_extractive"], m["lists"]["items_llm"]) == (0.5, 1.0)
     assert m["extractive"]["refusal_unanswerable"] == 0.5
     assert m["gated"]["refusal_unanswerable"] == 1.0  # the reader refused c as well
     assert m["gated"]["false_refusal"] == 0.0

@@ -38,6 +38,11 @@ def _rescored(rows: dict[str, dict], questions: dict[str, dict]) -> list[dict]:
         q = questions[qid]
         r = dict(r, answerable=bool(q["answerable"]))
         r["contains"] = not r["refused"] and correct(r["answer"], q)
+        if q.get("type") == "list" and q["answers"]:  # every answer is an item to name
+            shown = "" if r["refused"] else r["answer"]
+            r["items"] = sum(correct(shown, {"answers": [a]}) for a in q["answers"]) / len(
+                q["answers"]
+            )
         if "raw" in r:
             r["raw_contains"] = correct(r["raw"], q)
             r["reader_refused"] = _REFUSED in r["raw"] or not r["raw"].strip()
@@ -73,6 +78,7 @@ def compare_set(ext: list[dict], llm: list[dict]) -> dict[str, Any]:
     first = [r["first_token_ms"] / 1e3 for r in llm if r.get("first_token_ms")]
     tps = [r["tokens_per_s"] for r in llm if r.get("tokens_per_s")]
     cited = sum(r["cited_sentences"] for r in llm)
+    lists_e, lists_l = [r for r in ext if "items" in r], [r for r in llm if "items" in r]
     return {
         "questions": len(ids),
         "answerable": len(ans_e),
@@ -112,8 +118,18 @@ def compare_set(ext: list[dict], llm: list[dict]) -> dict[str, Any]:
             "refusal_unanswerable": _diff(una_e, una_l, "refused"),
             "gated_false_refusal": _diff(ans_e, ans_g, "refused"),
             "gated_refusal_unanswerable": _diff(una_e, una_g, "refused"),
+            "list_items": _diff(lists_e, lists_l, "items"),
+        },
+        "lists": {
+            "questions": len(lists_e),
+            "items_extractive": _mean(lists_e, "items"),
+            "items_llm": _mean(lists_l, "items"),
         },
     }
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    return sum(r[key] for r in rows) / len(rows) if rows else None
 
 
 def _f(x: float | None, digits: int = 2) -> str:
@@ -202,6 +218,19 @@ def format_report(sets: dict[str, dict], provenance: dict) -> str:
     row("false refusal, gated", lambda m: _f(m["gated"]["false_refusal"]))
     row("  vs extractive", lambda m: _d(m["paired"]["gated_false_refusal"]))
     row("containment, gated", lambda m: _f(m["gated"]["containment"]))
+    out += [
+        "",
+        "## List questions: the share of the items named (issue 21, 4d)",
+        "",
+        "Questions of type `list`, whose gold answers are all items to name (corpus_qa):",
+        "",
+        "| | " + " | ".join(sets) + " |",
+        "|---|" + "---|" * len(sets),
+    ]
+    row("list questions", lambda m: str(m["lists"]["questions"]))
+    row("items named, extractive", lambda m: _f(m["lists"]["items_extractive"]))
+    row("items named, LLM", lambda m: _f(m["lists"]["items_llm"]))
+    row("  paired difference", lambda m: _d(m["paired"]["list_items"]))
     return "\n".join(out) + "\n"
 
 
