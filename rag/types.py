@@ -232,6 +232,9 @@ class Answer:
     confidence_reason: str = ""
     # the exact span of the first quoted sentence that answers: "156亿元", "2019年"
     short_answer: str | None = None
+    # an LLM answer's own text, checked: {"shown": "llm" | "fallback" | "refusal",
+    # "cited_sentences", "valid_citations", "tokens"}; None for the extractive answerer
+    generation: dict | None = None
 
     def to_json(self) -> dict:
         return {

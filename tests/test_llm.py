@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,7 @@ from rag.system import (
 )
 from rag.textnorm import without_glosses  # noqa: E402
 
+REPO = Path(__file__).resolve().parent.parent
 Q = "崂山区2023年重点推进多少个城市更新项目？"
 PASSAGE = re.compile(r'<passage id="(\d+)"[^>]*>\n(.*?)\n</passage>', re.S)
 
@@ -571,6 +573,31 @@ def test_cli_chat_shows_the_rewritten_question(
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{Q}\n那它的投资是多少？\n"))
     assert main(["chat", *flags]) == 0
     assert f"（理解为：{standalone}）" in capsys.readouterr().out
+
+
+def test_eval_run_with_a_generator_reports_what_only_an_llm_run_has(server, tmp_path):
+    # issue 21: citation validity, what was shown, first token and tokens/s in the report
+    server.script(*[Reply(cite(1), piece_chars=3) for _ in range(3)])
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text(
+        f'[generators.fake]\nllm = "openai"\nmodel = "m"\nbase_url = "{server.base_url}"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "run"
+    args = ["eval", "run", str(REPO / "eval/datasets/corpus_qa.jsonl"), "--corpus"]
+    args += [str(REPO / "corpus"), "--limit", "3", "--config", str(cfg), "--generator", "fake"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text("utf-8").splitlines()]
+    gen = [r["generation"] for r in rows if "generation" in r]
+    assert gen and all(
+        g["tokens"] >= 1 and g["cited_sentences"] >= g["valid_citations"] for g in gen
+    )
+    m = json.loads((out / "metrics.json").read_text("utf-8"))
+    m = m.get("metrics", m)
+    assert 0.0 <= m["citation_validity"] <= 1.0 and m["first_token_p50_ms"] > 0
+    assert m["shown_llm"] + m["shown_fallback"] <= 1.0
+    report = (out / "report.md").read_text("utf-8")
+    assert "LLM: citation validity" in report and "LLM: first token p50 (ms)" in report
 
 
 # ----------------------------------------------------------------------------- grounding

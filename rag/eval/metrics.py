@@ -444,6 +444,7 @@ def aggregate(
     ]
     out["latency_p50_ms"] = percentile(totals, 50)
     out["latency_p95_ms"] = percentile(totals, 95)
+    out.update(generation_figures(rows))
     out["n"] = len(rows)
     out["n_answerable"] = sum(1 for r in rows if r.get("answerable"))
     out["n_unanswerable"] = len(rows) - out["n_answerable"]
@@ -452,6 +453,33 @@ def aggregate(
         for key, v in per.items()
     }
     return out
+
+
+def generation_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What only a run with an LLM has (rows with `generation`): citation validity (the
+    model's cited sentences whose [n] exists and supports them), what was shown, first
+    token and tokens/s; empty for the extractive answerer."""
+    gen = [r for r in rows if isinstance(r.get("generation"), Mapping)]
+    if not gen:
+        return {}
+    cited = sum(r["generation"]["cited_sentences"] for r in gen)
+    first, rates = [], []
+    for r in gen:
+        t = r.get("timings_ms") or {}
+        if t.get("first_token") is not None:
+            first.append(float(t["first_token"]))
+            n, span = r["generation"]["tokens"], float(t.get("generate", 0)) - t["first_token"]
+            if n > 1 and span > 0:
+                rates.append((n - 1) / span * 1e3)
+    return {
+        "citation_validity": sum(r["generation"]["valid_citations"] for r in gen) / cited
+        if cited
+        else None,
+        "shown_llm": sum(r["generation"]["shown"] == "llm" for r in gen) / len(gen),
+        "shown_fallback": sum(r["generation"]["shown"] == "fallback" for r in gen) / len(gen),
+        "first_token_p50_ms": percentile(first, 50),
+        "tokens_per_s_p50": percentile(rates, 50),
+    }
 
 
 # ---------------------------------------------------------------- paired tests

@@ -45,6 +45,11 @@ METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("judge_correctness", "judge: correctness", "answerable, answered, judged"),
     ("latency_p50_ms", "latency p50 (ms)", "all questions"),
     ("latency_p95_ms", "latency p95 (ms)", "all questions"),
+    ("citation_validity", "LLM: citation validity", "the model's cited sentences"),
+    ("shown_llm", "LLM: its answer shown", "questions the LLM answered"),
+    ("shown_fallback", "LLM: extractive fallback shown", "questions the LLM answered"),
+    ("first_token_p50_ms", "LLM: first token p50 (ms)", "questions the LLM answered"),
+    ("tokens_per_s_p50", "LLM: tokens/s p50", "questions the LLM answered"),
 )
 
 TYPE_COLUMNS = (

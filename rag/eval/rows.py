@@ -94,6 +94,7 @@ def _timings(t: Mapping[str, float], wall_ms: float) -> dict[str, float]:
     out = {
         "embed": get("embed_ms", "embed"),
         "retrieve": get("retrieve_ms", "retrieve"),
+        "first_token": get("first_token_ms", "first_token"),
         "generate": get("generate_ms", "generate"),
         "total": get("total_ms", "total") or wall_ms,
     }
@@ -157,6 +158,8 @@ def make_row(
             "timings_ms": _timings(ans.timings_ms, wall_ms),
         }
     )
+    if getattr(ans, "generation", None):  # an LLM wrote (or tried to write) the answer
+        row["generation"] = dict(ans.generation)
     if judge is not None and not refused:
         verdict = judge.judge(
             q.question, ans.text, [c.text for c in cited], list(q.answers) or None

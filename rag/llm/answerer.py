@@ -229,6 +229,7 @@ class LLMAnswerer:
         t2 = time.perf_counter()
         timings["generate_ms"] = (t2 - t1) * 1e3
         ans = self.check("".join(raw), question, hits, extractive)
+        ans.generation = self._generation("".join(raw), hits, ans, len(raw))
         timings["check_ms"] = (time.perf_counter() - t2) * 1e3
         yield from self._finish(ans, timings, t0)
 
@@ -309,6 +310,27 @@ class LLMAnswerer:
     def answers(self, question: str) -> bool:
         """Does the LLM answer this question (`llm_questions`), or the extractive answerer?"""
         return self.settings.llm_questions == "all" or bool(GATHER.search(norm(question)))
+
+    def _generation(self, raw: str, hits: list[Hit], ans: Answer, pieces: int) -> dict:
+        """What the model's own text was, for evaluation: how many of its sentences cite
+        a passage, how many of those citations exist and support them, what was shown."""
+        checks = check_citations(
+            raw,
+            [self._checkable(h) for h in hits],
+            self.embedder,
+            self.settings.grounding_threshold,
+        )
+        cited = [c for c in checks if c.cited or c.invalid]
+        return {
+            "shown": "refusal"
+            if ans.refused
+            else "llm"
+            if ans.generator == self.name
+            else "fallback",
+            "cited_sentences": len(cited),
+            "valid_citations": sum(1 for c in cited if not c.invalid and c.supported),
+            "tokens": pieces,
+        }
 
     # -- pieces ------------------------------------------------------------------------
     def _produce(self, messages, stop: threading.Event) -> Iterator[str]:
