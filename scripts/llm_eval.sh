@@ -30,6 +30,19 @@ ingest artifacts/eval/cmrc/corpus.jsonl artifacts/idx/cmrc
 run cmrc artifacts/eval/cmrc/questions.jsonl artifacts/idx/cmrc --answerable 100 --unanswerable 0
 ingest artifacts/eval/rgb50/corpus.jsonl artifacts/idx/rgb50
 run rgb artifacts/eval/rgb50/questions.jsonl artifacts/idx/rgb50 --answerable 50 --unanswerable 50
+# 50 + 50 more RGB questions, drawn with seed 1 from those the first sample left
+MORE=$($PY - <<'PY'
+import json, random
+from rag.eval.bench.llm import sample
+qs = [json.loads(x) for x in open("artifacts/eval/rgb50/questions.jsonl", encoding="utf-8")]
+first = {q["id"] for q in sample(qs, 50, 50, 0)}
+rng, ids = random.Random(1), []
+for want in (True, False):
+    ids += rng.sample([q["id"] for q in qs if q["answerable"] == want and q["id"] not in first], 50)
+print(",".join(ids))
+PY
+)
+run rgb artifacts/eval/rgb50/questions.jsonl artifacts/idx/rgb50 --ids "$MORE"
 $PY -m rag.eval.bench.llm_report $O --set corpus_qa=eval/datasets/corpus_qa.jsonl \
     --set cail=artifacts/eval/cail/questions.jsonl --set cmrc=artifacts/eval/cmrc/questions.jsonl \
     --set rgb=artifacts/eval/rgb50/questions.jsonl --out eval/reports/llm
