@@ -41,8 +41,9 @@ def server(corpus_system):
     thread.join(15)
 
 
-def _serve(app):
-    port = free_port()
+def _serve(app, port: int | None = None):
+    """The app on a real socket (`port`: a fixed one, when a URL must be known first)."""
+    port = port or free_port()
     srv = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

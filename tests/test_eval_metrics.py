@@ -387,7 +387,12 @@ def test_aggregate_rgb_items_and_retrieval_only_rows():
 def test_short_answer_em_and_f1_score_the_span_not_the_sentence():
     from rag.eval.metrics import aggregate
 
-    base = {"answerable": True, "gold_doc_ids": ["d"], "retrieved_doc_ids": ["d"], "answers": ["156亿元"]}
+    base = {
+        "answerable": True,
+        "gold_doc_ids": ["d"],
+        "retrieved_doc_ids": ["d"],
+        "answers": ["156亿元"],
+    }
     rows = [
         {**base, "question_id": "a", "refused": False, "answer": "今年计划完成投资156亿元。[1]", "span": "156亿元"},
         {**base, "question_id": "b", "refused": False, "answer": "重点推进196个项目。[1]", "span": "196个"},

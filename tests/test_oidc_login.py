@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -21,6 +20,7 @@ import pytest
 from conftest import free_port, running_app
 from oidc_provider import OidcProvider
 from org_home import make_home
+from test_api import _serve
 
 from rag.config import Settings
 from rag.errors import ConfigError
@@ -42,7 +42,7 @@ def _oidc_settings(s: Settings, issuer: str, port: int) -> Settings:
 
 def _serve_chat(s: Settings, embedder, port: int, tmp):
     """`rag serve --ui` over the home of `s`, its accounts logging in, on `port`."""
-    from rag.serve.api import create_app, make_server
+    from rag.serve.api import create_app
     from rag.serve.limits import account_login
     from rag.system import Embedders, KbSystems
 
@@ -50,13 +50,7 @@ def _serve_chat(s: Settings, embedder, port: int, tmp):
     app = create_app(systems.get("hr"), ui=True, ui_auth=account_login(s, 0.0),
                      ui_temp_dir=tmp, systems=systems, accounts=Accounts(s),
                      audit=AuditLog(s.home_path / "audit.db"))  # fmt: skip
-    srv = make_server(app, "127.0.0.1", port)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+    srv, thread, _url = _serve(app, port)
     return srv, thread
 
 

@@ -78,8 +78,12 @@ def test_a_person_the_documents_do_not_mention_is_refused(corpus_system):
 
 
 def test_short_answers_are_the_span_that_answers():
-    assert short_answer("从哪年开始组织干部培训？", "从2019年开始，150多名干部参加培训。") == "2019年"
-    assert short_answer("有多少名干部参加培训？", "从2019年开始，150多名干部参加培训。") == "150多名"
+    assert (
+        short_answer("从哪年开始组织干部培训？", "从2019年开始，150多名干部参加培训。") == "2019年"
+    )
+    assert (
+        short_answer("有多少名干部参加培训？", "从2019年开始，150多名干部参加培训。") == "150多名"
+    )
     assert short_answer("崂山区计划投资多少？", "年度計劃完成投資156億元。") == "156億元"
     row = "表2 各区投资计划｜区县：崂山区｜2023年计划投资：156亿元｜项目数：196"
     assert short_answer("崂山区2023年计划投资多少？", row) == "156亿元"
@@ -167,7 +171,9 @@ def test_summarise_this_document_gives_its_points_in_its_own_words(corpus_system
     spans = [(s.start, s.end) for s in ans.sentences]
     # verbatim, but for a page's pinyin glosses (區(qū))
     assert all(without_glosses(text[a:b]) == s.text for (a, b), s in zip(spans, ans.sentences))
-    assert all(a2 >= b1 or b2 <= a1 for i, (a1, b1) in enumerate(spans) for a2, b2 in spans[i + 1 :])
+    assert all(
+        a2 >= b1 or b2 <= a1 for i, (a1, b1) in enumerate(spans) for a2, b2 in spans[i + 1 :]
+    )
     assert ans.text.startswith("1. ") and "要点" in ans.notice
 
 

@@ -228,24 +228,39 @@ class LLMAnswerer:
             return
         t2 = time.perf_counter()
         timings["generate_ms"] = (t2 - t1) * 1e3
-        ans = self.check("".join(raw), question, hits, extractive)
-        ans.generation = self._generation("".join(raw), hits, ans, len(raw))
+        text = "".join(raw).strip()
+        checks = self.citation_checks(text, hits)  # once: for the answer and the figures
+        ans = self.check(text, question, hits, extractive, checks)
+        ans.generation = self._generation(checks, ans, len(raw))
         timings["check_ms"] = (time.perf_counter() - t2) * 1e3
         yield from self._finish(ans, timings, t0)
 
-    def check(self, raw: str, question: str, hits: list[Hit], extractive: Answer) -> Answer:
-        """Turn the LLM's raw text into a checked `Answer` (or the extractive one)."""
+    def citation_checks(self, raw: str, hits: list[Hit]) -> list[SentenceCheck]:
+        """Each sentence of the model's text against the passages it cites."""
+        return check_citations(
+            raw.strip(),
+            [self._checkable(h) for h in hits],
+            self.embedder,
+            self.settings.grounding_threshold,
+        )
+
+    def check(
+        self,
+        raw: str,
+        question: str,
+        hits: list[Hit],
+        extractive: Answer,
+        checks: list[SentenceCheck] | None = None,
+    ) -> Answer:
+        """Turn the LLM's raw text into a checked `Answer` (or the extractive one);
+        `checks`: its `citation_checks`, when the caller has them already."""
         raw = raw.strip()
         if is_refusal(raw):
             ans = refusal(self.retriever.index, question, hits, extractive.confidence)
             ans.generator = self.name
             return ans
-        checks = check_citations(
-            raw,
-            [self._checkable(h) for h in hits],
-            self.embedder,
-            self.settings.grounding_threshold,
-        )
+        if checks is None:
+            checks = self.citation_checks(raw, hits)
         invalid = sorted({n for c in checks for n in c.invalid})
         if not any(c.cited for c in checks):
             log.info("LLM %s answer has no valid citation; using the extractive answer", self.name)
@@ -311,15 +326,9 @@ class LLMAnswerer:
         """Does the LLM answer this question (`llm_questions`), or the extractive answerer?"""
         return self.settings.llm_questions == "all" or bool(GATHER.search(norm(question)))
 
-    def _generation(self, raw: str, hits: list[Hit], ans: Answer, pieces: int) -> dict:
+    def _generation(self, checks: list[SentenceCheck], ans: Answer, pieces: int) -> dict:
         """What the model's own text was, for evaluation: how many of its sentences cite
         a passage, how many of those citations exist and support them, what was shown."""
-        checks = check_citations(
-            raw,
-            [self._checkable(h) for h in hits],
-            self.embedder,
-            self.settings.grounding_threshold,
-        )
         cited = [c for c in checks if c.cited or c.invalid]
         return {
             "shown": "refusal"
@@ -329,6 +338,8 @@ class LLMAnswerer:
             else "fallback",
             "cited_sentences": len(cited),
             "valid_citations": sum(1 for c in cited if not c.invalid and c.supported),
+            "sentences": len(checks),
+            "supported": sum(1 for c in checks if c.supported),
             "tokens": pieces,
         }
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.eval.metrics import bootstrap_ci, containment, rgb_correct
-from rag.llm.grounding import check_citations
 
 
 def correct(text: str, q: dict) -> bool:
@@ -31,11 +30,10 @@ def correct(text: str, q: dict) -> bool:
 
 def measure(system, q: dict) -> dict:
     """One question through the system's LLM answerer, as one row of figures."""
-    a = system.answerer
     t0 = time.perf_counter()
     pieces: list[str] = []
     final = None
-    for item in a.stream(q["question"]):
+    for item in system.answerer.stream(q["question"]):
         if isinstance(item, str):
             pieces.append(item)
         else:
@@ -43,20 +41,16 @@ def measure(system, q: dict) -> dict:
     wall = time.perf_counter() - t0
     raw = "".join(pieces)
     t = final.timings_ms
-    hits = final.retrieved
-    checks = check_citations(raw, [a._checkable(h) for h in hits], a.embedder) if raw else []
-    cited = [c for c in checks if c.cited or c.invalid]
-    valid = [c for c in cited if not c.invalid and c.supported]
+    # the answerer's own checks of the model's text (Answer.generation); none when the
+    # model was not asked or failed before its text was complete
+    g = final.generation or {}
     gen_s = (t.get("generate_ms", 0) - t.get("first_token_ms", 0)) / 1e3
-    shown = (
-        "refusal"
-        if final.refused
-        else "llm"
-        if final.generator == a.name
-        else "fallback"
-        if (final.notice or "").startswith("大模型")
-        else "extractive"
-    )
+    if final.refused:
+        shown = "refusal"
+    elif g:
+        shown = g["shown"]
+    else:
+        shown = "fallback" if (final.notice or "").startswith("大模型") else "extractive"
     return {
         "id": q["id"],
         "question": q["question"],
@@ -69,10 +63,10 @@ def measure(system, q: dict) -> dict:
         "refused": bool(final.refused),
         "contains": bool(not final.refused and correct(final.text, q)),
         "raw_contains": correct(raw, q),
-        "cited_sentences": len(cited),
-        "valid_citations": len(valid),
-        "sentences": len(checks),
-        "supported": sum(1 for c in checks if c.supported),
+        "cited_sentences": g.get("cited_sentences", 0),
+        "valid_citations": g.get("valid_citations", 0),
+        "sentences": g.get("sentences", 0),
+        "supported": g.get("supported", 0),
         "first_token_ms": t.get("first_token_ms"),
         "total_ms": wall * 1e3,
         "tokens": len(pieces),

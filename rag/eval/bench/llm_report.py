@@ -143,6 +143,11 @@ def _d(p: dict) -> str:
     return f"{p['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
+def _head(sets: dict[str, dict]) -> list[str]:
+    """The header of a table with one column per data set."""
+    return ["| | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+
+
 def format_report(sets: dict[str, dict], provenance: dict) -> str:
     out = [
         "# The real local LLM against the extractive answerer, per data set",
@@ -154,8 +159,7 @@ def format_report(sets: dict[str, dict], provenance: dict) -> str:
         "answer holds a gold answer (RGB: every answer item). *Reader refused*: the model's",
         "own text is the refusal sentence, whatever was shown after the checks.",
         "",
-        "| | " + " | ".join(sets) + " |",
-        "|---|" + "---|" * len(sets),
+        *_head(sets),
     ]
 
     def row(label: str, get) -> None:
@@ -204,8 +208,7 @@ def format_report(sets: dict[str, dict], provenance: dict) -> str:
         "",
         "The extractive answer, refused also when the LLM reader refused (same questions):",
         "",
-        "| | " + " | ".join(sets) + " |",
-        "|---|" + "---|" * len(sets),
+        *_head(sets),
     ]
     row(
         "reader refused: answerable / unanswerable",
@@ -224,8 +227,7 @@ def format_report(sets: dict[str, dict], provenance: dict) -> str:
         "",
         "Questions of type `list`, whose gold answers are all items to name (corpus_qa):",
         "",
-        "| | " + " | ".join(sets) + " |",
-        "|---|" + "---|" * len(sets),
+        *_head(sets),
     ]
     row("list questions", lambda m: str(m["lists"]["questions"]))
     row("items named, extractive", lambda m: _f(m["lists"]["items_extractive"]))
